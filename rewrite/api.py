@@ -1,0 +1,136 @@
+"""`optimize(model, example_inputs, **options)`: the PyTorch entry point.
+
+Validates the model, rewrites a copy with the FX passes (each site verified on the spot), then
+checks the whole model against a float64 reference of the original. If that final check fails,
+the rewrites are retried more conservatively (folds only, then nothing), so the returned model
+never misses its tolerance silently.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn as nn
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
+from .options import RewriteOptions
+from .report import Report, Site
+
+
+def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **options) -> nn.Module:
+    """Return a module computing the same function as `model` (eval mode), rewritten for speed.
+
+    example_inputs: a tensor or tuple of tensors the model accepts; the activations they produce
+        are what every rewrite is checked on, and their shapes feed the cost model.
+    inplace: when False (default) `model` is left untouched; when True its modules are reused
+        and modified (no copy of the weights is made), so only the returned module is valid.
+    options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
+        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
+    The result carries `.rewrite_report`, a `rewrite.report.Report`.
+    """
+    opts = _options(options)
+    example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    dtype = _validate(model, example_inputs)
+    from passes.fx.pipeline import optimize_fx  # front end loaded on use: rewrite/ stays graph-free
+
+    reference_model = _float64_copy(model) if opts.check else None
+    work = model if inplace else copy.deepcopy(model)
+    if not opts.check:
+        optimized, report = optimize_fx(work, example_inputs, opts, dtype)
+        optimized.rewrite_report = report
+        return optimized
+
+    with torch.no_grad():
+        reference = reference_model(*tree_map(_to_float64, example_inputs))
+    tol = model_tolerance(dtype, opts.model_tolerance)
+    attempts = [opts]
+    optimized = report = None
+    for attempt in range(3):
+        if attempt:
+            work = _restore(reference_model, dtype, model)
+        run_opts = attempts[-1]
+        try:
+            optimized, report = optimize_fx(work, example_inputs, run_opts, dtype)
+            with torch.no_grad():
+                out = optimized(*example_inputs)
+            err, abs_err = _compare(out, reference)
+        except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
+            report = report or Report(target=opts.target, dtype=str(dtype))
+            report.notes.append(f"optimized model failed to run ({type(exc).__name__}: {exc}); rolled back")
+            err = abs_err = float("inf")
+        report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
+        if within(err, tol):
+            break
+        applied = {f"{s.kind}:{s.name}" for s in report.applied}
+        keep_folds = attempt == 0
+        skip = {k for k in applied if not (keep_folds and k.startswith("fold:"))}
+        report.notes.append(
+            f"whole-model check failed (rel error {err:.2e} > {tol:.0e}); retrying without "
+            + ("the non-fold rewrites" if keep_folds else "any rewrite")
+        )
+        attempts.append(dataclasses.replace(run_opts, skip_sites=frozenset(run_opts.skip_sites | skip)))
+    else:
+        optimized = _restore(reference_model, dtype, model)
+        for site in report.applied:
+            site.status, site.reason = "rolled_back", "rolled back: the whole-model check kept failing"
+        report.notes.append("returned the original model unchanged")
+    if attempt and report.model_rel_error is not None:
+        report.notes.append(f"passed the whole-model check on attempt {attempt + 1}")
+    optimized.rewrite_report = report
+    return optimized
+
+
+def _options(options: dict) -> RewriteOptions:
+    known = {f.name for f in dataclasses.fields(RewriteOptions)} - {"skip_sites"}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"optimize() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return RewriteOptions(**options)
+
+
+def _validate(model: nn.Module, example_inputs: tuple) -> torch.dtype:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"optimize() takes an nn.Module, got {type(model).__name__}")
+    training = [name or "<model>" for name, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(
+            f"model is in training mode ({', '.join(training[:3])}{'...' if len(training) > 3 else ''}): "
+            "BatchNorm folding and the numerics checks need inference behaviour; call model.eval() first"
+        )
+    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
+    bad = [d for d in dtypes if d not in FLOAT_DTYPES]
+    if bad:
+        raise TypeError(f"optimize() rewrites float models; found parameters of dtype {bad[0]} "
+                        "(quantized or integer models are not supported)")
+    leaves = [x for x in tree_flatten(example_inputs)[0] if isinstance(x, torch.Tensor)]
+    if not leaves:
+        raise TypeError("example_inputs must contain at least one tensor")
+    for x in leaves:
+        if x.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"example input of dtype {x.dtype}: optimize() needs float inputs")
+    params = [p for p in model.parameters()]
+    return params[0].dtype if params else leaves[0].dtype
+
+
+def _to_float64(x):
+    return x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).double()
+
+
+def _restore(reference_model: nn.Module, dtype: torch.dtype, original: nn.Module) -> nn.Module:
+    """A fresh copy of the original model at its dtype (float64 → dtype is exact)."""
+    return copy.deepcopy(reference_model).to(dtype)
+
+
+def _compare(out, reference) -> tuple[float, float]:
+    outs, refs = tree_flatten(out)[0], tree_flatten(reference)[0]
+    if len(outs) != len(refs):
+        raise ValueError(f"optimized model returns {len(outs)} outputs, original {len(refs)}")
+    pairs = [(o, r) for o, r in zip(outs, refs) if isinstance(r, torch.Tensor)]
+    return (max((rel_error(o, r) for o, r in pairs), default=0.0),
+            max((max_abs_error(o, r) for o, r in pairs), default=0.0))

@@ -1,0 +1,113 @@
+"""Cost model v0: an analytic roofline over the layers of a chain.
+
+Each layer is one kernel launch (eager execution). Its time is
+
+    t = max(FLOPs / rate, bytes / bandwidth) + launch_overhead
+
+FLOPs = 2 · B · Ho · Wo · C_out · (C_in / groups) · kh · kw for a conv; dense and pointwise
+convs run at the matrix (tensor-core / GEMM) rate, depthwise and small-group convs at the
+vector (CUDA-core / SIMD) rate, which is far lower. Bytes = input + output activations + weights
+at the activation dtype's size; an affine or activation layer that stands alone costs one read
+and one write of its tensor. A chain costs the sum of its layers, and the predicted speedup of a
+rewrite is t(before) / t(after).
+
+The model is an object so that callers can inject another (e.g. one calibrated by measurement):
+anything with `chain_time(layers, input_shape, dtype) -> seconds` will do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .ir import Activation, Affine, ConvSpec, Layer
+
+GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Throughput figures of one device. Rates in FLOP/s per dtype, bandwidth in B/s."""
+
+    name: str
+    matrix_rate: dict = field(hash=False)
+    vector_rate: dict = field(hash=False)
+    bandwidth: float
+    launch_overhead: float
+
+    def rate(self, table: dict, dtype: torch.dtype) -> float:
+        return table.get(dtype, table[torch.float32])
+
+
+# H100 SXM as measured in DESIGN.md: ~3.0 TB/s copy bandwidth, ~800 TFLOP/s fp16/bf16 dense.
+# fp32 convs run as TF32 on the matrix units (cuDNN's default in PyTorch).
+H100 = DeviceProfile(
+    name="h100",
+    matrix_rate={torch.float16: 800e12, torch.bfloat16: 800e12, torch.float32: 400e12, torch.float64: 50e12},
+    vector_rate={torch.float16: 100e12, torch.bfloat16: 100e12, torch.float32: 50e12, torch.float64: 25e12},
+    bandwidth=3.0e12,
+    launch_overhead=3e-6,
+)
+
+# A small x86 server core pair (AVX2 FMA), as the CI/developer machines here: oneDNN GEMM-like
+# convs reach ~100 GFLOP/s, depthwise convs a fraction of that.
+CPU = DeviceProfile(
+    name="cpu",
+    matrix_rate={torch.float32: 100e9, torch.float64: 50e9, torch.float16: 25e9, torch.bfloat16: 50e9},
+    vector_rate={torch.float32: 15e9, torch.float64: 8e9, torch.float16: 4e9, torch.bfloat16: 8e9},
+    bandwidth=15e9,
+    launch_overhead=5e-6,
+)
+
+PROFILES = {p.name: p for p in (H100, CPU)}
+
+
+def profile_for(target) -> DeviceProfile:
+    if isinstance(target, DeviceProfile):
+        return target
+    if isinstance(target, str) and target.lower() in PROFILES:
+        return PROFILES[target.lower()]
+    raise ValueError(f"unknown target {target!r}; known: {sorted(PROFILES)} or a DeviceProfile")
+
+
+def conv_flops(conv: ConvSpec, batch: int, out_hw: tuple[int, int]) -> float:
+    kh, kw = conv.kernel_size
+    return 2.0 * batch * out_hw[0] * out_hw[1] * conv.out_channels * (conv.in_channels // conv.groups) * kh * kw
+
+
+class RooflineCostModel:
+    """Analytic roofline cost of chains on one DeviceProfile (see module docstring)."""
+
+    def __init__(self, target="h100"):
+        self.profile = profile_for(target)
+
+    def __repr__(self):
+        return f"RooflineCostModel({self.profile.name})"
+
+    def chain_time(self, layers, input_shape, dtype: torch.dtype) -> float:
+        """Seconds to run `layers` in sequence on an NCHW input of `input_shape`."""
+        b, c, h, w = input_shape
+        total = 0.0
+        for layer in layers:
+            t, (c, h, w) = self.layer_time(layer, (b, c, h, w), dtype)
+            total += t
+        return total
+
+    def layer_time(self, layer: Layer, shape, dtype: torch.dtype):
+        """(seconds, output (C, H, W)) of one layer."""
+        p = self.profile
+        size = torch.empty((), dtype=dtype).element_size()
+        b, c, h, w = shape
+        if isinstance(layer, ConvSpec):
+            oh, ow = layer.output_hw(h, w)
+            flops = conv_flops(layer, b, (oh, ow))
+            on_matrix = layer.in_channels // layer.groups >= GROUPS_ON_MATRIX_UNITS or layer.groups == 1
+            rate = p.rate(p.matrix_rate if on_matrix else p.vector_rate, dtype)
+            bytes_ = size * (b * c * h * w + b * layer.out_channels * oh * ow + layer.weight.numel())
+            return max(flops / rate, bytes_ / p.bandwidth) + p.launch_overhead, (layer.out_channels, oh, ow)
+        if isinstance(layer, (Affine, Activation)):
+            return 2 * size * b * c * h * w / p.bandwidth + p.launch_overhead, (c, h, w)
+        raise TypeError(f"no cost for layer {layer!r}")
+
+    def speedup(self, before, after, input_shape, dtype: torch.dtype) -> float:
+        return self.chain_time(before, input_shape, dtype) / self.chain_time(after, input_shape, dtype)

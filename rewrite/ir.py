@@ -1,0 +1,178 @@
+"""Chain IR: the format-independent description of a conv chain.
+
+A *chain* is a short run of layers lifted out of a graph (FX or ONNX):
+
+    ConvSpec  — a 2-D convolution with explicit, possibly asymmetric, zero padding
+    Affine    — a per-channel y = scale * x + shift (an eval-mode BatchNorm, a bias, a scale)
+    Activation — an elementwise nonlinearity, by name
+
+Front ends lift graph nodes into these records and lower them back; the algebra in
+`rewrite.algebra` and the rules in `rewrite.rules` only ever see the IR. Every record can be
+evaluated with plain torch (`apply`), in any float dtype, which is what the tests use as ground
+truth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+
+Pair = tuple[int, int]
+Padding4 = tuple[int, int, int, int]  # (top, bottom, left, right)
+
+
+@dataclass(frozen=True, eq=False)
+class ConvSpec:
+    """y = conv2d(pad(x, padding), weight, bias, stride, dilation, groups).
+
+    `weight` has PyTorch layout [out_channels, in_channels / groups, kh, kw]. Padding is zeros,
+    given per side so that TF/ONNX-style asymmetric "same" padding is representable.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    stride: Pair = (1, 1)
+    padding: Padding4 = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[1] * self.groups
+
+    @property
+    def kernel_size(self) -> Pair:
+        return (self.weight.shape[2], self.weight.shape[3])
+
+    @property
+    def is_dense(self) -> bool:
+        return self.groups == 1
+
+    @property
+    def is_depthwise(self) -> bool:
+        """groups == in_channels > 1 with out_channels a multiple r of in_channels."""
+        return self.groups > 1 and self.groups == self.in_channels and self.out_channels % self.groups == 0
+
+    @property
+    def multiplier(self) -> int:
+        """Depthwise channel multiplier r (output channel j reads input channel j // r)."""
+        return self.out_channels // self.in_channels
+
+    @property
+    def is_pointwise(self) -> bool:
+        """A plain 1x1 conv: groups 1, no padding (stride is allowed, it only subsamples)."""
+        return self.groups == 1 and self.kernel_size == (1, 1) and self.padding == (0, 0, 0, 0)
+
+    @property
+    def has_symmetric_padding(self) -> bool:
+        t, b, l, r = self.padding
+        return t == b and l == r
+
+    def describe(self) -> str:
+        kh, kw = self.kernel_size
+        if self.is_depthwise:
+            kind = f"dw{kh}x{kw}" + (f" r={self.multiplier}" if self.multiplier > 1 else "")
+        elif self.is_pointwise:
+            kind = "pw"
+        elif self.is_dense:
+            kind = f"conv{kh}x{kw}"
+        else:
+            kind = f"gconv{kh}x{kw} g={self.groups}"
+        extra = f" s{self.stride[0]}" if self.stride != (1, 1) else ""
+        return f"{kind} {self.in_channels}->{self.out_channels}{extra}"
+
+    def output_hw(self, h: int, w: int) -> Pair:
+        t, b, l, r = self.padding
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        return ((h + t + b - dh * (kh - 1) - 1) // sh + 1, (w + l + r - dw * (kw - 1) - 1) // sw + 1)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        t, b, l, r = self.padding
+        if any(self.padding):
+            x = F.pad(x, (l, r, t, b))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def to(self, dtype: torch.dtype) -> "ConvSpec":
+        return replace(self, weight=self.weight.to(dtype), bias=None if self.bias is None else self.bias.to(dtype))
+
+
+@dataclass(frozen=True, eq=False)
+class Affine:
+    """y = scale[c] * x + shift[c] over the channel dimension (dim 1)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    @staticmethod
+    def from_batchnorm(mean, var, eps: float, gamma=None, beta=None) -> "Affine":
+        """Eval-mode BatchNorm: y = gamma * (x - mean) / sqrt(var + eps) + beta."""
+        scale = torch.rsqrt(var.double() + eps)
+        if gamma is not None:
+            scale = scale * gamma.double()
+        shift = -mean.double() * scale
+        if beta is not None:
+            shift = shift + beta.double()
+        return Affine(scale, shift)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.to(x.dtype).view(shape) + self.shift.to(x.dtype).view(shape)
+
+    def describe(self) -> str:
+        return "affine"
+
+
+def _hardswish(x):
+    return F.hardswish(x)
+
+
+ACTIVATIONS = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "silu": F.silu,
+    "hardswish": _hardswish,
+    "hardsigmoid": F.hardsigmoid,
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "tanh": torch.tanh,
+    "leaky_relu": F.leaky_relu,
+    "elu": F.elu,
+}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise nonlinearity, by name (see ACTIVATIONS)."""
+
+    name: str
+
+    def __post_init__(self):
+        if self.name not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.name!r}; known: {sorted(ACTIVATIONS)}")
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.name](x)
+
+    def describe(self) -> str:
+        return self.name
+
+
+Layer = Union[ConvSpec, Affine, Activation]
+
+
+def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor) -> torch.Tensor:
+    """Evaluate a chain layer by layer (the ground truth the algebra is tested against)."""
+    for layer in layers:
+        x = layer.apply(x)
+    return x
+
+
+def describe_chain(layers) -> str:
+    return " → ".join(layer.describe() for layer in layers)

@@ -1,0 +1,54 @@
+"""Error measurement and per-dtype tolerances shared by every front end.
+
+Relative error of an output against its float64 reference is the normwise max ratio
+
+    rel_error(y, ref) = max|y − ref| / max|ref|
+
+(∞ when y has a NaN/Inf the reference lacks, or ref is all zero while y is not), which is the
+figure every site check and the whole-model check compare with their tolerance.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# A rewrite of one site changes summation order and rounding of folded weights: it should land
+# within a few ulp-scaled steps of the original. The whole model accumulates many sites.
+SITE_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+MODEL_TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+FLOAT_DTYPES = tuple(SITE_TOLERANCE)
+
+
+def site_tolerance(dtype: torch.dtype, override: float | None = None) -> float:
+    return override if override is not None else SITE_TOLERANCE[dtype]
+
+
+def model_tolerance(dtype: torch.dtype, override: float | None = None) -> float:
+    return override if override is not None else MODEL_TOLERANCE[dtype]
+
+
+def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y, ref = y.detach().double(), ref.detach().double()
+    if y.shape != ref.shape:
+        raise ValueError(f"shape mismatch: {tuple(y.shape)} vs reference {tuple(ref.shape)}")
+    if not torch.isfinite(y).all():
+        return math.inf
+    scale = ref.abs().max().item() if ref.numel() else 0.0
+    diff = (y - ref).abs().max().item() if ref.numel() else 0.0
+    if scale == 0.0:
+        return 0.0 if diff == 0.0 else math.inf
+    return diff / scale
+
+
+def max_abs_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    y, ref = y.detach().double(), ref.detach().double()
+    if not torch.isfinite(y).all():
+        return math.inf
+    return (y - ref).abs().max().item() if ref.numel() else 0.0
+
+
+def within(err: float, tol: float) -> bool:
+    """NaN never passes."""
+    return err == err and err <= tol

@@ -1,0 +1,48 @@
+"""Options shared by every front end (FX and ONNX)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cost_model import RooflineCostModel, profile_for
+
+PASSES = ("fold", "factorize", "reverse", "fuse")
+DEFAULT_PASSES = ("fold", "factorize", "reverse", "fuse")
+
+
+@dataclass
+class RewriteOptions:
+    """What to run and how strictly to check it.
+
+    passes: which rewrite kinds run, in pipeline order fold → factorize → reverse → fuse.
+    target: device profile name ("h100", "cpu") the cost model predicts for; also decides
+        whether the fuse pass runs (a CUDA target) unless `force_fuse`.
+    cost_model: any object with chain_time(layers, input_shape, dtype); default a roofline on
+        `target`.
+    min_speedup: a factorize/reverse site is applied only when the predicted speedup ≥ this.
+    factorize_error_budget: None = exact factorization only; a float opts in to SVD-truncated
+        (approximate) factorization whose measured relative error must stay under it.
+    site_tolerance / model_tolerance: None = per-dtype defaults (rewrite.numerics).
+    check: verify each rewrite (and the whole model) numerically; rollback on failure.
+    """
+
+    passes: tuple[str, ...] = DEFAULT_PASSES
+    target: str = "h100"
+    cost_model: object = None
+    min_speedup: float = 1.05
+    factorize_error_budget: float | None = None
+    site_tolerance: float | None = None
+    model_tolerance: float | None = None
+    check: bool = True
+    force_fuse: bool = False
+    skip_sites: frozenset = field(default_factory=frozenset)
+
+    def __post_init__(self):
+        unknown = set(self.passes) - set(PASSES)
+        if unknown:
+            raise ValueError(f"unknown pass(es) {sorted(unknown)}; known: {list(PASSES)}")
+        self.passes = tuple(p for p in PASSES if p in self.passes)
+        profile_for(self.target)  # fails early on an unknown target
+        if self.cost_model is None:
+            self.cost_model = RooflineCostModel(self.target)
+        if self.factorize_error_budget is not None and not 0 < self.factorize_error_budget < 1:
+            raise ValueError("factorize_error_budget must be in (0, 1)")

@@ -1,0 +1,11 @@
+"""Format-independent rewrite rules: each takes lifted IR layers and returns a Plan or a Decline.
+
+A rule never touches a graph: front ends lift a site into IR, ask the rule, and lower the
+Plan's `after` layers back into their graph format.
+"""
+from .base import Decline, Plan
+from .factorize import plan_factorize
+from .fold import plan_fold
+from .reverse import plan_reverse
+
+__all__ = ["Decline", "Plan", "plan_factorize", "plan_fold", "plan_reverse"]

@@ -1,0 +1,32 @@
+"""reverse (Fused-MBConv reversal): linear dw→pw or pw→dw ⇒ one dense KxK conv.
+
+W[n, m] = Σ_i P[n, m·r+i] D[m·r+i] for dw→pw, W[e·r+i, m] = D[e·r+i] P[e, m] for pw→dw (see
+rewrite.algebra.collapse). Applied only where the cost model predicts the dense form is faster:
+on matrix units the dense conv trades k² more FLOPs for one fewer pass over the intermediate
+tensor and one fewer launch, which wins on wide, shallow early-stage layers (EfficientNetV2's
+observation) and loses on deep ones.
+"""
+from __future__ import annotations
+
+from ..algebra import check_collapse_dw_pw, check_collapse_pw_dw, collapse_dw_pw, collapse_pw_dw
+from ..ir import ConvSpec
+from .base import Decline, Plan
+
+
+def plan_reverse(first: ConvSpec, second: ConvSpec, input_shape, dtype, options) -> Plan | Decline:
+    if first.is_depthwise:
+        reason, build = check_collapse_dw_pw(first, second), collapse_dw_pw
+    elif first.is_pointwise:
+        reason, build = check_collapse_pw_dw(first, second), collapse_pw_dw
+    else:
+        reason, build = f"first conv is neither depthwise nor pointwise ({first.describe()})", None
+    if reason:
+        return Decline("reverse", reason, [first, second])
+    after = [build(first, second)]
+    speedup = options.cost_model.speedup([first, second], after, input_shape, dtype)
+    if speedup < options.min_speedup:
+        return Decline(
+            "reverse", f"cost model predicts the dense conv at {speedup:.2f}x (< {options.min_speedup:g}x)",
+            [first, second], speedup,
+        )
+    return Plan("reverse", [first, second], after, speedup, note="collapsed into one dense conv")
