@@ -93,3 +93,18 @@ def live_nodes(gm: fx.GraphModule):
     for node in list(gm.graph.nodes):
         if not node._erased:
             yield node
+
+
+IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def remove_identities(gm: fx.GraphModule) -> int:
+    """Bypass nn.Identity and (eval-mode) Dropout calls so they do not split chains."""
+    removed = 0
+    for node in live_nodes(gm):
+        module = module_of(gm, node)
+        if isinstance(module, IDENTITY_MODULES) and not module.training and len(node.args) == 1 and not node.kwargs:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            removed += 1
+    return removed

@@ -1,4 +1,5 @@
-"""The FX pass manager: trace → capture activations → fold → factorize → reverse → fuse → lint.
+"""The FX pass manager: trace → capture activations → drop identities → fold → factorize →
+reverse → fuse → lint.
 
 Each pass runs to a bounded fixed point over each traced region (a pass stops when a sweep
 applies nothing, or after MAX_SWEEPS), then the region's graph is linted, dead submodules are
@@ -16,7 +17,7 @@ from .capture import capture_conv_inputs
 from .context import FxContext
 from .factorize import run_factorize
 from .fold import run_fold
-from .graph import INPUT_KEY
+from .graph import INPUT_KEY, remove_identities
 from .reverse import run_reverse
 from .trace import install, trace_regions
 
@@ -56,6 +57,7 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
     shared_params = shared_parameter_ids(root)
     passes = _fx_passes()
     for region in regions:
+        remove_identities(region.module)
         ctx = FxContext(region.module, region.path, options, report, dtype, shared_modules, shared_params)
         for name in options.passes:
             if name not in passes:

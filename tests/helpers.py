@@ -1,0 +1,46 @@
+"""Builders shared by the tests: random IR layers and BN modules with non-trivial statistics."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from rewrite.ir import Affine, ConvSpec
+
+F64 = torch.float64
+
+
+def rand(*shape, dtype=F64, gen=None):
+    return torch.randn(*shape, dtype=dtype, generator=gen)
+
+
+def dw_spec(c, k=3, r=1, stride=1, padding=None, dilation=1, bias=True, dtype=F64, gen=None):
+    p = (k // 2,) * 4 if padding is None else padding
+    return ConvSpec(rand(c * r, 1, k, k, dtype=dtype, gen=gen), rand(c * r, dtype=dtype, gen=gen) if bias else None,
+                    (stride, stride), p, (dilation, dilation), groups=c)
+
+
+def pw_spec(cin, cout, bias=True, stride=1, dtype=F64, gen=None):
+    return ConvSpec(rand(cout, cin, 1, 1, dtype=dtype, gen=gen), rand(cout, dtype=dtype, gen=gen) if bias else None,
+                    (stride, stride))
+
+
+def random_affine(c, dtype=F64, gen=None):
+    var = torch.rand(c, dtype=dtype, generator=gen) + 0.5
+    return Affine.from_batchnorm(rand(c, dtype=dtype, gen=gen), var, 1e-5,
+                                 rand(c, dtype=dtype, gen=gen), rand(c, dtype=dtype, gen=gen))
+
+
+def batchnorm(c, seed=0):
+    """An eval-mode BatchNorm2d with non-trivial running statistics and affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(c)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+        bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(c, generator=g) * 0.2)
+    return bn.eval()
+
+
+def max_rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()

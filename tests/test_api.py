@@ -1,0 +1,85 @@
+"""optimize(): the public contract — copies, errors users can act on, the whole-model check."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from rewrite import Report, optimize
+from tests.fx_models import ConvBN, SeparableConv
+from tests.helpers import max_rel
+
+X8 = torch.randn(2, 8, 12, 12)
+
+
+def test_input_model_untouched_unless_inplace():
+    m = ConvBN().eval()
+    before = copy.deepcopy(m.state_dict())
+    opt = optimize(m, X8)
+    assert opt is not m and isinstance(m.bn, nn.BatchNorm2d)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    opt2 = optimize(m, X8, inplace=True)
+    assert isinstance(opt2.rewrite_report, Report)
+
+
+def test_training_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"training mode.*model\.eval\(\)"):
+        optimize(ConvBN().train(), X8)
+
+
+def test_non_float_model_and_inputs_are_clear_errors():
+    m = ConvBN().eval()
+    m.register_parameter("q", nn.Parameter(torch.zeros(3, dtype=torch.int8), requires_grad=False))
+    with pytest.raises(TypeError, match="float models"):
+        optimize(m, X8)
+    with pytest.raises(TypeError, match="float inputs"):
+        optimize(ConvBN().eval(), X8.to(torch.int32))
+    with pytest.raises(TypeError, match="at least one tensor"):
+        optimize(ConvBN().eval(), (3,))
+
+
+def test_unknown_option_is_a_clear_error():
+    with pytest.raises(TypeError, match="unknown option"):
+        optimize(ConvBN().eval(), X8, passes_to_run=("fold",))
+    with pytest.raises(TypeError, match="nn.Module"):
+        optimize(lambda x: x, X8)
+
+
+def test_report_api():
+    opt = optimize(SeparableConv(32, 64).eval(), torch.randn(8, 32, 56, 56))
+    r = opt.rewrite_report
+    d = r.to_dict()
+    assert {"sites", "counts", "model_rel_error", "target", "dtype"} <= set(d)
+    for s in d["sites"]:
+        assert {"name", "kind", "status", "reason", "predicted_speedup", "rel_error"} <= set(s)
+    assert r.model_rel_error < 1e-4 and "whole-model check" in str(r)
+    assert r.to_json().startswith("{")
+
+
+def test_whole_model_failure_retries_and_never_returns_a_wrong_model():
+    m = SeparableConv(32, 64).eval()
+    x = torch.randn(8, 32, 56, 56)
+    opt = optimize(m, x, model_tolerance=1e-30)
+    r = opt.rewrite_report
+    assert any("whole-model check failed" in n for n in r.notes)
+    assert not r.applied and any(s.status == "rolled_back" for s in r.sites)
+    with torch.no_grad():
+        assert torch.equal(opt(x), m(x))
+
+
+def test_multiple_outputs_and_float64_model():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = ConvBN(), ConvBN()
+
+        def forward(self, x):
+            return {"a": self.a(x), "b": self.b(x)}
+
+    m = Two().eval().double()
+    x = X8.double()
+    opt = optimize(m, x)
+    assert opt.rewrite_report.dtype == "float64"
+    assert len(opt.rewrite_report.applied) == 2 and opt.rewrite_report.model_rel_error < 1e-8
+    out, ref = opt(x), m(x)
+    assert max_rel(out["a"], ref["a"]) < 1e-10

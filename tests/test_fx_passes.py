@@ -1,0 +1,164 @@
+"""FX passes: each rule matches (node count changes), declines with its reason, numbers agree."""
+import pytest
+import torch
+import torch.nn as nn
+
+from rewrite import optimize
+from tests.fx_models import ConvBN, ControlFlow, SeparableConv, SharedConv, TiedWeights, factorable_conv
+from tests.helpers import max_rel
+
+
+def sites(model, kind=None, status=None):
+    return [s for s in model.rewrite_report.sites
+            if (kind is None or s.kind == kind) and (status is None or s.status == status)]
+
+
+def count(model, cls):
+    return sum(isinstance(m, cls) for m in model.modules())
+
+
+def check_same(opt, ref, x, tol=1e-5):
+    with torch.no_grad():
+        assert max_rel(opt(x), ref(x)) < tol
+
+
+X8 = torch.randn(2, 8, 12, 12)
+
+
+def test_fold_removes_batchnorm():
+    m = ConvBN().eval()
+    opt = optimize(m, X8, passes=("fold",))
+    assert count(opt, nn.BatchNorm2d) == 0 and count(m, nn.BatchNorm2d) == 1
+    (s,) = sites(opt, "fold")
+    assert s.status == "applied" and s.name == "conv" and s.rel_error < 1e-5 and s.predicted_speedup > 1
+    check_same(opt, m, X8)
+
+
+def test_fold_declines_when_conv_output_has_other_users():
+    m = ConvBN(extra_user=True).eval()
+    opt = optimize(m, X8, passes=("fold",))
+    (s,) = sites(opt, "fold")
+    assert s.status == "declined" and "2 users" in s.reason
+    assert count(opt, nn.BatchNorm2d) == 1
+    check_same(opt, m, X8)
+
+
+def test_fold_declines_batchnorm_without_running_stats():
+    m = ConvBN().eval()
+    m.bn = nn.BatchNorm2d(16, track_running_stats=False).eval()
+    opt = optimize(m, X8, passes=("fold",))
+    (s,) = sites(opt, "fold")
+    assert s.status == "declined" and "running statistics" in s.reason
+
+
+def test_fold_declines_shared_module_and_tied_weights():
+    for model, reason in ((SharedConv(), "called at several places"), (TiedWeights(), "shared with another")):
+        opt = optimize(model.eval(), X8, passes=("fold",))
+        folds = sites(opt, "fold")
+        assert folds and all(s.status == "declined" and reason in s.reason for s in folds)
+        check_same(opt, model, X8)
+
+
+def test_reverse_collapses_linear_separable_conv_when_cost_model_wins():
+    m = SeparableConv(32, 64).eval()
+    x = torch.randn(8, 32, 56, 56)
+    opt = optimize(m, x, target="h100")
+    assert count(opt, nn.Conv2d) == 1
+    (s,) = sites(opt, "reverse")
+    assert s.status == "applied" and s.predicted_speedup > 1 and "conv3x3 32->64" in s.after
+    check_same(opt, m, x)
+
+
+def test_reverse_declined_by_cost_model_on_cpu():
+    m = SeparableConv(32, 64).eval()
+    opt = optimize(m, torch.randn(1, 32, 16, 16), target="cpu")
+    (s,) = sites(opt, "reverse")
+    assert s.status == "declined" and "cost model" in s.reason and count(opt, nn.Conv2d) == 2
+
+
+@pytest.mark.parametrize("between, reason", [(nn.ReLU6(), "nonlinearity (relu6)"), (nn.Hardswish(), "nonlinearity (hardswish)")])
+def test_reverse_declines_across_nonlinearity(between, reason):
+    m = SeparableConv(32, 64, between=between).eval()
+    x = torch.randn(2, 32, 28, 28)
+    opt = optimize(m, x, target="h100")
+    (s,) = sites(opt, "reverse")
+    assert s.status == "declined" and reason in s.reason
+    check_same(opt, m, x)
+
+
+def test_reverse_through_batchnorm_needs_fold():
+    m = SeparableConv(32, 64, between=nn.BatchNorm2d(32)).eval()
+    x = torch.randn(8, 32, 56, 56)
+    kept = optimize(m, x, passes=("reverse",))
+    assert "BatchNorm2d between" in sites(kept, "reverse")[0].reason
+    folded = optimize(m, x, passes=("fold", "reverse"))
+    assert sites(folded, "reverse", "applied") and count(folded, nn.Conv2d) == 1
+    check_same(folded, m, x)
+
+
+def test_factorize_exact_low_rank_conv_on_cpu_target():
+    m = nn.Sequential(factorable_conv(32, 48)).eval()
+    x = torch.randn(2, 32, 32, 32)
+    opt = optimize(m, x, target="cpu")
+    (s,) = sites(opt, "factorize")
+    assert s.status == "applied" and "exact dw→pw" in s.reason and s.rel_error < 1e-5
+    convs = [c for c in opt.modules() if isinstance(c, nn.Conv2d)]
+    assert [c.groups for c in convs] == [32, 1] and convs[1].kernel_size == (1, 1)
+    check_same(opt, m, x)
+
+
+def test_factorize_handles_asymmetric_same_padding():
+    """padding='same' with an even kernel pads asymmetrically: lowered as ZeroPad2d + Conv2d."""
+    conv = factorable_conv(32, 48, k=4, padding="same")
+    m = nn.Sequential(conv).eval()
+    x = torch.randn(2, 32, 33, 31)
+    opt = optimize(m, x, target="cpu")
+    assert sites(opt, "factorize", "applied")
+    assert count(opt, nn.ZeroPad2d) == 1
+    check_same(opt, m, x)
+
+
+def test_factorize_declines_full_rank_conv():
+    m = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)).eval()
+    opt = optimize(m, X8, target="cpu")
+    (s,) = sites(opt, "factorize")
+    assert s.status == "declined" and "not factorable" in s.reason
+
+
+def test_factorize_declines_grouped_conv():
+    m = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=2)).eval()
+    (s,) = sites(optimize(m, X8), "factorize")
+    assert s.status == "declined" and "groups=2" in s.reason
+
+
+def test_factorize_declines_non_zero_padding_mode():
+    m = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, padding_mode="reflect")).eval()
+    (s,) = sites(optimize(m, X8), "factorize")
+    assert s.status == "declined" and "padding_mode" in s.reason
+
+
+def test_untraceable_top_level_falls_back_to_submodules():
+    m = ControlFlow().eval()
+    x = torch.randn(2, 3, 32, 31)
+    opt = optimize(m, x, target="h100")
+    assert any("not symbolically traceable" in n for n in opt.rewrite_report.notes)
+    assert type(opt) is ControlFlow
+    names = {s.name for s in sites(opt, "fold", "applied")}
+    assert {"head.conv", "sep.pw"} <= names
+    check_same(opt, m, x)
+    check_same(opt, m, torch.randn(2, 3, 32, 32))
+
+
+def test_site_rolled_back_when_it_misses_tolerance():
+    m = ConvBN().eval()
+    opt = optimize(m, X8, passes=("fold",), site_tolerance=1e-30)
+    (s,) = sites(opt, "fold")
+    assert s.status == "rolled_back" and "exceeds tolerance" in s.reason
+    assert count(opt, nn.BatchNorm2d) == 1
+    check_same(opt, m, X8, 1e-7)
+
+
+def test_check_off_applies_without_measuring():
+    opt = optimize(ConvBN().eval(), X8, passes=("fold",), check=False)
+    (s,) = sites(opt, "fold")
+    assert s.status == "applied" and s.rel_error is None and opt.rewrite_report.model_rel_error is None
