@@ -49,7 +49,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     optimized = report = None
     for attempt in range(3):
         if attempt:
-            work = _restore(reference_model, dtype, model)
+            work = _restore(reference_model, dtype)
         run_opts = attempts[-1]
         try:
             optimized, report = optimize_fx(work, example_inputs, run_opts, dtype)
@@ -72,7 +72,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         )
         attempts.append(dataclasses.replace(run_opts, skip_sites=frozenset(run_opts.skip_sites | skip)))
     else:
-        optimized = _restore(reference_model, dtype, model)
+        optimized = _restore(reference_model, dtype)
         for site in report.applied:
             site.status, site.reason = "rolled_back", "rolled back: the whole-model check kept failing"
         report.notes.append("returned the original model unchanged")
@@ -122,7 +122,7 @@ def _float64_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).double()
 
 
-def _restore(reference_model: nn.Module, dtype: torch.dtype, original: nn.Module) -> nn.Module:
+def _restore(reference_model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """A fresh copy of the original model at its dtype (float64 → dtype is exact)."""
     return copy.deepcopy(reference_model).to(dtype)
 

@@ -56,13 +56,13 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
     shared_modules = capture_conv_inputs(root, example_inputs, regions)
     shared_params = shared_parameter_ids(root)
     passes = _fx_passes()
+    missing = [name for name in options.passes if name not in passes]
+    if missing:
+        report.notes.append(f"pass(es) {missing} not available in this build")
     for region in regions:
         remove_identities(region.module)
         ctx = FxContext(region.module, region.path, options, report, dtype, shared_modules, shared_params)
-        for name in options.passes:
-            if name not in passes:
-                report.notes.append(f"pass {name!r} is not available in this build")
-                continue
+        for name in (n for n in options.passes if n in passes):
             for _ in range(MAX_SWEEPS):
                 if not passes[name](ctx):
                     break
