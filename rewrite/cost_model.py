@@ -11,6 +11,10 @@ at the activation dtype's size; an affine or activation layer that stands alone 
 and one write of its tensor. A chain costs the sum of its layers, and the predicted speedup of a
 rewrite is t(before) / t(after).
 
+A fused dw→pw kernel is one launch whose bytes are only its input, output, residual and
+weights (the dw result stays on chip), and whose compute time is the dw FLOPs at the vector rate
+plus the pw FLOPs at the matrix rate.
+
 The model is an object so that callers can inject another (e.g. one calibrated by measurement):
 anything with `chain_time(layers, input_shape, dtype) -> seconds` will do.
 """
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ir import Activation, Affine, ConvSpec, Layer
+from .ir import Activation, Affine, ConvSpec, FusedSepConv, Layer
 
 GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
 
@@ -30,6 +34,7 @@ class DeviceProfile:
     """Throughput figures of one device. Rates in FLOP/s per dtype, bandwidth in B/s."""
 
     name: str
+    is_gpu: bool
     matrix_rate: dict = field(hash=False)
     vector_rate: dict = field(hash=False)
     bandwidth: float
@@ -43,6 +48,7 @@ class DeviceProfile:
 # fp32 convs run as TF32 on the matrix units (cuDNN's default in PyTorch).
 H100 = DeviceProfile(
     name="h100",
+    is_gpu=True,
     matrix_rate={torch.float16: 800e12, torch.bfloat16: 800e12, torch.float32: 400e12, torch.float64: 50e12},
     vector_rate={torch.float16: 100e12, torch.bfloat16: 100e12, torch.float32: 50e12, torch.float64: 25e12},
     bandwidth=3.0e12,
@@ -53,6 +59,7 @@ H100 = DeviceProfile(
 # convs reach ~100 GFLOP/s, depthwise convs a fraction of that.
 CPU = DeviceProfile(
     name="cpu",
+    is_gpu=False,
     matrix_rate={torch.float32: 100e9, torch.float64: 50e9, torch.float16: 25e9, torch.bfloat16: 50e9},
     vector_rate={torch.float32: 15e9, torch.float64: 8e9, torch.float16: 4e9, torch.bfloat16: 8e9},
     bandwidth=15e9,
@@ -105,9 +112,24 @@ class RooflineCostModel:
             rate = p.rate(p.matrix_rate if on_matrix else p.vector_rate, dtype)
             bytes_ = size * (b * c * h * w + b * layer.out_channels * oh * ow + layer.weight.numel())
             return max(flops / rate, bytes_ / p.bandwidth) + p.launch_overhead, (layer.out_channels, oh, ow)
+        if isinstance(layer, FusedSepConv):
+            oh, ow = layer.dw.output_hw(h, w)
+            seconds = 0.0
+            for conv, table in ((layer.dw, p.vector_rate), (layer.pw, p.matrix_rate)):
+                seconds += conv_flops(conv, b, (oh, ow)) / p.rate(table, dtype)
+            n = layer.pw.out_channels
+            outputs = (2 if layer.residual else 1) * b * n * oh * ow
+            bytes_ = size * (b * c * h * w + outputs + layer.dw.weight.numel() + layer.pw.weight.numel())
+            return max(seconds, bytes_ / p.bandwidth) + p.launch_overhead, (n, oh, ow)
         if isinstance(layer, (Affine, Activation)):
-            return 2 * size * b * c * h * w / p.bandwidth + p.launch_overhead, (c, h, w)
+            return self.elementwise_time(shape, dtype), (c, h, w)
         raise TypeError(f"no cost for layer {layer!r}")
+
+    def elementwise_time(self, shape, dtype: torch.dtype, tensors: int = 2) -> float:
+        """One elementwise kernel touching `tensors` tensors of `shape` (2: unary, 3: binary)."""
+        size = torch.empty((), dtype=dtype).element_size()
+        b, c, h, w = shape
+        return tensors * size * b * c * h * w / self.profile.bandwidth + self.profile.launch_overhead
 
     def speedup(self, before, after, input_shape, dtype: torch.dtype) -> float:
         return self.chain_time(before, input_shape, dtype) / self.chain_time(after, input_shape, dtype)

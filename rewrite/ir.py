@@ -164,7 +164,33 @@ class Activation:
         return self.name
 
 
-Layer = Union[ConvSpec, Affine, Activation]
+@dataclass(frozen=True, eq=False)
+class FusedSepConv:
+    """One kernel for y = act2(pw(act1(dw(x)))) [+ residual], the dw result kept on chip.
+
+    act1/act2 are activation names or None; `residual` says whether a tensor of the output's
+    shape is added after act2 (it is an extra input of the fused op).
+    """
+
+    dw: ConvSpec
+    act1: str | None
+    pw: ConvSpec
+    act2: str | None
+    residual: bool = False
+
+    def apply(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.dw.apply(x)
+        y = ACTIVATIONS[self.act1](y) if self.act1 else y
+        y = self.pw.apply(y)
+        y = ACTIVATIONS[self.act2](y) if self.act2 else y
+        return y + residual if self.residual else y
+
+    def describe(self) -> str:
+        parts = [self.dw.describe(), self.act1, self.pw.describe(), self.act2, "+res" if self.residual else None]
+        return "fused[" + " → ".join(p for p in parts if p) + "]"
+
+
+Layer = Union[ConvSpec, Affine, Activation, FusedSepConv]
 
 
 def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ class Report:
     model_rel_error: float | None = None
     model_max_abs_error: float | None = None
     model_tolerance: float | None = None
+    model_baseline_error: float | None = None   # the original model's own error vs float64
     notes: list[str] = field(default_factory=list)
 
     def add(self, site: Site) -> Site:
@@ -59,7 +60,8 @@ class Report:
         return {
             "target": self.target, "dtype": self.dtype,
             "model_rel_error": self.model_rel_error, "model_max_abs_error": self.model_max_abs_error,
-            "model_tolerance": self.model_tolerance, "notes": list(self.notes),
+            "model_tolerance": self.model_tolerance, "model_baseline_error": self.model_baseline_error,
+            "notes": list(self.notes),
             "counts": self.counts(), "sites": [asdict(s) for s in self.sites],
         }
 
@@ -84,7 +86,9 @@ class Report:
         if self.model_rel_error is not None:
             lines.append(
                 f"whole-model check: rel error {self.model_rel_error:.2e}, max abs {self.model_max_abs_error:.2e} "
-                f"(tolerance {self.model_tolerance:.0e})"
+                f"(tolerance {self.model_tolerance:.1e}"
+                + (f"; the original itself is at {self.model_baseline_error:.1e}" if self.model_baseline_error else "")
+                + ")"
             )
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)

@@ -83,3 +83,26 @@ def test_multiple_outputs_and_float64_model():
     assert len(opt.rewrite_report.applied) == 2 and opt.rewrite_report.model_rel_error < 1e-8
     out, ref = opt(x), m(x)
     assert max_rel(out["a"], ref["a"]) < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_model_is_held_to_its_own_accuracy(dtype):
+    """In fp16/bf16 the original is itself far from float64: the tolerance scales with that."""
+    import models_under_test as zoo
+
+    model = zoo.get("mobilenet_v1").to(dtype)
+    x = zoo.example_input("mobilenet_v1").to(dtype)
+    opt = optimize(model, x)
+    r = opt.rewrite_report
+    assert r.dtype == str(dtype).replace("torch.", "")
+    assert all(s.status == "applied" for s in r.sites if s.kind in ("fold", "fuse"))
+    assert r.model_baseline_error > 0 and r.model_rel_error <= r.model_tolerance
+    assert r.model_tolerance >= 2 * r.model_baseline_error
+    assert not any("check failed" in n for n in r.notes)
+
+
+def test_returned_original_is_not_reported_as_passing():
+    m = SeparableConv(32, 64).eval()
+    opt = optimize(m, torch.randn(8, 32, 56, 56), model_tolerance=1e-30)
+    assert not any("passed the whole-model check" in n for n in opt.rewrite_report.notes)
+    assert "returned the original model unchanged" in opt.rewrite_report.notes

@@ -162,3 +162,17 @@ def test_check_off_applies_without_measuring():
     opt = optimize(ConvBN().eval(), X8, passes=("fold",), check=False)
     (s,) = sites(opt, "fold")
     assert s.status == "applied" and s.rel_error is None and opt.rewrite_report.model_rel_error is None
+
+
+def test_round_trip_reverse_then_factorize_recovers_a_separable_chain():
+    """Collapse dw→pw on the H100 profile, then the CPU profile factorizes the dense conv back."""
+    m = SeparableConv(32, 64).eval()
+    x = torch.randn(8, 32, 56, 56)
+    dense = optimize(m, x, target="h100", passes=("fold", "reverse"))
+    assert count(dense, nn.Conv2d) == 1
+    back = optimize(dense, x, target="cpu", passes=("factorize",))
+    (s,) = sites(back, "factorize", "applied")
+    assert "exact dw→pw, multiplier 1" in s.reason
+    convs = [c for c in back.modules() if isinstance(c, nn.Conv2d)]
+    assert [c.groups for c in convs] == [32, 1]
+    check_same(back, m, x)

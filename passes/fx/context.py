@@ -80,12 +80,21 @@ def float64_copy(modules):
     return [copy.deepcopy(m).double() for m in modules]
 
 
+def sequential_pair(modules) -> tuple[Callable, Callable]:
+    """(original, float64 reference) callables running `modules` in sequence."""
+    return sequential(modules), sequential(float64_copy(modules))
+
+
 def apply_site(ctx: FxContext, name: str, plan: Plan, chain: list[fx.Node], new_modules: list[nn.Module],
-               reference: Callable, candidate: Callable, extra_args: tuple = (), extra_values: tuple = ()) -> bool:
+               original: Callable, reference: Callable, candidate: Callable,
+               extra_args: tuple = (), extra_values: tuple = ()) -> bool:
     """Verify `candidate` against the float64 `reference` on the captured input, then edit the graph.
 
-    reference(x64, *extras64) and candidate(x, *extras) compute the site's output; `extra_args`
-    are FX nodes the last new module also takes (a residual), `extra_values` their captured values.
+    original(x, *extras), reference(x64, *extras64) and candidate(x, *extras) compute the site's
+    output with the original modules, their float64 copies and the replacement. The candidate
+    must be within the site tolerance of the reference (by default max(dtype default, 2 × the
+    original's own error); an approximate plan: within its budget). `extra_args` are FX nodes the last new module also
+    takes (a residual), `extra_values` their captured values.
     """
     key = f"{plan.kind}:{name}"
     site = Site(name, plan.kind, "applied", plan.note, plan.predicted_speedup, None,
@@ -104,8 +113,12 @@ def apply_site(ctx: FxContext, name: str, plan: Plan, chain: list[fx.Node], new_
         with torch.no_grad():
             ref = reference(x.double(), *(e.double() for e in extras))
             out = candidate(x, *extras)
+            baseline = rel_error(original(x, *extras), ref)
         site.rel_error = rel_error(out, ref)
-        tol = plan.tolerance if plan.tolerance is not None else site_tolerance(ctx.dtype, ctx.options.site_tolerance)
+        if plan.tolerance is not None:
+            tol = plan.tolerance
+        else:
+            tol = site_tolerance(ctx.dtype, ctx.options.site_tolerance, baseline)
         if not within(site.rel_error, tol):
             site.status = "rolled_back"
             site.reason = f"rel error {site.rel_error:.2e} exceeds tolerance {tol:.0e}"

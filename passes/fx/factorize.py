@@ -4,7 +4,7 @@ from __future__ import annotations
 from rewrite.ir import ConvSpec
 from rewrite.rules import Decline, plan_factorize
 
-from .context import FxContext, apply_site, float64_copy, sequential
+from .context import FxContext, apply_site, sequential, sequential_pair
 from .graph import INPUT_KEY, live_nodes
 from .lift import conv_module
 
@@ -32,5 +32,5 @@ def run_factorize(ctx: FxContext) -> int:
             ctx.decline(name, plan)
             continue
         new = [conv_module(s) for s in plan.after]
-        applied += apply_site(ctx, name, plan, [node], new, sequential(float64_copy([conv])), sequential(new))
+        applied += apply_site(ctx, name, plan, [node], new, *sequential_pair([conv]), sequential(new))
     return applied

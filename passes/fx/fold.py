@@ -7,7 +7,7 @@ import torch.nn as nn
 from rewrite.ir import ConvSpec
 from rewrite.rules import plan_fold
 
-from .context import FxContext, apply_site, float64_copy, sequential
+from .context import FxContext, apply_site, sequential, sequential_pair
 from .graph import INPUT_KEY, live_nodes, module_of
 from .lift import batchnorm_affine, conv_module
 
@@ -37,5 +37,5 @@ def run_fold(ctx: FxContext) -> int:
         plan = plan_fold(spec, affine, shape, ctx.dtype, ctx.options)
         new = [conv_module(s) for s in plan.after]
         applied += apply_site(ctx, name, plan, [conv_node, bn_node], new,
-                              sequential(float64_copy([conv, bn])), sequential(new))
+                              *sequential_pair([conv, bn]), sequential(new))
     return applied

@@ -63,13 +63,13 @@ def replace_chain(gm: fx.GraphModule, chain: list[fx.Node], modules: list[nn.Mod
 
     The first new module takes the chain head's first argument (the last one also takes
     `extra_args`, e.g. a residual); users of the chain's last node are rewired to the last new
-    node. A single replacement takes over the head's module path; several are named
+    node. New nodes go just before the chain's last node, where every input is defined. A single replacement takes over the head's module path; several are named
     `<head path>_<role>`. Node meta (captured input, site name) carries over from the head.
     """
     head, tail = chain[0], chain[-1]
     base = str(head.target) if head.op == "call_module" else head.name
     new_nodes = []
-    with gm.graph.inserting_before(head):
+    with gm.graph.inserting_before(tail):
         arg = head.args[0]
         for i, module in enumerate(modules):
             target = base if len(modules) == 1 else fresh_name(gm, f"{base}_{role(module)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from rewrite.ir import ConvSpec
 from rewrite.rules import Decline, plan_reverse
 
-from .context import FxContext, apply_site, float64_copy, sequential
+from .context import FxContext, apply_site, sequential, sequential_pair
 from .graph import INPUT_KEY, live_nodes, module_of, sole_user
 from .lift import activation_name, conv_module
 
@@ -71,5 +71,5 @@ def run_reverse(ctx: FxContext) -> int:
             continue
         new = [conv_module(s) for s in plan.after]
         applied += apply_site(ctx, name, plan, [node, partner], new,
-                              sequential(float64_copy([first, second])), sequential(new))
+                              *sequential_pair([first, second]), sequential(new))
     return applied

@@ -6,6 +6,7 @@ Plan's `after` layers back into their graph format.
 from .base import Decline, Plan
 from .factorize import plan_factorize
 from .fold import plan_fold
+from .fuse import check_fuse, plan_fuse
 from .reverse import plan_reverse
 
-__all__ = ["Decline", "Plan", "plan_factorize", "plan_fold", "plan_reverse"]
+__all__ = ["Decline", "Plan", "check_fuse", "plan_factorize", "plan_fold", "plan_fuse", "plan_reverse"]

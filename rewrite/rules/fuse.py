@@ -1,0 +1,58 @@
+"""fuse: dw(+bias)(+act1) → pw(+bias)(+act2)(+residual) ⇒ one fused kernel (kernels/).
+
+The rewrite is the identity on the maths — y = act2(pw(act1(dw(x)))) [+ r] — so it is exact
+up to summation order; what it buys is that the dw result never goes to device memory and three
+to five launches become one. BatchNorm must already be folded into the convs. The fused kernel
+covers: depthwise k ∈ {3, 5, 7} square, equal stride 1 or 2, symmetric zero padding, dilation
+1, any multiplier; pointwise 1x1 stride 1; activations in FUSABLE_ACTIVATIONS; fp32/fp16/bf16.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ir import Activation, ConvSpec, FusedSepConv
+from .base import Decline, Plan
+
+FUSABLE_ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "gelu")
+FUSABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype) -> str | None:
+    """None when the fused kernel computes this chain, else the reason it cannot."""
+    k = dw.kernel_size
+    if not dw.is_depthwise:
+        return f"first conv is not depthwise ({dw.describe()})"
+    if k[0] != k[1] or k[0] not in (3, 5, 7):
+        return f"depthwise kernel {k[0]}x{k[1]} is not 3x3, 5x5 or 7x7"
+    if dw.stride[0] != dw.stride[1] or dw.stride[0] not in (1, 2):
+        return f"depthwise stride {dw.stride} is not 1 or 2 on both axes"
+    if dw.dilation != (1, 1):
+        return f"dilated depthwise conv ({dw.dilation}) is not fused"
+    if len(set(dw.padding)) != 1:
+        return f"asymmetric depthwise padding {dw.padding} is not fused"
+    if not pw.is_pointwise or pw.stride != (1, 1):
+        return f"second conv is not a 1x1 stride-1 conv ({pw.describe()})"
+    if pw.in_channels != dw.out_channels:
+        return f"channel mismatch: dw gives {dw.out_channels}, pw takes {pw.in_channels}"
+    for act in (act1, act2):
+        if act is not None and act not in FUSABLE_ACTIVATIONS:
+            return f"activation {act} is not fused"
+    if dtype not in FUSABLE_DTYPES:
+        return f"dtype {dtype} is not fused"
+    return None
+
+
+def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, residual: bool,
+              input_shape, dtype, options) -> Plan | Decline:
+    before = [dw] + ([Activation(act1)] if act1 else []) + [pw] + ([Activation(act2)] if act2 else [])
+    reason = check_fuse(dw, act1, pw, act2, dtype)
+    if reason:
+        return Decline("fuse", reason, before)
+    fused = FusedSepConv(dw, act1, pw, act2, residual)
+    model = options.cost_model
+    unfused = model.chain_time(before, input_shape, dtype)
+    if residual:
+        oh, ow = dw.output_hw(input_shape[2], input_shape[3])
+        unfused += model.elementwise_time((input_shape[0], pw.out_channels, oh, ow), dtype, tensors=3)
+    speedup = unfused / model.chain_time([fused], input_shape, dtype)
+    return Plan("fuse", before, [fused], speedup, note="one fused Triton kernel")
