@@ -19,7 +19,7 @@ def capture_conv_inputs(model: nn.Module, example_inputs: tuple, regions) -> set
 
     def hook(module, args):
         calls[id(module)] = calls.get(id(module), 0) + 1
-        seen[id(module)] = args[0].detach()
+        seen[id(module)] = args[0].detach().clone()  # an in-place op later must not change it
 
     handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:

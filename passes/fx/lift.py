@@ -96,3 +96,12 @@ def conv_module(spec: ConvSpec) -> nn.Module:
     if symmetric:
         return conv
     return nn.Sequential(nn.ZeroPad2d((l, r, t, b)), conv).eval()
+
+
+def fused_module(spec) -> nn.Module:
+    """The kernels' FusedSepConv2d for a rewrite.ir.FusedSepConv (Triton on CUDA, torch on CPU)."""
+    from kernels import FusedSepConv2d  # the kernel package is only needed when fusing
+
+    dw, pw = spec.dw, spec.pw
+    return FusedSepConv2d(dw.weight, dw.bias, pw.weight, pw.bias, stride=dw.stride[0], padding=dw.padding[0],
+                          act1=spec.act1 or "none", act2=spec.act2 or "none").eval()

@@ -1,0 +1,106 @@
+"""Argument checks and output geometry of the fused separable conv.
+
+y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual]
+
+    x         [B, C, H, W]         fp32 / fp16 / bf16, any memory format
+    dw_w      [C*r, 1, k, k]       depthwise weight, channel multiplier r >= 1, k in {3, 5, 7}
+    dw_b      [C*r] or None
+    pw_w      [N, C*r] or [N, C*r, 1, 1]
+    pw_b      [N] or None
+    residual  [B, N, Ho, Wo] or None,   Ho = (H + 2p - k) // s + 1 (same for Wo)
+
+Shared by the torch reference, the Triton launcher, the custom op's fake implementation and
+``FusedSepConv2d``, so every path refuses the same inputs with the same message. Only metadata
+(shape, dtype, device) is read, so the checks run unchanged on fake tensors.
+"""
+import os
+from typing import NamedTuple, Optional
+
+import torch
+
+from kernels.activations import ACTIVATIONS
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+KERNEL_SIZES = (3, 5, 7)
+STRIDES = (1, 2)
+
+
+class Geometry(NamedTuple):
+    batch: int
+    channels: int      # C
+    mult: int          # r: depthwise channel multiplier, K = C * r
+    ksize: int         # k
+    height: int
+    width: int
+    out_channels: int  # N
+    out_h: int
+    out_w: int
+
+
+def out_size(size: int, ksize: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - ksize) // stride + 1
+
+
+def _check_tensor(name: str, t, ndims, dtype: torch.dtype, device: torch.device) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dims, got shape {tuple(t.shape)}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but x has {dtype}; all operands must share x's dtype")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but x is on {device}")
+
+
+def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optional[torch.Tensor],
+                        stride: int, padding: int, act1: str, act2: str,
+                        residual: Optional[torch.Tensor] = None, dtypes=DTYPES) -> Geometry:
+    """Validate the operands (TypeError for types/dtypes, ValueError otherwise); return the geometry."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        raise TypeError(f"x has dtype {x.dtype}; supported: {', '.join(str(d) for d in dtypes)}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
+    _check_tensor("dw_w", dw_w, (4,), x.dtype, x.device)
+    _check_tensor("pw_w", pw_w, (2, 4), x.dtype, x.device)
+    for act_name, act in (("act1", act1), ("act2", act2)):
+        if act not in ACTIVATIONS:
+            raise ValueError(f"{act_name}={act!r} is not supported; expected one of {ACTIVATIONS}")
+    if isinstance(stride, bool) or stride not in STRIDES:
+        raise ValueError(f"stride must be one of {STRIDES}, got {stride!r}")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+
+    B, C, H, W = x.shape
+    K, one, kh, kw = dw_w.shape
+    if one != 1 or kh != kw:
+        raise ValueError(f"dw_w must be [C*r, 1, k, k] (depthwise, square), got {tuple(dw_w.shape)}")
+    if kh not in KERNEL_SIZES:
+        raise ValueError(f"depthwise kernel size {kh} is not supported; expected one of {KERNEL_SIZES}")
+    if C == 0 or K == 0 or K % C != 0:
+        raise ValueError(f"dw_w has {K} output channels, not a positive multiple of x's {C} channels")
+    if pw_w.dim() == 4 and tuple(pw_w.shape[2:]) != (1, 1):
+        raise ValueError(f"pw_w must be [N, C*r] or [N, C*r, 1, 1], got {tuple(pw_w.shape)}")
+    N = pw_w.shape[0]
+    if pw_w.shape[1] != K or N == 0:
+        raise ValueError(f"pw_w {tuple(pw_w.shape)} must be [N, {K}] (N >= 1) to follow dw_w's {K} channels")
+    for name, b, n in (("dw_b", dw_b, K), ("pw_b", pw_b, N)):
+        if b is not None:
+            _check_tensor(name, b, (1,), x.dtype, x.device)
+            if b.shape[0] != n:
+                raise ValueError(f"{name} must have shape [{n}], got {tuple(b.shape)}")
+
+    Ho, Wo = out_size(H, kh, stride, padding), out_size(W, kh, stride, padding)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"input {H}x{W} is smaller than the {kh}x{kh} kernel with padding {padding}")
+    if residual is not None:
+        _check_tensor("residual", residual, (4,), x.dtype, x.device)
+        if tuple(residual.shape) != (B, N, Ho, Wo):
+            raise ValueError(f"residual must have the output's shape {(B, N, Ho, Wo)}, got {tuple(residual.shape)}")
+    return Geometry(B, C, K // C, kh, H, W, N, Ho, Wo)
+
+
+def triton_interpreting() -> bool:
+    """True when TRITON_INTERPRET asks for Triton's CPU interpreter (read as Triton reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")

@@ -1,0 +1,95 @@
+"""FusedSepConv2d: depthwise conv -> act1 -> 1x1 conv -> act2 (+ residual) as one module.
+
+The graph passes build it from the two convs of a chain (BatchNorm already folded into them) and
+the activation names; on CUDA its forward is one launch of the fused Triton kernel (through the
+``dwsep::fused_sep_conv`` custom op, so torch.compile / torch.export see a single op), on CPU it
+computes the unfused chain's maths with the same numbers (differentiable torch ops; under
+TRITON_INTERPRET=1 the custom op, i.e. the Triton kernel in the interpreter, instead).
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv)
+from kernels.checks import DTYPES, KERNEL_SIZES, STRIDES, check_sep_conv_args, triton_interpreting
+from kernels.reference import sep_conv_reference
+
+
+def _param(t: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
+    return None if t is None else nn.Parameter(t.detach(), requires_grad=False)
+
+
+class FusedSepConv2d(nn.Module):
+    """y = act2(pw(act1(dw(x) + dw_bias)) + pw_bias) [+ residual].
+
+    dw_weight [C*r, 1, k, k] (k in {3, 5, 7}; C is read from the input, as groups=C in
+    F.conv2d), pw_weight [N, C*r] or [N, C*r, 1, 1], biases optional. They are stored as
+    parameters (requires_grad=False: the fused op is inference-only); dw_weight keeps its shape
+    but is laid out tap-major (strides (1, k*k*K, k*K, K)) so that the kernel reads each tap's
+    weights as one vector; .to(), state_dict and load_state_dict preserve that layout.
+    pw_weight is kept as a [N, C*r] view of the tensor given (no copy).
+    ``allow_tf32`` lets fp32 inputs use tf32 for the 1x1 part on the GPU.
+    """
+
+    def __init__(self, dw_weight: torch.Tensor, dw_bias: Optional[torch.Tensor], pw_weight: torch.Tensor,
+                 pw_bias: Optional[torch.Tensor], *, stride: int, padding: int,
+                 act1: str = "none", act2: str = "none", allow_tf32: bool = False):
+        super().__init__()
+        if not isinstance(dw_weight, torch.Tensor) or dw_weight.dim() != 4:
+            raise ValueError("dw_weight must be a [C*r, 1, k, k] tensor")
+        if not isinstance(allow_tf32, bool):
+            raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
+        K, k = dw_weight.shape[0], dw_weight.shape[-1]
+        probe = dw_weight.new_empty((1, K, k, k))  # any input with C | K channels will do
+        check_sep_conv_args(probe, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, act1, act2,
+                            dtypes=DTYPES + (torch.float64,))
+        self.dw_weight = _param(dw_weight.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2))
+        self.dw_bias = _param(dw_bias)
+        self.pw_weight = _param(pw_weight.reshape(pw_weight.shape[0], K))
+        self.pw_bias = _param(pw_bias)
+        self.stride, self.padding, self.act1, self.act2, self.allow_tf32 = stride, padding, act1, act2, allow_tf32
+
+    @classmethod
+    def from_convs(cls, dw: nn.Conv2d, pw: nn.Conv2d, *, act1: str = "none", act2: str = "none",
+                   allow_tf32: bool = False) -> "FusedSepConv2d":
+        """Fuse ``pw(act?(dw(x)))`` convs; ValueError with the reason when they do not fit the kernel."""
+        for name, conv in (("dw", dw), ("pw", pw)):
+            if not isinstance(conv, nn.Conv2d):
+                raise ValueError(f"{name} must be an nn.Conv2d, got {type(conv).__name__}")
+        k = dw.kernel_size[0]
+        if dw.groups != dw.in_channels or dw.out_channels % dw.in_channels:
+            raise ValueError(f"dw is not depthwise: groups={dw.groups}, in={dw.in_channels}, out={dw.out_channels}")
+        if dw.kernel_size[0] != dw.kernel_size[1] or k not in KERNEL_SIZES:
+            raise ValueError(f"dw kernel {tuple(dw.kernel_size)} is not square with k in {KERNEL_SIZES}")
+        if dw.stride[0] != dw.stride[1] or dw.stride[0] not in STRIDES:
+            raise ValueError(f"dw stride {tuple(dw.stride)} is not one of {STRIDES} on both axes")
+        if tuple(dw.dilation) != (1, 1):
+            raise ValueError(f"dw dilation {tuple(dw.dilation)} is not 1")
+        if dw.padding_mode != "zeros":
+            raise ValueError(f"dw padding_mode {dw.padding_mode!r} is not 'zeros'")
+        pad = {"valid": (0, 0), "same": (k // 2, k // 2)}.get(dw.padding, dw.padding)  # 'same': odd k, stride 1
+        if pad[0] != pad[1]:
+            raise ValueError(f"dw padding {tuple(pad)} is not symmetric")
+        if tuple(pw.kernel_size) != (1, 1) or tuple(pw.stride) != (1, 1) or pw.groups != 1:
+            raise ValueError(f"pw is not a 1x1 stride-1 dense conv: kernel={tuple(pw.kernel_size)}, "
+                             f"stride={tuple(pw.stride)}, groups={pw.groups}")
+        if pw.padding not in ("valid", (0, 0)):
+            raise ValueError(f"pw padding {pw.padding} is not 0")
+        if pw.in_channels != dw.out_channels:
+            raise ValueError(f"pw takes {pw.in_channels} channels but dw makes {dw.out_channels}")
+        return cls(dw.weight, dw.bias, pw.weight, pw.bias, stride=dw.stride[0], padding=pad[0],
+                   act1=act1, act2=act2, allow_tf32=allow_tf32)
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, self.stride, self.padding,
+                self.act1, self.act2, residual)
+        if (x.is_cuda or triton_interpreting()) and x.dtype in DTYPES:
+            return torch.ops.dwsep.fused_sep_conv(*args, self.allow_tf32)
+        return sep_conv_reference(*args)
+
+    def extra_repr(self) -> str:
+        K, N, k = self.dw_weight.shape[0], self.pw_weight.shape[0], self.dw_weight.shape[-1]
+        return (f"{K}, {N}, kernel_size={k}, stride={self.stride}, padding={self.padding}, act1={self.act1}, "
+                f"act2={self.act2}, dw_bias={self.dw_bias is not None}, pw_bias={self.pw_bias is not None}, "
+                f"allow_tf32={self.allow_tf32}")

@@ -1,0 +1,25 @@
+"""Pure-torch reference of the fused separable conv, and its CPU fallback.
+
+y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual], computed exactly as the unfused chain
+(depthwise conv2d -> act1 -> 1x1 conv2d -> act2 -> add) computes it, in x's dtype and memory
+format (float64 is accepted too). Run it on float64 copies of the operands to get the ground truth the kernels are
+measured against.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from kernels.activations import activation
+from kernels.checks import DTYPES, check_sep_conv_args
+
+
+def sep_conv_reference(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor],
+                       pw_w: torch.Tensor, pw_b: Optional[torch.Tensor], stride: int, padding: int,
+                       act1: str = "none", act2: str = "none",
+                       residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual,
+                            dtypes=DTYPES + (torch.float64,))
+    y = activation(act1)(F.conv2d(x, dw_w, dw_b, stride, padding, groups=g.channels))
+    y = activation(act2)(F.conv2d(y, pw_w.reshape(g.out_channels, -1, 1, 1), pw_b))
+    return y if residual is None else y + residual

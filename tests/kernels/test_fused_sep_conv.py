@@ -1,0 +1,143 @@
+"""The fused Triton kernel (run in Triton's interpreter) against a float64 reference."""
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.activations import ACTIVATIONS
+from tests.kernels.helpers import TOL, operands, poisoned_out, reference64, rel_err
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _grid_cases():
+    """dtype x k x stride, each with a different mix of r, activations, bias, residual, layout,
+    padding and (odd) sizes; C*r and N are not multiples of the interpreter's 16 / 32 blocks."""
+    cases = []
+    for i, (dtype, k, stride) in enumerate(itertools.product(DTYPES, (3, 5, 7), (1, 2))):
+        cases.append(pytest.param(dict(
+            dtype=dtype, k=k, stride=stride, r=1 + i % 2, act1=ACTIVATIONS[i % 6], act2=ACTIVATIONS[(5 * i + 1) % 6],
+            bias=i % 3 != 2, residual=(i // 2) % 2 == 0, channels_last=i % 4 != 1,
+            padding=(k // 2, k // 2, k // 2, k // 2 + 1, k // 2, 0)[i % 6],
+            B=2 + i % 2, C=(5, 6, 9)[i % 3], H=(9, 11, 7)[i % 3], W=(7, 9, 13)[i % 3], N=(40, 24, 10)[i % 3],
+        ), id=f"{str(dtype)[6:]}-k{k}-s{stride}-i{i}"))
+    return cases
+
+
+@pytest.mark.parametrize("case", _grid_cases())
+def test_matches_float64_reference(fsc, case):
+    a = operands(**case)
+    out = poisoned_out(a)
+    y = fsc.fused_sep_conv(**a, out=out)
+    assert y is out and y.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(y, reference64(a)) <= TOL[case["dtype"]]
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_each_activation_in_both_positions(fsc, act):
+    # wide operands so every branch of the activations (x < -3, |x| < 3, x > 6) is exercised
+    a = operands(B=1, C=4, H=5, W=6, N=20, act1=act, act2=act)
+    a["x"] = a["x"] * 4
+    assert rel_err(fsc.fused_sep_conv(**a, out=poisoned_out(a)), reference64(a)) <= TOL[torch.float32]
+
+
+@pytest.mark.parametrize("unroll", [False, True], ids=["rolled", "unrolled"])
+@pytest.mark.parametrize("k", [3, 7])
+def test_both_tap_loops_and_tiles(fsc, unroll, k):
+    a = operands(B=2, C=7, r=3, H=8, W=9, k=k, stride=2, N=37, act1="silu", act2="relu6", residual=True)
+    config = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, UNROLL_TAPS=unroll, num_warps=4, num_stages=2 if unroll else 1)
+    y = fsc.fused_sep_conv(**a, out=poisoned_out(a), config=config)
+    assert rel_err(y, reference64(a)) <= TOL[torch.float32]
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(B=st.integers(1, 3), C=st.integers(1, 8), r=st.integers(1, 3), k=st.sampled_from([3, 5, 7]),
+       stride=st.sampled_from([1, 2]), extra_pad=st.integers(-1, 1), H=st.integers(0, 6), W=st.integers(0, 6),
+       N=st.integers(1, 40), dtype=st.sampled_from(DTYPES), act1=st.sampled_from(ACTIVATIONS),
+       act2=st.sampled_from(ACTIVATIONS), bias=st.booleans(), residual=st.booleans(), channels_last=st.booleans())
+def test_random_configurations(B, C, r, k, stride, extra_pad, H, W, N, dtype, act1, act2, bias, residual,
+                               channels_last):
+    import kernels.fused_sep_conv as fsc  # hypothesis forbids function-scoped fixtures
+    padding = max(0, k // 2 + extra_pad)
+    H, W = H + max(1, k - 2 * padding), W + max(1, k - 2 * padding)  # at least one output pixel
+    a = operands(B, C, r, H, W, k, stride, padding, N, dtype=dtype, bias=bias, residual=residual,
+                 channels_last=channels_last, act1=act1, act2=act2)
+    assert rel_err(fsc.fused_sep_conv(**a, out=poisoned_out(a)), reference64(a)) <= TOL[dtype]
+
+
+def test_layouts_and_weight_forms_give_identical_results(fsc):
+    a = operands(channels_last=True, residual=True)
+    y = fsc.fused_sep_conv(**a)
+    nchw = dict(a, x=a["x"].contiguous(), residual=a["residual"].contiguous())
+    pw4 = dict(a, pw_w=a["pw_w"][:, :, None, None])
+    pw_k_major = dict(a, pw_w=a["pw_w"].t().contiguous().t())
+    dw_tap_major = dict(a, dw_w=a["dw_w"].permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2))
+    for variant in (nchw, pw4, pw_k_major, dw_tap_major):
+        z = fsc.fused_sep_conv(**variant)
+        assert z.is_contiguous(memory_format=torch.channels_last) and torch.equal(z, y)
+
+
+def test_allow_tf32_runs(fsc):
+    a = operands()
+    assert rel_err(fsc.fused_sep_conv(**a, allow_tf32=True), reference64(a)) <= 1e-2
+
+
+def test_empty_batch(fsc):
+    y = fsc.fused_sep_conv(**operands(B=0))
+    assert y.shape == (0, 40, 9, 7)
+
+
+def _bad(**changes):
+    return changes
+
+
+BAD_ARGS = [
+    (_bad(x=torch.zeros(2, 6, 9, 7, dtype=torch.int32)), TypeError, "dtype torch.int32"),
+    (_bad(x=torch.randn(2, 6, 9, 7, dtype=torch.float64)), TypeError, "dtype torch.float64"),
+    (_bad(x=torch.randn(6, 9, 7)), ValueError, "4-D"),
+    (_bad(dw_w=torch.randn(6, 1, 3, 3, dtype=torch.float16)), TypeError, "dw_w has dtype"),
+    (_bad(dw_w=torch.randn(6, 1, 3, 5)), ValueError, "square"),
+    (_bad(dw_w=torch.randn(6, 2, 3, 3)), ValueError, "depthwise"),
+    (_bad(dw_w=torch.randn(6, 1, 4, 4)), ValueError, "kernel size 4"),
+    (_bad(dw_w=torch.randn(9, 1, 3, 3)), ValueError, "multiple of x's 6 channels"),
+    (_bad(pw_w=torch.randn(40, 7)), ValueError, "to follow dw_w's 6 channels"),
+    (_bad(pw_w=torch.randn(40, 6, 3, 3)), ValueError, r"\[N, C\*r, 1, 1\]"),
+    (_bad(pw_w=torch.randn(40)), ValueError, "pw_w must have 2 or 4 dims"),
+    (_bad(dw_b=torch.randn(5)), ValueError, r"dw_b must have shape \[6\]"),
+    (_bad(pw_b=torch.randn(41)), ValueError, r"pw_b must have shape \[40\]"),
+    (_bad(pw_b=[0.0] * 40), TypeError, "pw_b must be a torch.Tensor"),
+    (_bad(act1="tanh"), ValueError, "act1='tanh' is not supported"),
+    (_bad(act2="gelu_tanh"), ValueError, "act2='gelu_tanh' is not supported"),
+    (_bad(stride=3), ValueError, "stride must be one of"),
+    (_bad(padding=-1), ValueError, "padding must be an int >= 0"),
+    (_bad(padding=1.0), ValueError, "padding must be an int >= 0"),
+    (_bad(residual=torch.randn(2, 40, 9, 8)), ValueError, "residual must have the output's shape"),
+    (_bad(x=torch.randn(2, 6, 1, 7), padding=0), ValueError, "smaller than the 3x3 kernel"),
+    (_bad(dw_w=torch.randn(6, 1, 3, 3, device="meta")), ValueError, "dw_w is on meta"),
+    (_bad(allow_tf32="yes"), TypeError, "allow_tf32 must be a bool"),
+    (_bad(out=torch.empty(2, 40, 9, 7)), ValueError, "out must be a channels_last-contiguous"),
+    (_bad(config=dict(BLOCK_M=16)), ValueError, "config must have the keys"),
+]
+
+
+@pytest.mark.parametrize("changes,exc,match", BAD_ARGS, ids=[m for _, _, m in BAD_ARGS])
+def test_bad_arguments_raise_clear_errors(fsc, changes, exc, match):
+    with pytest.raises(exc, match=match):
+        fsc.fused_sep_conv(**dict(operands(), **changes))
+
+
+@pytest.mark.parametrize("N,K,k,r,dtype", [(1024, 1024, 3, 1, torch.float16), (24, 144, 3, 1, torch.float16),
+                                           (40, 240, 5, 1, torch.bfloat16), (64, 64, 7, 1, torch.float32),
+                                           (5, 6, 3, 2, torch.float32)])
+def test_gpu_config_pruning_keeps_fitting_tiles(fsc, N, K, k, r, dtype):
+    configs = [fsc._config(*t) for t in fsc._TILES]
+    kept = fsc._prune(configs, dict(N=N, K=K, x_ptr=torch.empty(1, dtype=dtype)), KSIZE=k, R=r)
+    assert kept
+    for c in kept:
+        bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
+        assert bn <= max(32, 2 * N) and (N < 256 or bn >= 64)
+        if c.kwargs["UNROLL_TAPS"]:
+            assert r == 1 and c.num_stages == 2
+            assert (k * k * bm * bk + 2 * bk * bn) * torch.empty(0, dtype=dtype).element_size() <= fsc._SMEM_BUDGET

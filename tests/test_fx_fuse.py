@@ -1,0 +1,112 @@
+"""FX fuse pass: dw(+BN)(+act) → pw(+BN)(+act)(+residual) becomes one FusedSepConv2d.
+
+On CPU the module computes the same maths with torch (the Triton kernel itself is checked under
+the interpreter in tests/kernels); these tests check matching, declines and numerics.
+"""
+import pytest
+import torch
+import torch.nn as nn
+
+from kernels import FusedSepConv2d
+from rewrite import optimize
+from tests.helpers import batchnorm, max_rel
+
+
+class SepBlock(nn.Module):
+    """MobileNetV1 block (dw-BN-act-pw-BN-act), optional residual, SE gate or dilation."""
+
+    def __init__(self, c=16, n=16, k=3, stride=1, act=nn.ReLU, residual=False, se=False, dilation=1):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, k, stride, k // 2 * dilation, dilation, groups=c, bias=False)
+        self.bn1, self.act1 = batchnorm(c, 1), act()
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1), nn.Sigmoid()) if se else None
+        self.pw = nn.Conv2d(c, n, 1, bias=False)
+        self.bn2, self.act2 = batchnorm(n, 2), act()
+        self.residual = residual
+
+    def forward(self, x):
+        y = self.act1(self.bn1(self.dw(x)))
+        if self.se is not None:
+            y = y * self.se(y)
+        y = self.act2(self.bn2(self.pw(y)))
+        return x + y if self.residual else y
+
+
+class Stem(nn.Module):
+    """The residual must be the input of a conv for its value to be captured: put one in front."""
+
+    def __init__(self, block, c=16):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.block = block
+
+    def forward(self, x):
+        return self.block(self.conv(x))
+
+
+X = torch.randn(2, 3, 15, 13)
+
+
+def fuse_sites(model):
+    return [s for s in model.rewrite_report.sites if s.kind == "fuse"]
+
+
+def check(opt, model, tol=1e-5):
+    fresh = torch.randn(3, 3, 15, 13)
+    with torch.no_grad():
+        assert max_rel(opt(fresh), model(fresh)) < tol
+
+
+@pytest.mark.parametrize("act", [nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU])
+@pytest.mark.parametrize("k, stride", [(3, 1), (5, 2), (7, 1)])
+def test_separable_block_fuses_into_one_module(act, k, stride):
+    model = Stem(SepBlock(k=k, stride=stride, act=act, n=24)).eval()
+    opt = optimize(model, X, target="h100")
+    (site,) = fuse_sites(opt)
+    assert site.status == "applied" and site.predicted_speedup > 1 and site.rel_error < 1e-5
+    fused = [m for m in opt.modules() if isinstance(m, FusedSepConv2d)]
+    assert len(fused) == 1 and fused[0].act1 == fused[0].act2
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in opt.modules())
+    check(opt, model)
+
+
+def test_residual_is_fused_when_its_value_is_known():
+    model = Stem(SepBlock(residual=True)).eval()
+    opt = optimize(model, X, target="h100")
+    (site,) = fuse_sites(opt)
+    assert site.status == "applied" and "+res" in site.after
+    assert "add" not in opt.code
+    check(opt, model)
+
+
+def test_squeeze_excitation_blocks_fusion():
+    model = Stem(SepBlock(se=True)).eval()
+    opt = optimize(model, X, target="h100")
+    (site,) = fuse_sites(opt)
+    assert site.status == "declined" and "squeeze-excitation" in site.reason
+    check(opt, model)
+
+
+def test_dilated_depthwise_is_declined():
+    model = Stem(SepBlock(dilation=2)).eval()
+    (site,) = fuse_sites(optimize(model, X, target="h100"))
+    assert site.status == "declined" and "dilated" in site.reason
+
+
+def test_cpu_target_skips_fusion_unless_forced():
+    model = Stem(SepBlock()).eval()
+    opt = optimize(model, X, target="cpu")
+    assert not fuse_sites(opt) and any("fuse pass skipped" in n for n in opt.rewrite_report.notes)
+    forced = optimize(model, X, target="cpu", force_fuse=True)
+    assert fuse_sites(forced)[0].status == "applied"
+    check(forced, model)
+
+
+def test_fused_model_round_trips_state_dict_and_channels_last():
+    model = Stem(SepBlock(residual=True)).eval()
+    opt = optimize(model, X, target="h100")
+    fresh = torch.randn(2, 3, 15, 13)
+    with torch.no_grad():
+        out = opt(fresh.contiguous(memory_format=torch.channels_last))
+        assert max_rel(out, model(fresh)) < 1e-5
+    assert all(torch.isfinite(v).all() for v in opt.state_dict().values() if v.is_floating_point())
