@@ -39,3 +39,15 @@ def test_fused_model_runs_the_triton_kernel_and_matches(fsc):
         ref = copy.deepcopy(model).double()(fresh.double())
     assert len(launches) == 2
     assert max_rel(out.double(), ref) < 1e-5
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_whole_model_converted_to_channels_last_still_matches(fsc):
+    model = small_mobilenet()
+    x = torch.randn(2, 3, 17, 15)
+    opt = optimize(model, x, target="h100").to(memory_format=torch.channels_last)
+    fresh = torch.randn(2, 3, 17, 15)
+    with torch.no_grad():
+        out = opt(fresh.contiguous(memory_format=torch.channels_last))
+        ref = copy.deepcopy(model).double()(fresh.double())
+    assert max_rel(out.double(), ref) < 1e-5
