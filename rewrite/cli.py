@@ -15,8 +15,10 @@ import argparse
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
+from .cost_model import PROFILES
 from .options import PASSES, RewriteOptions
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
     p.add_argument("--passes", type=_passes, default=PASSES, metavar="P[,P...]",
                    help=f"rewrite passes to run, in pipeline order (default: {','.join(PASSES)})")
-    p.add_argument("--target", default="h100", choices=["h100", "cpu"],
+    p.add_argument("--target", default="h100", choices=sorted(PROFILES),
                    help="device the cost model predicts for; fuse marking needs a GPU target (default: h100)")
     p.add_argument("--force-fuse", action="store_true", help="mark fused groups even for --target cpu")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
@@ -105,9 +107,11 @@ def main(argv=None) -> int:
         return fail(EXIT_BAD_INPUT, str(exc))
     if args.batch < 1:
         return fail(EXIT_BAD_INPUT, f"--batch must be at least 1, got {args.batch}")
+    if args.report is not None and not args.report.parent.is_dir():
+        return fail(EXIT_BAD_INPUT, f"{args.report.parent}: report directory does not exist")
     progress(f"loading {args.input}")
     try:
-        _, report = optimize_onnx(
+        optimized, report = optimize_onnx(
             args.input, args.output, overwrite=args.overwrite, inputs=args.inputs, batch=args.batch,
             input_shapes=dict(args.input_shape) or None, seed=args.seed, external_data=args.external_data,
             progress=progress, verbose=args.verbose, **options)
@@ -123,12 +127,35 @@ def main(argv=None) -> int:
         return fail(EXIT_INTERNAL, f"internal error ({type(exc).__name__}: {exc}); nothing written"
                     + ("" if args.verbose else " (run with -v for the traceback)"))
     print(report)
+    print(_op_counts(args.input, optimized))
     _write_report(report, args.report)
     counts = report.counts()
     applied = ", ".join(f"{c['applied']} {kind}" for kind, c in counts.items() if c["applied"]) or "no rewrite"
     where = f"wrote {args.output}" if args.output else "dry run, nothing written (give -o OUT.onnx)"
     print(f"\nrewrite-onnx: {applied} applied; {where} in {time.perf_counter() - started:.1f}s")
+    rolled_back = report.by_status("rolled_back")
+    if rolled_back:
+        print(f"warning: {len(rolled_back)} rewrite(s) rolled back by the numerical checks (see the report)",
+              file=sys.stderr)
     return EXIT_OK
+
+
+def _op_counts(src: Path, optimized) -> str:
+    """The op types whose count changed, before → after (as onnxsim prints them)."""
+    import onnx
+
+    def count(model):
+        return Counter(f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                       for n in model.graph.node)
+
+    before, after = count(onnx.load(str(src), load_external_data=False)), count(optimized)
+    changed = sorted(op for op in before.keys() | after.keys() if before[op] != after[op])
+    if not changed:
+        return "\nop counts unchanged"
+    width = max(len(op) for op in changed + ["op"])
+    rows = [f"{'op'.ljust(width)}  before  after"]
+    rows += [f"{op.ljust(width)}  {before[op]:>6}  {after[op]:>5}" for op in changed]
+    return "\n" + "\n".join(rows)
 
 
 def _write_report(report, path: Path | None) -> None:

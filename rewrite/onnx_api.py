@@ -68,19 +68,25 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     dst = io.resolve_destination(loaded, dst, overwrite) if dst is not None else None
     model = loaded.model
     dtype = model_dtype(model)
-    feeds = runtime.user_inputs(model, inputs) if inputs is not None else \
-        runtime.random_inputs(model, batch, input_shapes, seed)
-    reference = reference_note = None
+    try:
+        feeds = runtime.user_inputs(model, inputs) if inputs is not None else \
+            runtime.random_inputs(model, batch, input_shapes, seed)
+    except OnnxInputError:
+        if opts.check or inputs is not None or input_shapes:
+            raise
+        feeds = None        # unchecked: the passes fall back to static shapes from shape inference
+    reference = reference_note = baseline = None
     if opts.check:
         say("running the original model")
-        reference, reference_note = _reference(model, feeds)
+        reference, reference_note, baseline = _reference(model, feeds)
     full_check = _passes_full_check(model)
-    tol = model_tolerance(dtype, opts.model_tolerance)
+    tol = model_tolerance(dtype, opts.model_tolerance, baseline or 0.0)
 
     run_opts, history = opts, [reference_note] if reference_note else []
     for attempt in range(3):
         optimized, report = optimize_graph(model, run_opts, dtype, feeds, progress, verbose)
         report.notes = list(dict.fromkeys(history + report.notes))
+        report.model_baseline_error = baseline
         say("whole-model check")
         if _passes(optimized, feeds, reference, report, tol, full_check):
             break
@@ -130,17 +136,12 @@ def _options(options: dict) -> RewriteOptions:
     return RewriteOptions(**options)
 
 
-def _reference(model: onnx.ModelProto, feeds: dict) -> tuple[dict, str]:
-    """Outputs of the original model: its float32 copy for a float16 model, else itself.
+def _reference(model: onnx.ModelProto, feeds: dict) -> tuple[dict, str, float | None]:
+    """(reference outputs, what they are, the original's own error against them or None).
 
-    onnxruntime has no float64 Conv on CPU, so a float32 model is its own reference."""
-    wide = runtime.widened_reference(model)
-    if wide is not None:
-        try:
-            wide_feeds = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in feeds.items()}
-            return runtime.run(wide, wide_feeds), "whole-model reference: the original model widened to float32"
-        except Exception:  # noqa: BLE001 - fall back to the model as it is
-            pass
+    onnxruntime has no float64 Conv on CPU, so a float32 model is its own reference; a float16
+    model is compared with its float32 copy, and its own error against that copy widens the
+    default tolerance (rewrite.numerics.model_tolerance)."""
     try:
         outputs = runtime.run(model, feeds)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
@@ -148,7 +149,15 @@ def _reference(model: onnx.ModelProto, feeds: dict) -> tuple[dict, str]:
         raise OnnxInputError(
             f"onnxruntime cannot run the model on inputs {shapes} ({str(exc).strip().splitlines()[0][:300]}); "
             "give the input shapes or inputs, or disable the numerical checks (check=False / --no-check)") from None
-    return outputs, "whole-model reference: the original model in onnxruntime (no float64 Conv on CPU)"
+    wide = runtime.widened_reference(model)
+    if wide is not None:
+        try:
+            wide_feeds = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in feeds.items()}
+            reference = runtime.run(wide, wide_feeds)
+            return reference, "whole-model reference: the original model widened to float32", _compare(outputs, reference)[0]
+        except Exception:  # noqa: BLE001 - fall back to the model as it is
+            pass
+    return outputs, "whole-model reference: the original model in onnxruntime (no float64 Conv on CPU)", None
 
 
 def _passes_full_check(model: onnx.ModelProto) -> bool:

@@ -1,0 +1,152 @@
+"""onnxruntime sessions, model inputs, and the activations that reach each site.
+
+Sessions run on the CPU provider with graph optimizations off, so what is measured is the
+model as written, not onnxruntime's own fusions of it. Inputs are seeded random tensors of the
+declared shapes (a symbolic batch dimension takes `batch`, other symbolic dimensions 1, unless
+the caller gives shapes) or the caller's arrays, checked against the declaration.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .io import OnnxInputError, too_big
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    # Idle onnxruntime threads must not spin: the float64 torch references run right after.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if not too_big(model):
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    tmp = tempfile.TemporaryDirectory(prefix="dwsep-ort-")
+    path = Path(tmp.name) / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx.data")
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    sess._dwsep_tmp = tmp   # keep the external data alive as long as the session
+    return sess
+
+
+def run(model: onnx.ModelProto, feeds: dict, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    sess = session(model)
+    names = outputs or [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def capture(model: onnx.ModelProto, names, feeds: dict) -> dict[str, np.ndarray]:
+    """Run `model` once and return the values of the tensors `names` (exposed as extra outputs)."""
+    present = {o.name for o in model.graph.output}
+    extra = [n for n in dict.fromkeys(names) if n not in present]
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra)
+    try:
+        sess = session(model)
+    finally:
+        del model.graph.output[len(model.graph.output) - len(extra):]
+    wanted = list(dict.fromkeys(names))
+    return dict(zip(wanted, sess.run(wanted, feeds)))
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Inputs that are not initializers (IR < 4 models list weights as inputs too)."""
+    init = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in init]
+
+
+def declared(vi: onnx.ValueInfoProto) -> tuple[np.dtype, list]:
+    """(numpy dtype, dims with int or None for symbolic/unknown) of a tensor input."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or tt.elem_type == 0:
+        raise OnnxInputError(f"graph input {vi.name!r} is not a typed tensor; cannot feed it")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    return onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type), dims
+
+
+def random_inputs(model: onnx.ModelProto, batch: int = 1, shapes: dict | None = None, seed: int = 0) -> dict:
+    """Seeded inputs of the declared shapes: N(0,1) floats, small non-negative integers, False."""
+    rng = np.random.default_rng(seed)
+    shapes = dict(shapes or {})
+    feeds = {}
+    for vi in graph_inputs(model):
+        dtype, dims = declared(vi)
+        if vi.name in shapes:
+            shape = [int(d) for d in shapes.pop(vi.name)]
+            _check_shape(vi.name, shape, dims)
+        else:
+            shape = [d if d is not None else (batch if i == 0 else 1) for i, d in enumerate(dims)]
+        if np.issubdtype(dtype, np.floating):
+            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+        elif np.issubdtype(dtype, np.integer):
+            feeds[vi.name] = rng.integers(0, 4, shape).astype(dtype)
+        else:
+            feeds[vi.name] = np.zeros(shape, dtype)
+    if shapes:
+        raise OnnxInputError(f"input shape(s) given for unknown input(s) {sorted(shapes)}; "
+                             f"inputs are {[vi.name for vi in graph_inputs(model)]}")
+    return feeds
+
+
+def user_inputs(model: onnx.ModelProto, given) -> dict:
+    """The caller's inputs (dict of arrays or a .npz path), checked against the declared inputs."""
+    if isinstance(given, (str, Path)):
+        try:
+            with np.load(given) as data:
+                given = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise OnnxInputError(f"{given}: cannot read inputs ({exc})") from None
+    given = dict(given)
+    feeds = {}
+    for vi in graph_inputs(model):
+        if vi.name not in given:
+            raise OnnxInputError(f"no value given for graph input {vi.name!r} (given: {sorted(given)})")
+        dtype, dims = declared(vi)
+        value = np.asarray(given.pop(vi.name))
+        if np.issubdtype(dtype, np.floating) != np.issubdtype(value.dtype, np.floating):
+            raise OnnxInputError(f"input {vi.name!r}: got {value.dtype}, the model declares {dtype}")
+        _check_shape(vi.name, list(value.shape), dims)
+        feeds[vi.name] = value.astype(dtype, copy=False)
+    if given:
+        raise OnnxInputError(f"value(s) given for unknown input(s) {sorted(given)}")
+    return feeds
+
+
+def _check_shape(name: str, shape: list, dims: list) -> None:
+    if len(shape) != len(dims) or any(d is not None and d != s for s, d in zip(shape, dims)):
+        want = ["?" if d is None else d for d in dims]
+        raise OnnxInputError(f"input {name!r}: shape {tuple(shape)} does not match the declared {want}")
+
+
+def widened_reference(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A float32 copy of a float16 model (weights, declared types, Cast/Constant nodes), or None.
+
+    onnxruntime has no float64 Conv on CPU, so float64 is out of reach for a whole model; for a
+    half-precision model the float32 copy is the better reference.
+    """
+    half = (onnx.TensorProto.FLOAT16,)
+    if not any(t.data_type in half for t in model.graph.initializer):
+        return None
+    wide = onnx.ModelProto()
+    wide.CopyFrom(model)
+    g = wide.graph
+    for i, t in enumerate(g.initializer):
+        if t.data_type in half:
+            g.initializer[i].CopyFrom(onnx.numpy_helper.from_array(
+                onnx.numpy_helper.to_array(t).astype(np.float32), t.name))
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.tensor_type.elem_type in half:
+            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    for node in list(g.node) + [n for f in wide.functions for n in f.node]:
+        for attr in node.attribute:
+            if node.op_type in ("Cast", "RandomNormal", "RandomUniform", "EyeLike") and attr.name in ("to", "dtype") \
+                    and attr.i in half:
+                attr.i = onnx.TensorProto.FLOAT
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in half:
+                attr.t.CopyFrom(onnx.numpy_helper.from_array(
+                    onnx.numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
+    return wide
