@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
-from .report import Report, Site
+from .report import Report
 
 
 def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **options) -> nn.Module:
@@ -50,19 +50,22 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     tol = model_tolerance(dtype, opts.model_tolerance, baseline)
     attempts = [opts]
     optimized = report = None
+    history: list[str] = []   # what failed attempts found, carried into the final report
     for attempt in range(3):
         if attempt:
             work = _restore(reference_model, dtype)
         run_opts = attempts[-1]
+        report = None
         try:
             optimized, report = optimize_fx(work, example_inputs, run_opts, dtype)
             with torch.no_grad():
                 out = optimized(*example_inputs)
             err, abs_err = _compare(out, reference)
         except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
-            report = report or Report(target=opts.target, dtype=str(dtype))
+            report = report or Report(target=opts.target, dtype=str(dtype).replace("torch.", ""))
             report.notes.append(f"optimized model failed to run ({type(exc).__name__}: {exc}); rolled back")
             err = abs_err = float("inf")
+        report.notes[:0] = [n for n in history if n not in report.notes]
         report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
         report.model_baseline_error = baseline
         if within(err, tol):
@@ -70,10 +73,11 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         applied = {f"{s.kind}:{s.name}" for s in report.applied}
         keep_folds = attempt == 0
         skip = {k for k in applied if not (keep_folds and k.startswith("fold:"))}
-        report.notes.append(
-            f"whole-model check failed (rel error {err:.2e} > {tol:.0e}); retrying without "
+        history = list(report.notes) + [
+            f"whole-model check failed (rel error {err:.2e} > {tol:.1e}); retrying without "
             + ("the non-fold rewrites" if keep_folds else "any rewrite")
-        )
+        ]
+        report.notes[:] = history
         attempts.append(dataclasses.replace(run_opts, skip_sites=frozenset(run_opts.skip_sites | skip)))
     else:
         optimized = _restore(reference_model, dtype)

@@ -106,3 +106,30 @@ def test_returned_original_is_not_reported_as_passing():
     opt = optimize(m, torch.randn(8, 32, 56, 56), model_tolerance=1e-30)
     assert not any("passed the whole-model check" in n for n in opt.rewrite_report.notes)
     assert "returned the original model unchanged" in opt.rewrite_report.notes
+
+
+def test_failed_attempt_is_reported_when_a_retry_passes(monkeypatch):
+    """A rewritten model that crashes is rolled back; the final report says what happened."""
+    import passes.fx.pipeline as pipeline
+
+    real = pipeline.optimize_fx
+    calls = []
+
+    def flaky(model, example_inputs, options, dtype):
+        calls.append(options.skip_sites)
+        optimized, report = real(model, example_inputs, options, dtype)
+        if len(calls) == 1:
+            optimized.forward = lambda *a: (_ for _ in ()).throw(RuntimeError("injected"))
+        return optimized, report
+
+    monkeypatch.setattr(pipeline, "optimize_fx", flaky)
+    m = SeparableConv(32, 64).eval()
+    x = torch.randn(8, 32, 56, 56)
+    opt = optimize(m, x)
+    notes = opt.rewrite_report.notes
+    assert len(calls) == 2 and calls[1]  # the retry skipped the non-fold rewrites
+    assert any("failed to run (RuntimeError: injected)" in n for n in notes)
+    assert any("whole-model check failed" in n for n in notes)
+    assert "passed the whole-model check on attempt 2" in notes
+    with torch.no_grad():
+        assert max_rel(opt(x), m(x)) < 1e-5

@@ -1,7 +1,6 @@
 """FX factorize pass: dense KxK Conv2d ⇒ dw→pw or pw→dw Conv2d pair (rule: rewrite.rules.factorize)."""
 from __future__ import annotations
 
-from rewrite.ir import ConvSpec
 from rewrite.rules import Decline, plan_factorize
 
 from .context import FxContext, apply_site, sequential, sequential_pair

@@ -16,7 +16,6 @@ from typing import Callable
 
 import onnx_graphsurgeon as gs
 import torch
-import torch.nn.functional as F
 
 from rewrite.ir import ConvSpec, run_chain
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
@@ -109,8 +108,6 @@ class OnnxContext:
 def chain_reference(layers: list, residual: bool = False) -> Callable:
     """float64 evaluation of the lifted IR chain (+ a residual input when the site adds one)."""
     layers64 = [layer.to(torch.float64) if isinstance(layer, ConvSpec) else layer for layer in layers]
-    layers64 = [_GroupedConv64(layer) if isinstance(layer, ConvSpec) and layer.groups > 1 else layer
-                for layer in layers64]
 
     def reference(x, *extras):
         y = run_chain(layers64, x)
@@ -176,24 +173,3 @@ def _reject(ctx: OnnxContext, site: Site, new: list) -> bool:
     detach(new)
     ctx.report.add(site)
     return False
-
-
-class _GroupedConv64:
-    """A float64 grouped conv evaluated as one batched matmul over unfolded patches.
-
-    torch runs a float64 grouped conv on CPU one group at a time (~2.5 ms per group: seconds
-    for one 1000-channel depthwise conv), which would dominate every site check. Same maths as
-    ConvSpec.apply; a stopgap until ConvSpec.apply has a fast float64 grouped path.
-    """
-
-    def __init__(self, spec: ConvSpec):
-        self.spec = spec
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.spec
-        t, b, l, r = s.padding
-        cols = F.unfold(F.pad(x, (l, r, t, b)), s.kernel_size, dilation=s.dilation, stride=s.stride)
-        weight = s.weight.reshape(s.groups, s.out_channels // s.groups, -1)
-        y = torch.einsum("goc,bgcl->bgol", weight, cols.view(x.shape[0], s.groups, weight.shape[2], -1))
-        y = y.reshape(x.shape[0], s.out_channels, *s.output_hw(x.shape[2], x.shape[3]))
-        return y if s.bias is None else y + s.bias.view(1, -1, 1, 1)
