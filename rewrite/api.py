@@ -10,7 +10,6 @@ from float64; a tolerance the user sets is used as given.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 import torch.nn as nn
@@ -19,6 +18,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
+from .retry import MAX_ATTEMPTS, next_attempt, roll_back_all
 
 
 def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **options) -> nn.Module:
@@ -32,7 +32,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
     The result carries `.rewrite_report`, a `rewrite.report.Report`.
     """
-    opts = _options(options)
+    opts = RewriteOptions.from_kwargs(options, "optimize")
     example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     dtype = _validate(model, example_inputs)
     from passes.fx.pipeline import optimize_fx  # front end loaded on use: rewrite/ stays graph-free
@@ -51,7 +51,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     attempts = [opts]
     optimized = report = None
     history: list[str] = []   # what failed attempts found, carried into the final report
-    for attempt in range(3):
+    for attempt in range(MAX_ATTEMPTS):
         if attempt:
             work = _restore(reference_model, dtype)
         run_opts = attempts[-1]
@@ -70,19 +70,13 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         report.model_baseline_error = baseline
         if within(err, tol):
             break
-        applied = {f"{s.kind}:{s.name}" for s in report.applied}
-        keep_folds = attempt == 0
-        skip = {k for k in applied if not (keep_folds and k.startswith("fold:"))}
-        history = list(report.notes) + [
-            f"whole-model check failed (rel error {err:.2e} > {tol:.1e}); retrying without "
-            + ("the non-fold rewrites" if keep_folds else "any rewrite")
-        ]
+        run_opts, note = next_attempt(run_opts, report, attempt, f"rel error {err:.2e} > {tol:.1e}")
+        history = list(report.notes) + [note]
         report.notes[:] = history
-        attempts.append(dataclasses.replace(run_opts, skip_sites=frozenset(run_opts.skip_sites | skip)))
+        attempts.append(run_opts)
     else:
         optimized = _restore(reference_model, dtype)
-        for site in report.applied:
-            site.status, site.reason = "rolled_back", "rolled back: the whole-model check kept failing"
+        roll_back_all(report)
         report.model_rel_error, report.model_max_abs_error = _compare(optimized(*example_inputs), reference)
         report.notes.append("returned the original model unchanged")
         attempt = 0
@@ -90,14 +84,6 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         report.notes.append(f"passed the whole-model check on attempt {attempt + 1}")
     optimized.rewrite_report = report
     return optimized
-
-
-def _options(options: dict) -> RewriteOptions:
-    known = {f.name for f in dataclasses.fields(RewriteOptions)} - {"skip_sites"}
-    unknown = set(options) - known
-    if unknown:
-        raise TypeError(f"optimize() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-    return RewriteOptions(**options)
 
 
 def _validate(model: nn.Module, example_inputs: tuple) -> torch.dtype:

@@ -14,7 +14,6 @@ onnx, onnxruntime and onnx-graphsurgeon are imported here, never by `import rewr
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from typing import Callable
 
@@ -29,6 +28,7 @@ from passes.onnx.pipeline import optimize_graph
 from .numerics import max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
+from .retry import MAX_ATTEMPTS, next_attempt, roll_back_all
 
 __all__ = ["optimize_onnx", "OnnxInputError", "ModelCheckError"]
 
@@ -61,7 +61,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
     """
-    opts = _options(options)
+    opts = RewriteOptions.from_kwargs(options, "optimize_onnx")
     say = progress or (lambda message: None)
     loaded = io.load(src)
     io.validate(loaded)
@@ -83,27 +83,21 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     tol = model_tolerance(dtype, opts.model_tolerance, baseline or 0.0)
 
     run_opts, history = opts, [reference_note] if reference_note else []
-    for attempt in range(3):
+    for attempt in range(MAX_ATTEMPTS):
         optimized, report = optimize_graph(model, run_opts, dtype, feeds, progress, verbose)
         report.notes = list(dict.fromkeys(history + report.notes))
         report.model_baseline_error = baseline
         say("whole-model check")
         if _passes(optimized, feeds, reference, report, tol, full_check):
             break
-        applied = {f"{s.kind}:{s.name}" for s in report.applied}
-        keep_folds = attempt == 0
-        skip = {k for k in applied if not (keep_folds and k.startswith("fold:"))}
         err = report.model_rel_error
-        why = "the ONNX checker" if err is None else f"rel error {err:.2e} > {tol:.0e}"
-        history = list(dict.fromkeys(report.notes + [
-            f"whole-model check failed ({why}); retrying without "
-            + ("the non-fold rewrites" if keep_folds else "any rewrite")]))
+        why = "the ONNX checker" if err is None else f"rel error {err:.2e} > {tol:.1e}"
+        run_opts, note = next_attempt(run_opts, report, attempt, why)
+        history = list(dict.fromkeys(report.notes + [note]))
         report.notes = history[:]
-        say(history[-1])
-        run_opts = dataclasses.replace(run_opts, skip_sites=frozenset(run_opts.skip_sites | skip))
+        say(note)
     else:
-        for site in report.applied:
-            site.status, site.reason = "rolled_back", "rolled back: the whole-model check kept failing"
+        roll_back_all(report)
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)
     if attempt:
@@ -126,14 +120,6 @@ def model_dtype(model: onnx.ModelProto) -> torch.dtype:
         if vi.type.tensor_type.elem_type in TORCH_DTYPES:
             return TORCH_DTYPES[vi.type.tensor_type.elem_type]
     return torch.float32
-
-
-def _options(options: dict) -> RewriteOptions:
-    known = {f.name for f in dataclasses.fields(RewriteOptions)} - {"skip_sites"}
-    unknown = set(options) - known
-    if unknown:
-        raise TypeError(f"optimize_onnx() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-    return RewriteOptions(**options)
 
 
 def _reference(model: onnx.ModelProto, feeds: dict) -> tuple[dict, str, float | None]:

@@ -1,7 +1,7 @@
 """Options shared by every front end (FX and ONNX)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .cost_model import RooflineCostModel, profile_for
 
@@ -35,6 +35,15 @@ class RewriteOptions:
     check: bool = True
     force_fuse: bool = False
     skip_sites: frozenset = field(default_factory=frozenset)
+
+    @classmethod
+    def from_kwargs(cls, options: dict, caller: str) -> "RewriteOptions":
+        """Options from an API call's keyword arguments, naming the caller on an unknown one."""
+        known = {f.name for f in fields(cls)} - {"skip_sites"}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"{caller}() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**options)
 
     def __post_init__(self):
         unknown = set(self.passes) - set(PASSES)

@@ -7,16 +7,11 @@ with that reason: the exact collapse does not exist there.
 from __future__ import annotations
 
 from rewrite.ir import ConvSpec
-from rewrite.rules import Decline, plan_reverse
+from rewrite.rules import Decline, is_reversible_pair, plan_reverse
 
 from .context import FxContext, apply_site, sequential, sequential_pair
 from .graph import INPUT_KEY, live_nodes, module_of, sole_user
 from .lift import activation_name, conv_module
-
-
-def _complementary(a: ConvSpec, b: ConvSpec) -> bool:
-    return (a.is_depthwise and b.kernel_size == (1, 1) and b.is_dense) or (
-        a.kernel_size == (1, 1) and a.is_dense and b.is_depthwise)
 
 
 def _partner(ctx: FxContext, node):
@@ -54,7 +49,7 @@ def run_reverse(ctx: FxContext) -> int:
         if partner is None:
             continue
         second, b = ctx.conv_at(partner)
-        if not _complementary(a, b) or not ctx.first_visit("reverse", node):
+        if not is_reversible_pair(a, b) or not ctx.first_visit("reverse", node):
             continue
         name = ctx.site_name(node)
         before = f"{a.describe()} → {b.describe()}"

@@ -7,16 +7,11 @@ with that reason: the exact collapse does not exist there.
 from __future__ import annotations
 
 from rewrite.ir import ConvSpec
-from rewrite.rules import Decline, plan_reverse
+from rewrite.rules import Decline, is_reversible_pair, plan_reverse
 
 from .context import OnnxContext, apply_site, chain_reference
 from .graph import is_op, sole_consumer
 from .lift import conv_node, match_activation
-
-
-def _complementary(a: ConvSpec, b: ConvSpec) -> bool:
-    return (a.is_depthwise and b.kernel_size == (1, 1) and b.is_dense) or (
-        a.kernel_size == (1, 1) and a.is_dense and b.is_depthwise)
 
 
 def _partner(ctx: OnnxContext, node):
@@ -51,7 +46,7 @@ def run_reverse(ctx: OnnxContext) -> int:
         if partner is None:
             continue
         b = ctx.conv_at(partner)
-        if isinstance(b, ConvSpec) and _complementary(a, b) and ctx.first_visit("reverse", node):
+        if isinstance(b, ConvSpec) and is_reversible_pair(a, b) and ctx.first_visit("reverse", node):
             todo.append((node, a, partner, b, what))
     for i, (node, a, partner, b, what) in enumerate(todo, 1):
         if not node.outputs or not partner.outputs:

@@ -7,6 +7,6 @@ from .base import Decline, Plan
 from .factorize import plan_factorize
 from .fold import plan_fold
 from .fuse import check_fuse, plan_fuse
-from .reverse import plan_reverse
+from .reverse import is_reversible_pair, plan_reverse
 
-__all__ = ["Decline", "Plan", "check_fuse", "plan_factorize", "plan_fold", "plan_fuse", "plan_reverse"]
+__all__ = ["Decline", "Plan", "check_fuse", "plan_factorize", "plan_fold", "plan_fuse", "plan_reverse", "is_reversible_pair"]

@@ -13,6 +13,12 @@ from ..ir import ConvSpec
 from .base import Decline, Plan
 
 
+def is_reversible_pair(first: ConvSpec, second: ConvSpec) -> bool:
+    """dw → dense 1x1, or dense 1x1 → dw: the pairs the reverse pass considers (and reports)."""
+    return (first.is_depthwise and second.kernel_size == (1, 1) and second.is_dense) or (
+        first.kernel_size == (1, 1) and first.is_dense and second.is_depthwise)
+
+
 def plan_reverse(first: ConvSpec, second: ConvSpec, input_shape, dtype, options) -> Plan | Decline:
     if first.is_depthwise:
         reason, build = check_collapse_dw_pw(first, second), collapse_dw_pw
