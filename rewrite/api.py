@@ -48,13 +48,11 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         reference = reference_model(*tree_map(_to_float64, example_inputs))
         baseline, _ = _compare(model(*example_inputs), reference)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline)
-    attempts = [opts]
-    optimized = report = None
+    run_opts = opts
     history: list[str] = []   # what failed attempts found, carried into the final report
     for attempt in range(MAX_ATTEMPTS):
         if attempt:
-            work = _restore(reference_model, dtype)
-        run_opts = attempts[-1]
+            work = _pristine(model, inplace, reference_model, dtype)
         report = None
         try:
             optimized, report = optimize_fx(work, example_inputs, run_opts, dtype)
@@ -73,9 +71,8 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         run_opts, note = next_attempt(run_opts, report, attempt, f"rel error {err:.2e} > {tol:.1e}")
         history = list(report.notes) + [note]
         report.notes[:] = history
-        attempts.append(run_opts)
     else:
-        optimized = _restore(reference_model, dtype)
+        optimized = _pristine(model, inplace, reference_model, dtype)
         roll_back_all(report)
         report.model_rel_error, report.model_max_abs_error = _compare(optimized(*example_inputs), reference)
         report.notes.append("returned the original model unchanged")
@@ -118,9 +115,10 @@ def _float64_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).double()
 
 
-def _restore(reference_model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """A fresh copy of the original model at its dtype (float64 → dtype is exact)."""
-    return copy.deepcopy(reference_model).to(dtype)
+def _pristine(model: nn.Module, inplace: bool, reference_model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A fresh copy of the original model: of `model` itself unless it was rewritten in place,
+    then rebuilt from the float64 reference (float64 → dtype is exact for a single-dtype model)."""
+    return copy.deepcopy(model) if not inplace else copy.deepcopy(reference_model).to(dtype)
 
 
 def _compare(out, reference) -> tuple[float, float]:

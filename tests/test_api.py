@@ -133,3 +133,14 @@ def test_failed_attempt_is_reported_when_a_retry_passes(monkeypatch):
     assert "passed the whole-model check on attempt 2" in notes
     with torch.no_grad():
         assert max_rel(opt(x), m(x)) < 1e-5
+
+
+def test_inplace_rollback_rebuilds_the_original():
+    m = SeparableConv(32, 64).eval()
+    x = torch.randn(8, 32, 56, 56)
+    with torch.no_grad():
+        expected = m(x)
+    opt = optimize(m, x, inplace=True, model_tolerance=1e-30)
+    assert "returned the original model unchanged" in opt.rewrite_report.notes
+    with torch.no_grad():
+        assert torch.equal(opt(x), expected)

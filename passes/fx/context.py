@@ -93,8 +93,8 @@ def apply_site(ctx: FxContext, name: str, plan: Plan, chain: list[fx.Node], new_
     original(x, *extras), reference(x64, *extras64) and candidate(x, *extras) compute the site's
     output with the original modules, their float64 copies and the replacement. The candidate
     must be within the site tolerance of the reference (by default max(dtype default, 2 × the
-    original's own error); an approximate plan: within its budget). `extra_args` are FX nodes the last new module also
-    takes (a residual), `extra_values` their captured values.
+    original's own error); an approximate plan: within its budget). `extra_args` are FX nodes
+    the last new module also takes (a residual), `extra_values` their captured values.
     """
     key = f"{plan.kind}:{name}"
     site = Site(name, plan.kind, "applied", plan.note, plan.predicted_speedup, None,
