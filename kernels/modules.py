@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv)
-from kernels.checks import DTYPES, KERNEL_SIZES, STRIDES, check_sep_conv_args, triton_interpreting
+from kernels.checks import DTYPES, KERNEL_SIZES, STRIDES, check_sep_conv_args
 from kernels.reference import sep_conv_reference
 
 
@@ -84,7 +84,10 @@ class FusedSepConv2d(nn.Module):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, self.stride, self.padding,
                 self.act1, self.act2, residual)
-        if (x.is_cuda or triton_interpreting()) and x.dtype in DTYPES:
+        # Always through the op for the kernel's dtypes, so torch.export / torch.compile keep one
+        # fused node whatever device the model is traced on; the op itself picks Triton (CUDA,
+        # interpreter) or the torch reference (CPU).
+        if x.dtype in DTYPES:
             return torch.ops.dwsep.fused_sep_conv(*args, self.allow_tf32)
         return sep_conv_reference(*args)
 

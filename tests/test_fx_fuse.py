@@ -110,3 +110,17 @@ def test_fused_model_round_trips_state_dict_and_channels_last():
         out = opt(fresh.contiguous(memory_format=torch.channels_last))
         assert max_rel(out, model(fresh)) < 1e-5
     assert all(torch.isfinite(v).all() for v in opt.state_dict().values() if v.is_floating_point())
+
+
+def test_exported_fused_model_keeps_one_op_per_fused_site():
+    """Traced on CPU, the optimized model still carries the fused op (it runs Triton on CUDA)."""
+    model = Stem(SepBlock(residual=True)).eval()
+    opt = optimize(model, X, target="h100")
+    ep = torch.export.export(opt, (X,))
+    ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert sum("dwsep.fused_sep_conv" in t for t in ops) == 1
+    assert not any("convolution" in t and "groups" in t for t in ops)
+    compiled = torch.compile(opt, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert max_rel(ep.module()(X), model(X)) < 1e-5
+        assert max_rel(compiled(X), model(X)) < 1e-5

@@ -55,4 +55,4 @@ def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, re
         oh, ow = dw.output_hw(input_shape[2], input_shape[3])
         unfused += model.elementwise_time((input_shape[0], pw.out_channels, oh, ow), dtype, tensors=3)
     speedup = unfused / model.chain_time([fused], input_shape, dtype)
-    return Plan("fuse", before, [fused], speedup, note="one fused Triton kernel")
+    return Plan("fuse", before, [fused], speedup, note="one fused Triton launch on CUDA (torch fallback on CPU)")
