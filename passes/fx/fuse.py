@@ -32,18 +32,15 @@ def _captured_value(ctx: FxContext, node: fx.Node):
     for user in node.users:
         if user.op == "call_module" and user.args and user.args[0] is node and INPUT_KEY in user.meta:
             return user.meta[INPUT_KEY]
-    if INPUT_KEY in node.meta and node.op == "placeholder":
-        return node.meta[INPUT_KEY]
     return None
 
 
 def _match(ctx: FxContext, dw_node):
     """(chain nodes, act1, pw node, act2, residual node or None) or a reason string or None."""
-    modules = dict(ctx.gm.named_modules())
-    chain, act1 = [dw_node], None
+    chain = [dw_node]
     nxt = sole_user(dw_node)
-    if nxt is not None and activation_name(nxt, modules):
-        act1 = activation_name(nxt, modules)
+    act1 = activation_name(nxt, ctx.gm) if nxt is not None else None
+    if act1:
         chain.append(nxt)
     tip = chain[-1]
     if any(_is_call(u, MULS) for u in tip.users):
@@ -52,10 +49,9 @@ def _match(ctx: FxContext, dw_node):
     if pw_node is None or not isinstance(ctx.conv_at(pw_node)[1], ConvSpec):
         return None
     chain.append(pw_node)
-    act2 = None
     nxt = sole_user(pw_node)
-    if nxt is not None and activation_name(nxt, modules):
-        act2 = activation_name(nxt, modules)
+    act2 = activation_name(nxt, ctx.gm) if nxt is not None else None
+    if act2:
         chain.append(nxt)
     residual = None
     add = sole_user(chain[-1])

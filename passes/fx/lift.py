@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rewrite.ir import Activation, Affine, ConvSpec
+from rewrite.ir import Affine, ConvSpec
 
 ACTIVATION_MODULES = {
     nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu", nn.Hardswish: "hardswish",
@@ -58,10 +58,10 @@ def batchnorm_affine(module: nn.Module) -> Affine | str:
     )
 
 
-def activation_name(node, modules: dict) -> str | None:
-    """Name of the elementwise activation this FX node applies, if it is one we know."""
+def activation_name(node, gm) -> str | None:
+    """Name of the elementwise activation this FX node (of GraphModule `gm`) applies, if known."""
     if node.op == "call_module":
-        module = modules.get(node.target)
+        module = gm.get_submodule(node.target)
         if isinstance(module, nn.GELU):
             return "gelu" if module.approximate == "none" else "gelu_tanh"
         return ACTIVATION_MODULES.get(type(module))
@@ -72,11 +72,6 @@ def activation_name(node, modules: dict) -> str | None:
     if node.op == "call_method":
         return ACTIVATION_METHODS.get(node.target)
     return None
-
-
-def activation_layer(node, modules: dict) -> Activation | None:
-    name = activation_name(node, modules)
-    return None if name is None else Activation(name)
 
 
 def conv_module(spec: ConvSpec) -> nn.Module:

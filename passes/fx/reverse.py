@@ -29,7 +29,7 @@ def _partner(ctx: FxContext, node):
 
 
 def _between_reason(ctx: FxContext, node) -> str:
-    act = activation_name(node, dict(ctx.gm.named_modules()))
+    act = activation_name(node, ctx.gm)
     if act:
         return f"nonlinearity ({act}) between the convs blocks the exact collapse"
     module = module_of(ctx.gm, node)
