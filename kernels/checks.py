@@ -104,3 +104,8 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
 def triton_interpreting() -> bool:
     """True when TRITON_INTERPRET asks for Triton's CPU interpreter (read as Triton reads it)."""
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")
+
+
+def output_format(x: torch.Tensor) -> torch.memory_format:
+    """The fused op's output layout, chosen as a conv chooses it: x's own (NHWC or NCHW)."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format

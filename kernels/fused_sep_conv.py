@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_sep_conv_args, triton_interpreting
+from kernels.checks import check_sep_conv_args, output_format, triton_interpreting
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -112,13 +112,15 @@ def _dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptrs, k_ok, stride_d
                  prune_configs_by={"early_config_prune": _prune})
 @triton.jit(do_not_specialize=["M", "H", "W", "Ho", "Wo"])  # alignment comes from C, K, N only
 def _fused_sep_conv_kernel(
-    # tensors: x [B, H, W, C] and out / res [B, Ho, Wo, N] are NHWC (channels contiguous);
+    # tensors: x [B, H, W, C] is NHWC (channels contiguous); out / res [B, N, Ho, Wo] have any
+    # strides (channels_last gives stride_oc == 1, which Triton specialises: vector stores);
     # dw[j, kh, kw] is at j * stride_dw_k + kh * stride_dw_h + kw * stride_dw_w (tap-major, i.e.
     # stride_dw_k == 1, makes each tap's weights one vector load), pw[n, j] likewise
     x_ptr, dw_w_ptr, dw_b_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,
     # sizes: M = B * Ho * Wo output pixels, K = C * R depthwise channels, N output channels
     M, H, W, C, Ho, Wo, K, N,
     stride_dw_k, stride_dw_h, stride_dw_w, stride_pw_n, stride_pw_k,
+    stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
     # depthwise conv: kernel size, stride, symmetric zero padding, channel multiplier
     KSIZE: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, R: tl.constexpr,
     # fused prologue / epilogue: activation names, which optional operands exist
@@ -208,10 +210,12 @@ def _fused_sep_conv_kernel(
     if HAS_B2:
         acc += tl.load(pw_b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     acc = _activation(acc, ACT2)
-    out_offs = offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
+    img64 = img.to(tl.int64)
     out_ok = m_ok[:, None] & n_ok[None, :]
     if HAS_RES:
-        acc += tl.load(res_ptr + out_offs, mask=out_ok, other=0.0).to(tl.float32)
+        res_offs = (img64 * stride_rb + oh * stride_rh + ow * stride_rw)[:, None] + offs_n[None, :] * stride_rc
+        acc += tl.load(res_ptr + res_offs, mask=out_ok, other=0.0).to(tl.float32)
+    out_offs = (img64 * stride_ob + oh * stride_oh + ow * stride_ow)[:, None] + offs_n[None, :] * stride_oc
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
 
 
@@ -226,16 +230,18 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
                    act1: str = "none", act2: str = "none", residual: Optional[torch.Tensor] = None,
                    allow_tf32: bool = False, out: Optional[torch.Tensor] = None,
                    config: Optional[dict] = None) -> torch.Tensor:
-    """y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual] in one launch; returns a channels_last tensor.
+    """y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual] in one launch.
 
     Shapes and dtypes are as in ``kernels.checks``; all operands share x's dtype (fp32, fp16 or
-    bf16) and device. x (and residual) are read in channels_last: a channels_last-contiguous
-    tensor is used as is, any other layout (e.g. NCHW-contiguous) is first converted (a copy).
-    Any dw_w / pw_w strides work; tap-major dw_w (as FusedSepConv2d stores it) loads fastest.
+    bf16) and device. x is read in channels_last: a channels_last-contiguous tensor is used as
+    is, any other layout (e.g. NCHW-contiguous) is first converted (a copy). The output takes
+    x's memory format, as a conv's does: channels_last for channels_last x (the fast path),
+    NCHW-contiguous otherwise. residual, out, dw_w and pw_w may have any strides; tap-major dw_w
+    (as FusedSepConv2d stores it) loads fastest.
     Accumulation is fp32. fp32 inputs are exact fp32 unless ``allow_tf32``, which lets the 1x1
     part run on the tensor cores in tf32 (~1e-3 relative error).
-    ``out``: optional preallocated channels_last-contiguous [B, N, Ho, Wo] output of x's dtype;
-    every element is written. ``config``: skip autotuning and launch this tile config, a dict
+    ``out``: optional preallocated [B, N, Ho, Wo] output of x's dtype, NCHW- or
+    channels_last-contiguous (the faster); every element is written. ``config``: skip autotuning and launch this tile config, a dict
     with keys BLOCK_M, BLOCK_N, BLOCK_K (powers of two >= 16), UNROLL_TAPS and optionally
     num_warps / num_stages (for tests and tuning).
     """
@@ -251,17 +257,18 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
                          f"(optionally num_warps, num_stages), got {sorted(config)}")
     shape = (g.batch, g.out_channels, g.out_h, g.out_w)
     if out is None:
-        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=output_format(x))
     elif (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != x.dtype
-          or out.device != x.device or not out.is_contiguous(memory_format=torch.channels_last)):
-        raise ValueError(f"out must be a channels_last-contiguous {x.dtype} tensor of shape {shape} on {x.device}")
+          or out.device != x.device
+          or not (out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last))):
+        raise ValueError(f"out must be an NCHW- or channels_last-contiguous {x.dtype} tensor of shape {shape} "
+                         f"on {x.device}")
     M = g.batch * g.out_h * g.out_w
     if M == 0:
         return out
 
     x = x.contiguous(memory_format=torch.channels_last)  # no copy when already channels_last
-    if residual is not None:
-        residual = residual.contiguous(memory_format=torch.channels_last)
+    res = out if residual is None else residual  # a placeholder pointer and strides when absent
     K, N = g.channels * g.mult, g.out_channels
     pw = pw_w.reshape(N, K)  # a view for [N, K, 1, 1]; any strides are fine
     kernel = _fused_sep_conv_kernel if config is None else _fused_sep_conv_kernel.fn
@@ -270,9 +277,10 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
         kernel[grid](
             x, dw_w, x if dw_b is None else dw_b.contiguous(), pw,
             x if pw_b is None else pw_b.contiguous(),
-            x if residual is None else residual, out,
+            res, out,
             M, g.height, g.width, g.channels, g.out_h, g.out_w, K, N,
             dw_w.stride(0), dw_w.stride(2), dw_w.stride(3), pw.stride(0), pw.stride(1),
+            *out.stride(), *res.stride(),
             KSIZE=g.ksize, STRIDE=stride, PAD=padding, R=g.mult,
             ACT1=act1, ACT2=act2, HAS_B1=dw_b is not None, HAS_B2=pw_b is not None,
             HAS_RES=residual is not None,

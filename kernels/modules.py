@@ -20,6 +20,15 @@ def _param(t: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
     return None if t is None else nn.Parameter(t.detach(), requires_grad=False)
 
 
+def _tap_major(w: torch.Tensor) -> torch.Tensor:
+    """w [K, 1, k, k] with the same values, strides (1, k*k*K, k*K, K): taps outermost."""
+    return w.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
+
+
+def _is_tap_major(w: torch.Tensor) -> bool:
+    return w.permute(1, 2, 3, 0).is_contiguous()
+
+
 class FusedSepConv2d(nn.Module):
     """y = act2(pw(act1(dw(x) + dw_bias)) + pw_bias) [+ residual].
 
@@ -27,7 +36,8 @@ class FusedSepConv2d(nn.Module):
     F.conv2d), pw_weight [N, C*r] or [N, C*r, 1, 1], biases optional. They are stored as
     parameters (requires_grad=False: the fused op is inference-only); dw_weight keeps its shape
     but is laid out tap-major (strides (1, k*k*K, k*K, K)) so that the kernel reads each tap's
-    weights as one vector; .to(), state_dict and load_state_dict preserve that layout.
+    weights as one vector; .to() (memory_format included), state_dict and load_state_dict
+    preserve that layout.
     pw_weight is kept as a [N, C*r] view of the tensor given (no copy).
     ``allow_tf32`` lets fp32 inputs use tf32 for the 1x1 part on the GPU.
     """
@@ -44,7 +54,7 @@ class FusedSepConv2d(nn.Module):
         probe = dw_weight.new_empty((1, K, k, k))  # any input with C | K channels will do
         check_sep_conv_args(probe, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, act1, act2,
                             dtypes=DTYPES + (torch.float64,))
-        self.dw_weight = _param(dw_weight.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2))
+        self.dw_weight = _param(_tap_major(dw_weight))
         self.dw_bias = _param(dw_bias)
         self.pw_weight = _param(pw_weight.reshape(pw_weight.shape[0], K))
         self.pw_bias = _param(pw_bias)
@@ -80,6 +90,13 @@ class FusedSepConv2d(nn.Module):
             raise ValueError(f"pw takes {pw.in_channels} channels but dw makes {dw.out_channels}")
         return cls(dw.weight, dw.bias, pw.weight, pw.bias, stride=dw.stride[0], padding=pad[0],
                    act1=act1, act2=act2, allow_tf32=allow_tf32)
+
+    def _apply(self, fn, recurse=True):
+        # model.to(memory_format=torch.channels_last) would re-stride dw_weight; restore tap-major
+        super()._apply(fn, recurse)
+        if not _is_tap_major(self.dw_weight):
+            self.dw_weight.data = _tap_major(self.dw_weight.data)
+        return self
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, self.stride, self.padding,

@@ -29,7 +29,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     inplace: when False (default) `model` is left untouched; when True its modules are reused
         and modified (no copy of the weights is made), so only the returned module is valid.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
-        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
+        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, channels_last).
     The result carries `.rewrite_report`, a `rewrite.report.Report`.
     """
     opts = RewriteOptions.from_kwargs(options, "optimize")

@@ -23,6 +23,10 @@ class RewriteOptions:
         (approximate) factorization whose measured relative error must stay under it.
     site_tolerance / model_tolerance: None = per-dtype defaults (rewrite.numerics).
     check: verify each rewrite (and the whole model) numerically; rollback on failure.
+    force_fuse: run the fuse pass whatever the target.
+    channels_last (FX only; ONNX graphs have no memory format): lay conv weights out NHWC so
+        activations stay channels_last between layers. None (default) = when a site was fused,
+        since the fused kernel works in NHWC and would otherwise copy its input at every site.
     """
 
     passes: tuple[str, ...] = DEFAULT_PASSES
@@ -34,6 +38,7 @@ class RewriteOptions:
     model_tolerance: float | None = None
     check: bool = True
     force_fuse: bool = False
+    channels_last: bool | None = None
     skip_sites: frozenset = field(default_factory=frozenset)
 
     @classmethod
@@ -53,5 +58,7 @@ class RewriteOptions:
         profile_for(self.target)  # fails early on an unknown target
         if self.cost_model is None:
             self.cost_model = RooflineCostModel(self.target)
+        if self.channels_last not in (None, True, False):
+            raise TypeError(f"channels_last must be None, True or False, got {self.channels_last!r}")
         if self.factorize_error_budget is not None and not 0 < self.factorize_error_budget < 1:
             raise ValueError("factorize_error_budget must be in (0, 1)")

@@ -124,3 +124,55 @@ def test_exported_fused_model_keeps_one_op_per_fused_site():
     with torch.no_grad():
         assert max_rel(ep.module()(X), model(X)) < 1e-5
         assert max_rel(compiled(X), model(X)) < 1e-5
+
+
+def _fused_inputs_nhwc(opt):
+    """Whether each fused module's input arrived channels_last-contiguous (no copy needed)."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+             for m in opt.modules() if isinstance(m, FusedSepConv2d)]
+    with torch.no_grad():
+        opt(torch.randn(2, 3, 15, 13))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_fused_model_keeps_activations_channels_last():
+    model = Stem(SepBlock(residual=True)).eval()
+    opt = optimize(model, X, target="h100")
+    assert opt.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the dense 3x3 stem
+    assert model.conv.weight.is_contiguous()  # the input model is untouched
+    assert _fused_inputs_nhwc(opt) == [True]
+    assert any(n.startswith("channels_last: 1 conv weight") for n in opt.rewrite_report.notes)
+    check(opt, model)
+    off = optimize(model, X, target="h100", channels_last=False)
+    assert off.conv.weight.is_contiguous() and _fused_inputs_nhwc(off) == [False]
+    unfused = optimize(model, X, target="cpu")
+    assert unfused.conv.weight.is_contiguous() and not any("channels_last" in n for n in unfused.rewrite_report.notes)
+    with pytest.raises(TypeError, match="channels_last must be"):
+        optimize(model, X, channels_last="yes")
+
+
+class Flatten4d(nn.Module):
+    """A head that .view()s its 4-d input: fine for NCHW, an error for a channels_last tensor."""
+
+    def __init__(self, block):
+        super().__init__()
+        self.body = Stem(block)
+
+    def forward(self, x):
+        y = self.body(x)
+        return y.view(y.shape[0], -1)
+
+
+def test_channels_last_is_dropped_when_the_model_cannot_run_with_it():
+    model = Flatten4d(SepBlock()).eval()
+    with pytest.raises(RuntimeError):
+        model.to(memory_format=torch.channels_last)(X)
+    model.to(memory_format=torch.contiguous_format)
+    opt = optimize(model, X, target="h100")
+    assert fuse_sites(opt)[0].status == "applied"
+    assert any(n.startswith("channels_last: not kept") for n in opt.rewrite_report.notes)
+    assert opt.body.conv.weight.is_contiguous()
+    check(opt, model)

@@ -1,5 +1,5 @@
 """The FX pass manager: trace → capture activations → drop identities → fold → factorize →
-reverse → fuse → lint.
+reverse → fuse → lint → channels_last layout (when sites were fused).
 
 Each pass runs to a bounded fixed point over each traced region (a pass stops when a sweep
 applies nothing, or after MAX_SWEEPS), then the region's graph is linted, dead submodules are
@@ -18,6 +18,7 @@ from .context import FxContext
 from .factorize import run_factorize
 from .fold import run_fold
 from .graph import INPUT_KEY, remove_identities
+from .layout import keep_channels_last, wants_channels_last
 from .reverse import run_reverse
 from .trace import install, trace_regions
 
@@ -72,4 +73,6 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         gm.graph.lint()
         gm.delete_all_unused_submodules()
         gm.recompile()
+    if wants_channels_last(options.channels_last, report):
+        report.notes.append(keep_channels_last(root, example_inputs))
     return root, report

@@ -20,7 +20,7 @@ def operands(B=2, C=6, r=1, H=9, W=7, k=3, stride=1, padding=None, N=40, *, dtyp
         dw_b=torch.randn(K) * 0.5 if bias else None,
         pw_w=torch.randn(N, K) / K ** 0.5,
         pw_b=torch.randn(N) * 0.5 if bias else None,
-        residual=torch.randn(B, N, Ho, Wo) if residual else None,
+        residual=torch.randn(B, N, Ho, Wo) if residual else None,  # NCHW strides: read as they are
         stride=stride, padding=padding, act1=act1, act2=act2,
     )
     return {name: v.to(dtype) if isinstance(v, torch.Tensor) else v for name, v in args.items()}
@@ -40,9 +40,10 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
     return ((y.double() - ref).abs().max() / ref.abs().max()).item()
 
 
-def poisoned_out(a):
-    """A NaN-filled channels_last output buffer for the launcher kwargs ``a``."""
+def poisoned_out(a, channels_last=True):
+    """A NaN-filled output buffer (channels_last, or NCHW) for the launcher kwargs ``a``."""
     x, k = a["x"], a["dw_w"].shape[-1]
     shape = (x.shape[0], a["pw_w"].shape[0], out_size(x.shape[2], k, a["stride"], a["padding"]),
              out_size(x.shape[3], k, a["stride"], a["padding"]))
-    return torch.full(shape, float("nan"), dtype=x.dtype).contiguous(memory_format=torch.channels_last)
+    out = torch.full(shape, float("nan"), dtype=x.dtype)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out

@@ -13,14 +13,14 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _grid_cases():
-    """dtype x k x stride, each with a different mix of r, activations, bias, residual, layout,
-    padding and (odd) sizes; C*r and N are not multiples of the interpreter's 16 / 32 blocks."""
+    """dtype x k x stride, each with a different mix of r, activations, bias, residual, layouts
+    of x and out, padding and (odd) sizes; C*r and N are not multiples of the interpreter's 16 / 32 blocks."""
     cases = []
     for i, (dtype, k, stride) in enumerate(itertools.product(DTYPES, (3, 5, 7), (1, 2))):
         cases.append(pytest.param(dict(
             dtype=dtype, k=k, stride=stride, r=1 + i % 2, act1=ACTIVATIONS[i % 6], act2=ACTIVATIONS[(5 * i + 1) % 6],
             bias=i % 3 != 2, residual=(i // 2) % 2 == 0, channels_last=i % 4 != 1,
-            padding=(k // 2, k // 2, k // 2, k // 2 + 1, k // 2, 0)[i % 6],
+            padding=(k // 2, k // 2, k // 2, k // 2 + 1, k // 2, 0)[i % 6], out_nhwc=i % 3 != 1,
             B=2 + i % 2, C=(5, 6, 9)[i % 3], H=(9, 11, 7)[i % 3], W=(7, 9, 13)[i % 3], N=(40, 24, 10)[i % 3],
         ), id=f"{str(dtype)[6:]}-k{k}-s{stride}-i{i}"))
     return cases
@@ -28,10 +28,12 @@ def _grid_cases():
 
 @pytest.mark.parametrize("case", _grid_cases())
 def test_matches_float64_reference(fsc, case):
+    case = dict(case)
+    out_nhwc = case.pop("out_nhwc")
     a = operands(**case)
-    out = poisoned_out(a)
+    out = poisoned_out(a, channels_last=out_nhwc)
     y = fsc.fused_sep_conv(**a, out=out)
-    assert y is out and y.is_contiguous(memory_format=torch.channels_last)
+    assert y is out
     assert rel_err(y, reference64(a)) <= TOL[case["dtype"]]
 
 
@@ -70,11 +72,15 @@ def test_random_configurations(B, C, r, k, stride, extra_pad, H, W, N, dtype, ac
 def test_layouts_and_weight_forms_give_identical_results(fsc):
     a = operands(channels_last=True, residual=True)
     y = fsc.fused_sep_conv(**a)
-    nchw = dict(a, x=a["x"].contiguous(), residual=a["residual"].contiguous())
+    assert y.is_contiguous(memory_format=torch.channels_last)  # the output takes x's format, as a conv's
+    nchw = dict(a, x=a["x"].contiguous())
+    z = fsc.fused_sep_conv(**nchw)
+    assert z.is_contiguous() and torch.equal(z, y)
+    res_nhwc = dict(a, residual=a["residual"].contiguous(memory_format=torch.channels_last))
     pw4 = dict(a, pw_w=a["pw_w"][:, :, None, None])
     pw_k_major = dict(a, pw_w=a["pw_w"].t().contiguous().t())
     dw_tap_major = dict(a, dw_w=a["dw_w"].permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2))
-    for variant in (nchw, pw4, pw_k_major, dw_tap_major):
+    for variant in (res_nhwc, pw4, pw_k_major, dw_tap_major):
         z = fsc.fused_sep_conv(**variant)
         assert z.is_contiguous(memory_format=torch.channels_last) and torch.equal(z, y)
 
@@ -117,7 +123,8 @@ BAD_ARGS = [
     (_bad(x=torch.randn(2, 6, 1, 7), padding=0), ValueError, "smaller than the 3x3 kernel"),
     (_bad(dw_w=torch.randn(6, 1, 3, 3, device="meta")), ValueError, "dw_w is on meta"),
     (_bad(allow_tf32="yes"), TypeError, "allow_tf32 must be a bool"),
-    (_bad(out=torch.empty(2, 40, 9, 7)), ValueError, "out must be a channels_last-contiguous"),
+    (_bad(out=torch.empty(2, 40, 9, 14)[..., ::2]), ValueError, "out must be an NCHW- or channels_last"),
+    (_bad(out=torch.empty(2, 40, 9, 8)), ValueError, "of shape"),
     (_bad(config=dict(BLOCK_M=16)), ValueError, "config must have the keys"),
 ]
 

@@ -70,6 +70,8 @@ def test_parameters_state_dict_and_layout():
     assert other.dw_weight.stride()[0] == 1 and copy.deepcopy(other).half().dw_weight.stride()[0] == 1
     x = torch.randn(1, 6, 8, 8)
     assert torch.equal(other(x), fused(x))
+    other.to(memory_format=torch.channels_last)  # as users convert whole models
+    assert other.dw_weight.stride()[0] == 1 and torch.equal(other(x), fused(x))
 
 
 def test_no_bias_and_extra_repr():
