@@ -4,10 +4,10 @@
 ``kernels.fused_sep_conv_triton`` (``kernels.fused_sep_conv`` is the submodule's name).
 """
 from kernels.activations import ACTIVATIONS
-from kernels.modules import FusedSepConv2d
+from kernels.modules import FusedSepConv2d, FusedSepConvSE2d
 from kernels.reference import sep_conv_reference
 
-__all__ = ["ACTIVATIONS", "FusedSepConv2d", "sep_conv_reference", "fused_sep_conv_triton"]
+__all__ = ["ACTIVATIONS", "FusedSepConv2d", "FusedSepConvSE2d", "sep_conv_reference", "fused_sep_conv_triton"]
 
 
 def __getattr__(name):

@@ -35,6 +35,7 @@ class Geometry(NamedTuple):
     out_channels: int  # N
     out_h: int
     out_w: int
+    dtype: torch.dtype
 
 
 def out_size(size: int, ksize: int, stride: int, padding: int) -> int:
@@ -98,7 +99,22 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
         _check_tensor("residual", residual, (4,), x.dtype, x.device)
         if tuple(residual.shape) != (B, N, Ho, Wo):
             raise ValueError(f"residual must have the output's shape {(B, N, Ho, Wo)}, got {tuple(residual.shape)}")
-    return Geometry(B, C, K // C, kh, H, W, N, Ho, Wo)
+    return Geometry(B, C, K // C, kh, H, W, N, Ho, Wo, x.dtype)
+
+
+def check_gate(gate: Optional[torch.Tensor], g: Geometry, device: torch.device) -> None:
+    """A squeeze-excitation gate is a float32 [B, C*r] tensor on x's device (or None; float64
+    goes with float64 x, for references)."""
+    if gate is None:
+        return
+    if not isinstance(gate, torch.Tensor):
+        raise TypeError(f"gate must be a torch.Tensor, got {type(gate).__name__}")
+    if gate.dtype != (torch.float64 if g.dtype == torch.float64 else torch.float32):
+        raise TypeError(f"gate must be float32 (the kernel scales in fp32), got {gate.dtype}")
+    if tuple(gate.shape) != (g.batch, g.channels * g.mult):
+        raise ValueError(f"gate must have shape {(g.batch, g.channels * g.mult)}, got {tuple(gate.shape)}")
+    if gate.device != device:
+        raise ValueError(f"gate is on {gate.device} but x is on {device}")
 
 
 def triton_interpreting() -> bool:

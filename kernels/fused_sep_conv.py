@@ -1,7 +1,9 @@
-"""Fused depthwise + pointwise (+ activations, + residual) convolution in one Triton launch.
+"""Fused depthwise + pointwise (+ activations, + SE gate, + residual) convolution in one Triton launch.
 
-    y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual]
+    y = act2(pw(act1(dw(x) + b1) * gate) + b2) [+ residual]
 
+(gate[b, j]: an optional squeeze-excitation scale per image and depthwise channel, computed
+beforehand from kernels/dw_channel_mean.py's means.)
 BatchNorm is folded into the weights and biases beforehand; the depthwise result never reaches
 global memory. The tiling maths is in the kernel's docstring. Importing this module imports
 Triton (``import kernels`` does not); under ``TRITON_INTERPRET=1`` (set before this module is
@@ -16,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_sep_conv_args, output_format, triton_interpreting
+from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -117,6 +119,7 @@ def _fused_sep_conv_kernel(
     # dw[j, kh, kw] is at j * stride_dw_k + kh * stride_dw_h + kw * stride_dw_w (tap-major, i.e.
     # stride_dw_k == 1, makes each tap's weights one vector load), pw[n, j] likewise
     x_ptr, dw_w_ptr, dw_b_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,
+    gate_ptr,  # fp32 [B, K], contiguous: A[m, j] is scaled by gate[b(m), j] (squeeze-excitation)
     # sizes: M = B * Ho * Wo output pixels, K = C * R depthwise channels, N output channels
     M, H, W, C, Ho, Wo, K, N,
     stride_dw_k, stride_dw_h, stride_dw_w, stride_pw_n, stride_pw_k,
@@ -125,7 +128,7 @@ def _fused_sep_conv_kernel(
     KSIZE: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, R: tl.constexpr,
     # fused prologue / epilogue: activation names, which optional operands exist
     ACT1: tl.constexpr, ACT2: tl.constexpr,
-    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HAS_RES: tl.constexpr,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
     # tl.dot input precision: "ieee" (exact fp32) or "tf32"; ignored for fp16 / bf16 operands.
     # UPCAST_DOT: multiply the (already rounded) operands in fp32 -- set only in the interpreter,
     # which multiplies bf16 blocks as their raw uint16 bits; bf16 products are exact in fp32.
@@ -136,6 +139,7 @@ def _fused_sep_conv_kernel(
     """out[m, n] = act2(b2[n] + sum_j A[m, j] * pw[n, j]) (+ res[m, n]), where
 
         A[m, j] = act1(b1[j] + sum_{kh, kw} x[b, oh*S - P + kh, ow*S - P + kw, j // R] * dw[j, kh, kw])
+                  [* gate[b, j]]
 
     and m = (b * Ho + oh) * Wo + ow is the flattened NHWC output pixel. The pointwise conv is the
     GEMM out[M, N] = A[M, K] @ pw^T[K, N]; its A operand, the depthwise output, is made on the fly.
@@ -147,7 +151,8 @@ def _fused_sep_conv_kernel(
     BLOCK_K chunk of K:
       1. A tile [BLOCK_M, BLOCK_K] in fp32 registers: KSIZE^2 masked loads of x, each one
          [BLOCK_M, BLOCK_K] block contiguous along channels (vectorised); the mask is the zero
-         padding. Only the scalar (kh * W + kw) * C changes between taps. Then + b1, act1.
+         padding. Only the scalar (kh * W + kw) * C changes between taps. Then + b1, act1,
+         * gate (a [BLOCK_M, BLOCK_K] load, rows repeating per image: L1 hits).
       2. A is rounded to the operand dtype (fp16 / bf16 as the unfused chain rounds its
          intermediate; fp32 stays fp32, tf32 on the tensor cores only if DOT_PRECISION says so)
          and acc[BLOCK_M, BLOCK_N] += A @ pw^T[BLOCK_K, BLOCK_N] with fp32 accumulation.
@@ -196,6 +201,9 @@ def _fused_sep_conv_kernel(
         if HAS_B1:
             a += tl.load(dw_b_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
         a = _activation(a, ACT1)
+        if HAS_GATE:
+            a *= tl.load(gate_ptr + img.to(tl.int64)[:, None] * K + offs_k[None, :],
+                         mask=m_ok[:, None] & k_ok[None, :], other=0.0)
 
         # 2. pointwise: acc += A @ pw^T
         b = tl.load(pw_w_ptr + offs_k[:, None] * stride_pw_k + offs_n[None, :] * stride_pw_n,
@@ -229,8 +237,8 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
                    pw_w: torch.Tensor, pw_b: Optional[torch.Tensor], *, stride: int, padding: int,
                    act1: str = "none", act2: str = "none", residual: Optional[torch.Tensor] = None,
                    allow_tf32: bool = False, out: Optional[torch.Tensor] = None,
-                   config: Optional[dict] = None) -> torch.Tensor:
-    """y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual] in one launch.
+                   config: Optional[dict] = None, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y = act2(pw(act1(dw(x) + b1) [* gate]) + b2) [+ residual] in one launch.
 
     Shapes and dtypes are as in ``kernels.checks``; all operands share x's dtype (fp32, fp16 or
     bf16) and device. x is read in channels_last: a channels_last-contiguous tensor is used as
@@ -239,13 +247,15 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
     NCHW-contiguous otherwise. residual, out, dw_w and pw_w may have any strides; tap-major dw_w
     (as FusedSepConv2d stores it) loads fastest.
     Accumulation is fp32. fp32 inputs are exact fp32 unless ``allow_tf32``, which lets the 1x1
-    part run on the tensor cores in tf32 (~1e-3 relative error).
+    part run on the tensor cores in tf32 (~1e-3 relative error). ``gate``: optional float32
+    [B, C*r] squeeze-excitation scale of the depthwise output.
     ``out``: optional preallocated [B, N, Ho, Wo] output of x's dtype, NCHW- or
     channels_last-contiguous (the faster); every element is written. ``config``: skip autotuning and launch this tile config, a dict
     with keys BLOCK_M, BLOCK_N, BLOCK_K (powers of two >= 16), UNROLL_TAPS and optionally
     num_warps / num_stages (for tests and tuning).
     """
     g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual)
+    check_gate(gate, g, x.device)
     if not isinstance(allow_tf32, bool):
         raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
     if not x.is_cuda and not _INTERPRETED:
@@ -277,13 +287,13 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
         kernel[grid](
             x, dw_w, x if dw_b is None else dw_b.contiguous(), pw,
             x if pw_b is None else pw_b.contiguous(),
-            res, out,
+            res, out, out if gate is None else gate.contiguous(),
             M, g.height, g.width, g.channels, g.out_h, g.out_w, K, N,
             dw_w.stride(0), dw_w.stride(2), dw_w.stride(3), pw.stride(0), pw.stride(1),
             *out.stride(), *res.stride(),
             KSIZE=g.ksize, STRIDE=stride, PAD=padding, R=g.mult,
             ACT1=act1, ACT2=act2, HAS_B1=dw_b is not None, HAS_B2=pw_b is not None,
-            HAS_RES=residual is not None,
+            HAS_RES=residual is not None, HAS_GATE=gate is not None,
             DOT_PRECISION="tf32" if (allow_tf32 or x.dtype != torch.float32) else "ieee",
             UPCAST_DOT=_INTERPRETED and x.dtype == torch.bfloat16,
             **(config or {}),

@@ -1,4 +1,5 @@
-"""FusedSepConv2d: depthwise conv -> act1 -> 1x1 conv -> act2 (+ residual) as one module.
+"""FusedSepConv2d: depthwise conv -> act1 -> 1x1 conv -> act2 (+ residual) as one module, and
+FusedSepConvSE2d, the same with a squeeze-excitation between the two convs.
 
 The graph passes build it from the two convs of a chain (BatchNorm already folded into them) and
 the activation names; on CUDA its forward is one launch of the fused Triton kernel (through the
@@ -11,9 +12,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv)
+import torch.nn.functional as F
+
+import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and dw_channel_mean)
+from kernels.activations import activation
 from kernels.checks import DTYPES, KERNEL_SIZES, STRIDES, check_sep_conv_args
-from kernels.reference import sep_conv_reference
+from kernels.reference import dw_channel_mean_reference, sep_conv_reference
+
+SE_GATES = {"sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}
 
 
 def _param(t: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
@@ -113,3 +119,58 @@ class FusedSepConv2d(nn.Module):
         return (f"{K}, {N}, kernel_size={k}, stride={self.stride}, padding={self.padding}, act1={self.act1}, "
                 f"act2={self.act2}, dw_bias={self.dw_bias is not None}, pw_bias={self.pw_bias is not None}, "
                 f"allow_tf32={self.allow_tf32}")
+
+
+class FusedSepConvSE2d(FusedSepConv2d):
+    """y = act2(pw(a * s) + pw_bias) [+ residual], a = act1(dw(x) + dw_bias), with the
+    squeeze-excitation gate s[b, j] = gate(W2 act(W1 mean_hw(a[b]) + c1) + c2)[j].
+
+    Two launches and a few tiny ops: ``dwsep::dw_channel_mean`` (a's channel means, a never
+    written), the excitation MLP on the [B, C*r] means in fp32 torch, then ``dwsep::fused_sep_conv``
+    with the gate, which scales a on chip. se_reduce_weight [S, C*r] (or [S, C*r, 1, 1]),
+    se_expand_weight [C*r, S] (or 4-d), their biases [S] / [C*r]; se_act an activation name of
+    kernels.activations, se_gate "sigmoid" or "hardsigmoid".
+    """
+
+    def __init__(self, dw_weight, dw_bias, pw_weight, pw_bias, se_reduce_weight, se_reduce_bias,
+                 se_expand_weight, se_expand_bias, *, se_act: str = "relu", se_gate: str = "sigmoid",
+                 stride: int, padding: int, act1: str = "none", act2: str = "none", allow_tf32: bool = False):
+        super().__init__(dw_weight, dw_bias, pw_weight, pw_bias, stride=stride, padding=padding, act1=act1,
+                         act2=act2, allow_tf32=allow_tf32)
+        K = dw_weight.shape[0]
+        squeeze = se_reduce_weight.shape[0]
+        if se_reduce_weight.numel() != squeeze * K or se_expand_weight.numel() != K * squeeze \
+                or se_expand_weight.shape[0] != K:
+            raise ValueError(f"squeeze-excitation weights {tuple(se_reduce_weight.shape)} / "
+                             f"{tuple(se_expand_weight.shape)} do not map {K} -> S -> {K} channels")
+        for name, b, n in (("se_reduce_bias", se_reduce_bias, squeeze), ("se_expand_bias", se_expand_bias, K)):
+            if not isinstance(b, torch.Tensor) or tuple(b.shape) != (n,):
+                raise ValueError(f"{name} must be a [{n}] tensor")
+        if se_gate not in SE_GATES:
+            raise ValueError(f"se_gate={se_gate!r} is not supported; expected one of {tuple(SE_GATES)}")
+        activation(se_act)  # a ValueError names the valid choices
+        self.se_reduce_weight = _param(se_reduce_weight.reshape(squeeze, K))
+        self.se_reduce_bias = _param(se_reduce_bias)
+        self.se_expand_weight = _param(se_expand_weight.reshape(K, squeeze))
+        self.se_expand_bias = _param(se_expand_bias)
+        self.se_act, self.se_gate = se_act, se_gate
+
+    def gate(self, means: torch.Tensor) -> torch.Tensor:
+        """The excitation MLP on channel means [B, C*r], in the means' dtype (fp32, or fp64)."""
+        d = means.dtype
+        s = F.linear(means, self.se_reduce_weight.to(d), self.se_reduce_bias.to(d))
+        s = F.linear(activation(self.se_act)(s), self.se_expand_weight.to(d), self.se_expand_bias.to(d))
+        return SE_GATES[self.se_gate](s)
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dw = (x, self.dw_weight, self.dw_bias)
+        conv = (self.stride, self.padding)
+        if x.dtype not in DTYPES:  # float64 (references): plain torch throughout
+            gate = self.gate(dw_channel_mean_reference(*dw, *conv, self.act1))
+            return sep_conv_reference(*dw, self.pw_weight, self.pw_bias, *conv, self.act1, self.act2, residual, gate)
+        gate = self.gate(torch.ops.dwsep.dw_channel_mean(*dw, *conv, self.act1))
+        return torch.ops.dwsep.fused_sep_conv(*dw, self.pw_weight, self.pw_bias, *conv, self.act1, self.act2,
+                                              residual, self.allow_tf32, gate)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, se={self.se_reduce_weight.shape[0]}, se_act={self.se_act}, se_gate={self.se_gate}"

@@ -1,45 +1,64 @@
-"""The fused separable conv as a torch.library custom op: ``torch.ops.dwsep.fused_sep_conv``.
+"""The fused separable conv and the depthwise channel mean as torch.library custom ops:
+``torch.ops.dwsep.fused_sep_conv`` and ``torch.ops.dwsep.dw_channel_mean``.
 
-Registered so that torch.compile, torch.export and FX treat it as one opaque op with a known
-output (the fake implementation gives shape, dtype and strides: x's memory format). Dispatch:
-CUDA tensors -> the Triton launcher; CPU tensors -> the Triton launcher under TRITON_INTERPRET=1
-(so tests run the real kernel), the torch reference otherwise. Importing this module does not
-import Triton. Inference only: no autograd formula is registered.
+Registered so that torch.compile, torch.export and FX treat each as one opaque op with a known
+output (the fake implementations give shape, dtype and strides). Dispatch: CUDA tensors -> the
+Triton launcher; CPU tensors -> the Triton launcher under TRITON_INTERPRET=1 (so tests run the
+real kernel), the torch reference otherwise. Importing this module does not import Triton.
+Inference only: no autograd formula is registered.
 """
 import warnings
 from typing import Optional
 
 import torch
 
-from kernels.checks import check_sep_conv_args, output_format, triton_interpreting
-from kernels.reference import sep_conv_reference
+from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
+from kernels.reference import dw_channel_mean_reference, sep_conv_reference
 
 
-def _launcher():
-    """The Triton launcher, or None (with a warning, once) when Triton is not installed."""
+def _launcher(name: str):
+    """The Triton launcher `name` of kernels.<name>, or None (with a warning) without Triton."""
     try:
-        from kernels.fused_sep_conv import fused_sep_conv
+        module = __import__(f"kernels.{name}", fromlist=[name])
     except ImportError as e:
-        warnings.warn(f"Triton is unavailable ({e}); dwsep::fused_sep_conv falls back to the torch reference")
+        warnings.warn(f"Triton is unavailable ({e}); dwsep::{name} falls back to the torch reference")
         return None
-    return fused_sep_conv
+    return getattr(module, name)
 
 
 @torch.library.custom_op("dwsep::fused_sep_conv", mutates_args=())
 def fused_sep_conv_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], pw_w: torch.Tensor,
                       pw_b: Optional[torch.Tensor], stride: int, padding: int, act1: str, act2: str,
-                      residual: Optional[torch.Tensor], allow_tf32: bool) -> torch.Tensor:
-    """y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual], in x's memory format (see kernels.checks)."""
-    launch = _launcher() if (x.is_cuda or triton_interpreting()) else None
+                      residual: Optional[torch.Tensor], allow_tf32: bool,
+                      gate: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y = act2(pw(act1(dw(x) + b1) [* gate]) + b2) [+ residual], in x's memory format (see kernels.checks)."""
+    launch = _launcher("fused_sep_conv") if (x.is_cuda or triton_interpreting()) else None
     if launch is not None:
         return launch(x, dw_w, dw_b, pw_w, pw_b, stride=stride, padding=padding, act1=act1, act2=act2,
-                      residual=residual, allow_tf32=allow_tf32)
-    y = sep_conv_reference(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual)
+                      residual=residual, allow_tf32=allow_tf32, gate=gate)
+    y = sep_conv_reference(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual, gate)
     return torch.empty_like(y, memory_format=output_format(x)).copy_(y)
 
 
 @fused_sep_conv_op.register_fake
-def _fused_sep_conv_fake(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual, allow_tf32):
+def _fused_sep_conv_fake(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual, allow_tf32, gate=None):
     g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual)
+    check_gate(gate, g, x.device)
     return torch.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype, device=x.device,
                        memory_format=output_format(x))
+
+
+@torch.library.custom_op("dwsep::dw_channel_mean", mutates_args=())
+def dw_channel_mean_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], stride: int,
+                       padding: int, act1: str) -> torch.Tensor:
+    """float32 [B, C*r]: spatial mean of act1(dw(x) + b1) (see kernels.dw_channel_mean)."""
+    launch = _launcher("dw_channel_mean") if (x.is_cuda or triton_interpreting()) else None
+    if launch is not None:
+        return launch(x, dw_w, dw_b, stride=stride, padding=padding, act1=act1)
+    return dw_channel_mean_reference(x, dw_w, dw_b, stride, padding, act1)
+
+
+@dw_channel_mean_op.register_fake
+def _dw_channel_mean_fake(x, dw_w, dw_b, stride, padding, act1):
+    check_sep_conv_args(x, dw_w, dw_b, dw_w.new_empty((1, dw_w.shape[0])), None, stride, padding, act1, "none")
+    return x.new_empty((x.shape[0], dw_w.shape[0]), dtype=torch.float32)

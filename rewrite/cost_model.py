@@ -13,7 +13,9 @@ rewrite is t(before) / t(after).
 
 A fused dw→pw kernel is one launch whose bytes are only its input, output, residual and
 weights (the dw result stays on chip), and whose compute time is the dw FLOPs at the vector rate
-plus the pw FLOPs at the matrix rate.
+plus the pw FLOPs at the matrix rate. With a squeeze-excitation inside, the input is read and the
+dw FLOPs are spent twice (the channel-mean pass, then the fused pass) and SE_LAUNCHES more
+launches run.
 
 The model is an object so that callers can inject another (e.g. one calibrated by measurement):
 anything with `chain_time(layers, input_shape, dtype) -> seconds` will do.
@@ -26,6 +28,7 @@ import torch
 
 from .ir import Activation, Affine, ConvSpec, FusedSepConv, Layer
 
+SE_LAUNCHES = 6  # beside the fused kernel: channel means, their sum, linear, act, linear, gate
 GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
 
 
@@ -119,8 +122,11 @@ class RooflineCostModel:
                 seconds += conv_flops(conv, b, (oh, ow)) / p.rate(table, dtype)
             n = layer.pw.out_channels
             outputs = (2 if layer.residual else 1) * b * n * oh * ow
-            bytes_ = size * (b * c * h * w + outputs + layer.dw.weight.numel() + layer.pw.weight.numel())
-            return max(seconds, bytes_ / p.bandwidth) + p.launch_overhead, (n, oh, ow)
+            passes = 2 if layer.se else 1
+            seconds += (passes - 1) * conv_flops(layer.dw, b, (oh, ow)) / p.rate(p.vector_rate, dtype)
+            bytes_ = size * (passes * b * c * h * w + outputs + layer.dw.weight.numel() + layer.pw.weight.numel())
+            launches = 1 + (SE_LAUNCHES if layer.se else 0)
+            return max(seconds, bytes_ / p.bandwidth) + launches * p.launch_overhead, (n, oh, ow)
         if isinstance(layer, (Affine, Activation)):
             return self.elementwise_time(shape, dtype), (c, h, w)
         raise TypeError(f"no cost for layer {layer!r}")

@@ -165,11 +165,36 @@ class Activation:
 
 
 @dataclass(frozen=True, eq=False)
+class SqueezeExcite:
+    """Squeeze-excitation: a ↦ a · gate(expand(act(reduce(mean_hw(a))))), per image and channel.
+
+    reduce (K→S) and expand (S→K) are 1x1 convs with bias; act is an activation name or None;
+    gate is "sigmoid" or "hardsigmoid".
+    """
+
+    reduce: ConvSpec
+    act: str | None
+    expand: ConvSpec
+    gate: str
+
+    def scale(self, a: torch.Tensor) -> torch.Tensor:
+        """The gate [B, K, 1, 1] for the activation a [B, K, H, W]."""
+        s = self.reduce.apply(a.mean((2, 3), keepdim=True))
+        s = ACTIVATIONS[self.act](s) if self.act else s
+        return ACTIVATIONS[self.gate](self.expand.apply(s))
+
+    def describe(self) -> str:
+        return f"SE({self.reduce.out_channels}, {self.act or 'linear'}, {self.gate})"
+
+
+@dataclass(frozen=True, eq=False)
 class FusedSepConv:
-    """One kernel for y = act2(pw(act1(dw(x)))) [+ residual], the dw result kept on chip.
+    """One kernel for y = act2(pw(act1(dw(x)) [· se])) [+ residual], the dw result kept on chip.
 
     act1/act2 are activation names or None; `residual` says whether a tensor of the output's
-    shape is added after act2 (it is an extra input of the fused op).
+    shape is added after act2 (it is an extra input of the fused op). With `se`, a first pass
+    computes the squeeze-excitation gate from the dw output's channel means (kernels.
+    dw_channel_mean) and the fused kernel scales the dw output by it on chip.
     """
 
     dw: ConvSpec
@@ -177,16 +202,19 @@ class FusedSepConv:
     pw: ConvSpec
     act2: str | None
     residual: bool = False
+    se: SqueezeExcite | None = None
 
     def apply(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         y = self.dw.apply(x)
         y = ACTIVATIONS[self.act1](y) if self.act1 else y
+        y = y * self.se.scale(y) if self.se else y
         y = self.pw.apply(y)
         y = ACTIVATIONS[self.act2](y) if self.act2 else y
         return y + residual if self.residual else y
 
     def describe(self) -> str:
-        parts = [self.dw.describe(), self.act1, self.pw.describe(), self.act2, "+res" if self.residual else None]
+        parts = [self.dw.describe(), self.act1, self.se.describe() if self.se else None, self.pw.describe(), self.act2,
+                 "+res" if self.residual else None]
         return "fused[" + " → ".join(p for p in parts if p) + "]"
 
 

@@ -49,3 +49,25 @@ def test_model_specific_outcomes(optimized):
     if name.startswith("mobilenet_v2"):
         reasons = {s.reason for s in report.sites if s.kind == "reverse"}
         assert any("nonlinearity (relu6)" in r for r in reasons)
+
+
+def test_separable_sites_fuse_and_stay_channels_last(optimized):
+    """On the default GPU target every dw→pw site of the depthwise-separable models fuses, the
+    squeeze-excitation ones (MobileNetV3, EfficientNet) included, and the fused modules' inputs
+    arrive channels_last."""
+    from kernels import FusedSepConv2d, FusedSepConvSE2d
+
+    name, model, opt = optimized
+    expected_se = {"mobilenet_v3_large": 8, "mobilenet_v3_small": 9, "efficientnet_b0": 16, "efficientnet_v2_s": 30}
+    fused = [m for m in opt.modules() if isinstance(m, FusedSepConv2d)]
+    assert sum(isinstance(m, FusedSepConvSE2d) for m in fused) == expected_se.get(name, 0)
+    if name.startswith(("mobilenet", "efficientnet", "xception")):
+        assert fused and all(s.status == "applied" for s in opt.rewrite_report.sites if s.kind == "fuse")
+    layouts = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+             for m in fused]
+    with torch.no_grad():
+        opt(zoo.example_input(name, batch=2, small=True, seed=2))
+    for h in hooks:
+        h.remove()
+    assert all(layouts) and len(layouts) >= len(fused)

@@ -7,7 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from kernels import FusedSepConv2d
+import torch.nn.functional as F
+
+from kernels import FusedSepConv2d, FusedSepConvSE2d
+from models_under_test.blocks import SqueezeExcite
 from rewrite import optimize
 from tests.helpers import batchnorm, max_rel
 
@@ -79,11 +82,65 @@ def test_residual_is_fused_when_its_value_is_known():
     check(opt, model)
 
 
-def test_squeeze_excitation_blocks_fusion():
-    model = Stem(SepBlock(se=True)).eval()
+def test_gate_without_an_excitation_mlp_blocks_fusion_with_its_reason():
+    model = Stem(SepBlock(se=True)).eval()  # x · sigmoid(conv(pool(x))): one conv, not reduce/act/expand
     opt = optimize(model, X, target="h100")
     (site,) = fuse_sites(opt)
-    assert site.status == "declined" and "squeeze-excitation" in site.reason
+    assert site.status == "declined" and "squeeze-excitation expand is not a rewritable conv" in site.reason
+    check(opt, model)
+
+
+class MeanSE(nn.Module):
+    """Squeeze-excitation written with a functional mean, and an optional extra use of the gate."""
+
+    def __init__(self, c, squeeze, mean="method", leak_gate=False):
+        super().__init__()
+        self.fc1, self.fc2, self.mean, self.leak_gate = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1), mean, leak_gate
+
+    def forward(self, a):
+        m = a.mean((2, 3), keepdim=True) if self.mean == "method" else F.adaptive_avg_pool2d(a, 1)
+        g = torch.sigmoid(self.fc2(F.relu(self.fc1(m))))
+        return a * g + g.sum() * 0 if self.leak_gate else a * g
+
+
+class MBConvSE(nn.Module):
+    """dw-BN-act → squeeze-excitation → pw-BN (+ residual): the MobileNetV3 / EfficientNet block tail."""
+
+    def __init__(self, c=16, n=16, k=3, stride=1, act=nn.SiLU, se=None, residual=False):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, k, stride, k // 2, groups=c, bias=False)
+        self.bn1, self.act = batchnorm(c, 1), act()
+        self.se = se if se is not None else SqueezeExcite(c, 4, nn.SiLU, nn.Sigmoid)
+        self.pw = nn.Conv2d(c, n, 1, bias=False)
+        self.bn2, self.residual = batchnorm(n, 2), residual
+
+    def forward(self, x):
+        y = self.bn2(self.pw(self.se(self.act(self.bn1(self.dw(x))))))
+        return x + y if self.residual else y
+
+
+@pytest.mark.parametrize("se, act", [
+    (SqueezeExcite(16, 4, nn.SiLU, nn.Sigmoid), nn.SiLU),         # EfficientNet
+    (SqueezeExcite(16, 8, nn.ReLU, nn.Hardsigmoid), nn.Hardswish),  # MobileNetV3
+    (MeanSE(16, 4, "method"), nn.ReLU), (MeanSE(16, 4, "functional"), nn.ReLU6),
+], ids=["efficientnet", "mobilenet_v3", "tensor_mean", "adaptive_avg_pool2d"])
+@pytest.mark.parametrize("k, stride", [(3, 1), (5, 2)])
+def test_squeeze_excitation_is_fused_through(se, act, k, stride):
+    model = Stem(MBConvSE(k=k, stride=stride, act=act, se=se, residual=stride == 1)).eval()
+    opt = optimize(model, X, target="h100")
+    (site,) = fuse_sites(opt)
+    assert site.status == "applied" and "SE(" in site.after and site.rel_error < 1e-5, site
+    assert site.predicted_speedup > 1
+    assert sum(isinstance(m, FusedSepConvSE2d) for m in opt.modules()) == 1
+    assert not any(isinstance(m, (nn.Sigmoid, nn.Hardsigmoid, nn.AdaptiveAvgPool2d)) for m in opt.modules())
+    check(opt, model)
+
+
+def test_squeeze_excitation_whose_gate_is_used_elsewhere_is_declined():
+    model = Stem(MBConvSE(se=MeanSE(16, 4, leak_gate=True))).eval()
+    opt = optimize(model, X, target="h100")
+    (site,) = fuse_sites(opt)
+    assert site.status == "declined" and "does not scale the depthwise output alone" in site.reason
     check(opt, model)
 
 

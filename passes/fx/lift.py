@@ -94,9 +94,16 @@ def conv_module(spec: ConvSpec) -> nn.Module:
 
 
 def fused_module(spec) -> nn.Module:
-    """The kernels' FusedSepConv2d for a rewrite.ir.FusedSepConv (Triton on CUDA, torch on CPU)."""
-    from kernels import FusedSepConv2d  # the kernel package is only needed when fusing
+    """The kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation) for a
+    rewrite.ir.FusedSepConv (Triton on CUDA, torch on CPU)."""
+    from kernels import FusedSepConv2d, FusedSepConvSE2d  # the kernel package is only needed when fusing
 
-    dw, pw = spec.dw, spec.pw
-    return FusedSepConv2d(dw.weight, dw.bias, pw.weight, pw.bias, stride=dw.stride[0], padding=dw.padding[0],
-                          act1=spec.act1 or "none", act2=spec.act2 or "none").eval()
+    dw, pw, se = spec.dw, spec.pw, spec.se
+    common = dict(stride=dw.stride[0], padding=dw.padding[0], act1=spec.act1 or "none", act2=spec.act2 or "none")
+    if se is None:
+        return FusedSepConv2d(dw.weight, dw.bias, pw.weight, pw.bias, **common).eval()
+    zeros = lambda conv: conv.weight.new_zeros(conv.out_channels)  # noqa: E731 - bias-free SE convs
+    return FusedSepConvSE2d(dw.weight, dw.bias, pw.weight, pw.bias, se.reduce.weight,
+                            zeros(se.reduce) if se.reduce.bias is None else se.reduce.bias, se.expand.weight,
+                            zeros(se.expand) if se.expand.bias is None else se.expand.bias,
+                            se_act=se.act or "none", se_gate=se.gate, **common).eval()

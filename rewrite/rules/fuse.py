@@ -1,20 +1,28 @@
-"""fuse: dw(+bias)(+act1) → pw(+bias)(+act2)(+residual) ⇒ one fused kernel (kernels/).
+"""fuse: dw(+bias)(+act1)(+SE) → pw(+bias)(+act2)(+residual) ⇒ one fused kernel (kernels/).
 
 The rewrite is the identity on the maths — y = act2(pw(act1(dw(x)))) [+ r] — so it is exact
 up to summation order; what it buys is that the dw result never goes to device memory and three
 to five launches become one. BatchNorm must already be folded into the convs. The fused kernel
 covers: depthwise k ∈ {3, 5, 7} square, equal stride 1 or 2, symmetric zero padding, dilation
 1, any multiplier; pointwise 1x1 stride 1; activations in FUSABLE_ACTIVATIONS; fp32/fp16/bf16.
+
+A squeeze-excitation between the convs is taken through soundly, because its gate is a
+per-image, per-channel scale: pw(a · s[b]) = (pw · diag(s[b])) a. Only s needs all of a (its
+spatial mean), so the fused form makes two passes over x — channel means of a (a is never
+written), the small excitation MLP on [B, K], then the fused kernel scaling a by s on chip —
+and the unfused block's write of a, its re-reads for the mean and the scale, and its write of
+a · s all go away.
 """
 from __future__ import annotations
 
 import torch
 
-from ..ir import Activation, ConvSpec, FusedSepConv
+from ..ir import Activation, ConvSpec, FusedSepConv, SqueezeExcite
 from .base import Decline, Plan
 
 FUSABLE_ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "gelu")
 FUSABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SE_GATES = ("sigmoid", "hardsigmoid")
 
 
 def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype) -> str | None:
@@ -42,17 +50,36 @@ def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, d
     return None
 
 
+def check_se(se: SqueezeExcite, channels: int) -> str | None:
+    """None when the fused form can take this squeeze-excitation, else the reason."""
+    for name, conv, (cin, cout) in (("reduce", se.reduce, (channels, se.reduce.out_channels)),
+                                    ("expand", se.expand, (se.reduce.out_channels, channels))):
+        if not conv.is_pointwise or conv.stride != (1, 1) or conv.groups != 1 or set(conv.padding) != {0}:
+            return f"squeeze-excitation {name} is not a 1x1 dense conv ({conv.describe()})"
+        if (conv.in_channels, conv.out_channels) != (cin, cout):
+            return f"squeeze-excitation {name} maps {conv.in_channels}->{conv.out_channels}, expected {cin}->{cout}"
+    if se.act is not None and se.act not in FUSABLE_ACTIVATIONS:
+        return f"squeeze-excitation activation {se.act} is not fused"
+    if se.gate not in SE_GATES:
+        return f"squeeze-excitation gate {se.gate} is not one of {SE_GATES}"
+    return None
+
+
 def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, residual: bool,
-              input_shape, dtype, options) -> Plan | Decline:
+              input_shape, dtype, options, se: SqueezeExcite | None = None) -> Plan | Decline:
     before = [dw] + ([Activation(act1)] if act1 else []) + [pw] + ([Activation(act2)] if act2 else [])
-    reason = check_fuse(dw, act1, pw, act2, dtype)
+    reason = check_fuse(dw, act1, pw, act2, dtype) or (check_se(se, dw.out_channels) if se else None)
     if reason:
         return Decline("fuse", reason, before)
-    fused = FusedSepConv(dw, act1, pw, act2, residual)
+    fused = FusedSepConv(dw, act1, pw, act2, residual, se)
     model = options.cost_model
     unfused = model.chain_time(before, input_shape, dtype)
+    oh, ow = dw.output_hw(input_shape[2], input_shape[3])
     if residual:
-        oh, ow = dw.output_hw(input_shape[2], input_shape[3])
         unfused += model.elementwise_time((input_shape[0], pw.out_channels, oh, ow), dtype, tensors=3)
+    if se:  # the unfused SE: mean (reads a), four tiny layers, a · s (reads a, writes it)
+        a_shape = (input_shape[0], dw.out_channels, oh, ow)
+        unfused += model.elementwise_time(a_shape, dtype, tensors=1) + model.elementwise_time(a_shape, dtype)
+        unfused += 4 * model.elementwise_time((input_shape[0], dw.out_channels, 1, 1), dtype)
     speedup = unfused / model.chain_time([fused], input_shape, dtype)
     return Plan("fuse", before, [fused], speedup, note="one fused Triton launch on CUDA (torch fallback on CPU)")

@@ -1,12 +1,12 @@
 """The kernels' tests run the real Triton kernel on CPU tensors, in Triton's interpreter.
 
-triton.jit decides at decoration time whether a kernel is interpreted, so kernels.fused_sep_conv
-is (re)imported while TRITON_INTERPRET=1. The variable is set only while this directory's tests
+triton.jit decides at decoration time whether a kernel is interpreted, so the kernel modules
+(KERNEL_MODULES) are (re)imported while TRITON_INTERPRET=1. The variable is set only while this directory's tests
 run: tests elsewhere keep FusedSepConv2d's fast torch fallback on CPU, and the compiled kernel on
 a GPU (the module is re-imported in its previous mode afterwards). Triton itself is imported
 first, in normal mode, so other Triton users in the session are unaffected; the kernel file calls
 only builtins of triton.language, which the interpreter patches in either mode. Test modules
-here reach the launcher through the ``fsc`` fixture, never by a module-level import.
+here reach the launchers through the ``fsc`` / ``dcm`` fixtures, never by a module-level import.
 """
 import importlib
 import os
@@ -15,28 +15,41 @@ import pytest
 import torch
 
 
+KERNEL_MODULES = ("kernels.fused_sep_conv", "kernels.dw_channel_mean")  # in import order
+
+
+def _reload_kernels():
+    for name in KERNEL_MODULES:
+        importlib.reload(importlib.import_module(name))
+
+
 @pytest.fixture(scope="package", autouse=True)
 def _triton_interpreter():
     pytest.importorskip("triton")
     saved = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1"
-    module = importlib.import_module("kernels.fused_sep_conv")
-    was_interpreted = module._INTERPRETED
+    was_interpreted = importlib.import_module("kernels.fused_sep_conv")._INTERPRETED
     if not was_interpreted:
-        importlib.reload(module)
+        _reload_kernels()
     yield
     if saved is None:
         del os.environ["TRITON_INTERPRET"]
     else:
         os.environ["TRITON_INTERPRET"] = saved
     if not was_interpreted:
-        importlib.reload(module)
+        _reload_kernels()
 
 
 @pytest.fixture
 def fsc():
     """The kernel module, imported under the interpreter."""
     return importlib.import_module("kernels.fused_sep_conv")
+
+
+@pytest.fixture
+def dcm():
+    """The depthwise channel-mean kernel module, imported under the interpreter."""
+    return importlib.import_module("kernels.dw_channel_mean")
 
 
 @pytest.fixture(autouse=True)

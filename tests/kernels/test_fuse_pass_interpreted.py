@@ -51,3 +51,34 @@ def test_whole_model_converted_to_channels_last_still_matches(fsc):
         out = opt(fresh.contiguous(memory_format=torch.channels_last))
         ref = copy.deepcopy(model).double()(fresh.double())
     assert max_rel(out.double(), ref) < 1e-5
+
+
+def test_squeeze_excitation_blocks_run_both_kernels_and_match(fsc, dcm):
+    """Two MBConv blocks with squeeze-excitation (EfficientNet's SiLU / sigmoid, MobileNetV3's
+    ReLU / hard-sigmoid, one with a residual): each fuses through the channel-mean kernel and the
+    gated fused kernel."""
+    from kernels import FusedSepConvSE2d
+    from models_under_test.blocks import ConvBNAct, InvertedResidual
+
+    model = nn.Sequential(
+        ConvBNAct(3, 8, 3, 2, act=nn.SiLU),
+        InvertedResidual(8, 8, expanded=16, kernel_size=5, act=nn.SiLU, se_channels=4, se_act=nn.SiLU,
+                         se_gate=nn.Sigmoid),
+        InvertedResidual(8, 12, expanded=24, stride=2, act=nn.Hardswish, se_channels=8),
+    ).eval()
+    x = torch.randn(2, 3, 17, 15)
+    opt = optimize(model, x, target="h100")
+    assert sum(isinstance(m, FusedSepConvSE2d) for m in opt.modules()) == 2
+    assert all(s.status == "applied" for s in opt.rewrite_report.sites if s.kind == "fuse")
+    means, real = [], dcm.dw_channel_mean
+
+    def counting(*args, **kwargs):
+        means.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    fresh = torch.randn(3, 3, 17, 15)
+    with mock.patch.object(dcm, "dw_channel_mean", counting), torch.no_grad():
+        out = opt(fresh)
+        ref = copy.deepcopy(model).double()(fresh.double())
+    assert len(means) == 2
+    assert max_rel(out.double(), ref) < 1e-5

@@ -1,0 +1,100 @@
+"""The squeeze-excitation path, in Triton's interpreter: the depthwise channel-mean kernel, the
+fused kernel's gate, the two custom ops and FusedSepConvSE2d, each against a float64 reference."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from kernels import FusedSepConvSE2d
+from kernels.reference import dw_channel_mean_reference
+from tests.kernels.helpers import TOL, operands, poisoned_out, reference64, rel_err
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, stride, r, act1, H, W", [
+    (3, 1, 1, "relu6", 9, 7), (5, 2, 2, "silu", 11, 6), (7, 1, 1, "hardswish", 5, 19), (3, 2, 3, "none", 17, 17)])
+def test_channel_mean_matches_float64(dcm, dtype, k, stride, r, act1, H, W):
+    # 17x17 with the interpreter's 16-pixel tiles: several tiles per image, a partial last one
+    a = operands(B=3, C=5, r=r, H=H, W=W, k=k, stride=stride, dtype=dtype, act1=act1)
+    mean = dcm.dw_channel_mean(a["x"], a["dw_w"], a["dw_b"], stride=stride, padding=a["padding"], act1=act1)
+    ref = dw_channel_mean_reference(a["x"].double(), a["dw_w"].double(), a["dw_b"].double(), stride, a["padding"],
+                                    act1)
+    assert mean.dtype == torch.float32 and mean.shape == (3, 5 * r)
+    assert rel_err(mean, ref) <= TOL[torch.float32]  # fp32 accumulation of the rounded operands
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out_nhwc", [True, False])
+def test_gate_scales_the_depthwise_output(fsc, dtype, out_nhwc):
+    a = operands(B=3, C=6, r=2, N=24, dtype=dtype, act1="silu", act2="relu", residual=True)
+    gate = torch.rand(3, 12) + 0.1
+    y = fsc.fused_sep_conv(**a, gate=gate, out=poisoned_out(a, channels_last=out_nhwc))
+    d = lambda t: None if t is None else t.double()  # noqa: E731
+    from kernels.reference import sep_conv_reference
+    ref = sep_conv_reference(d(a["x"]), d(a["dw_w"]), d(a["dw_b"]), d(a["pw_w"]), d(a["pw_b"]), a["stride"],
+                             a["padding"], a["act1"], a["act2"], d(a["residual"]), gate.double())
+    assert rel_err(y, ref) <= TOL[dtype]
+    assert rel_err(y, reference64(a)) > 1e-2  # the gate did change the result
+
+
+@pytest.mark.parametrize("gate, bad", [
+    (torch.rand(3, 11), "gate must have shape"), (torch.rand(3, 12).half(), "gate must be float32"),
+    ([0.5] * 12, "gate must be a torch.Tensor")])
+def test_bad_gate_is_a_clear_error(fsc, gate, bad):
+    a = operands(B=3, C=6, r=2)
+    with pytest.raises((TypeError, ValueError), match=bad):
+        fsc.fused_sep_conv(**a, gate=gate)
+
+
+class SEBlock(nn.Sequential):
+    """dw -> act -> squeeze-excitation -> pw, as MobileNetV3 / EfficientNet build it (BN folded)."""
+
+    def __init__(self, c=8, n=12, k=3, stride=1, act=nn.SiLU, se_act=nn.SiLU, gate=nn.Sigmoid):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, k, stride, k // 2, groups=c)
+        self.act = act()
+        self.fc1, self.se_act, self.fc2, self.gate = nn.Conv2d(c, 3, 1), se_act(), nn.Conv2d(3, c, 1), gate()
+        self.pw = nn.Conv2d(c, n, 1)
+
+    def forward(self, x):
+        a = self.act(self.dw(x))
+        return self.pw(a * self.gate(self.fc2(self.se_act(self.fc1(a.mean((2, 3), keepdim=True))))))
+
+    def fused(self):
+        return FusedSepConvSE2d(self.dw.weight, self.dw.bias, self.pw.weight, self.pw.bias, self.fc1.weight,
+                                self.fc1.bias, self.fc2.weight, self.fc2.bias, se_act="silu", se_gate="sigmoid",
+                                stride=self.dw.stride[0], padding=self.dw.padding[0], act1="silu").eval()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_module_runs_both_kernels_and_matches_the_block(dtype):
+    block = SEBlock(k=5, stride=2).eval()
+    fused = block.fused().to(dtype)
+    x = torch.randn(2, 8, 13, 11)
+    with torch.no_grad():
+        ref = copy.deepcopy(block).double()(x.double())
+        y = fused(x.to(dtype).contiguous(memory_format=torch.channels_last))
+        assert rel_err(y, ref) <= TOL[dtype]
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert rel_err(block.fused().double()(x.double()), ref) <= 1e-12  # the float64 path is plain torch
+
+
+def test_module_exports_as_two_custom_ops():
+    fused = SEBlock().fused()
+    ep = torch.export.export(fused, (torch.randn(2, 8, 9, 9),))
+    ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert sum("dwsep.dw_channel_mean" in t for t in ops) == 1 and sum("dwsep.fused_sep_conv" in t for t in ops) == 1
+
+
+def test_module_checks_its_squeeze_excitation():
+    block = SEBlock()
+    args = (block.dw.weight, block.dw.bias, block.pw.weight, block.pw.bias, block.fc1.weight, block.fc1.bias)
+    with pytest.raises(ValueError, match="do not map 8 -> S -> 8"):
+        FusedSepConvSE2d(*args, torch.randn(7, 3), block.fc2.bias, stride=1, padding=1)
+    with pytest.raises(ValueError, match="se_gate='tanh'"):
+        FusedSepConvSE2d(*args, block.fc2.weight, block.fc2.bias, se_gate="tanh", stride=1, padding=1)
+    with pytest.raises(ValueError, match="se_expand_bias must be a \\[8\\]"):
+        FusedSepConvSE2d(*args, block.fc2.weight, None, stride=1, padding=1)
