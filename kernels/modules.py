@@ -10,9 +10,8 @@ TRITON_INTERPRET=1 the custom op, i.e. the Triton kernel in the interpreter, ins
 from typing import Optional
 
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and dw_channel_mean)
 from kernels.activations import activation

@@ -14,7 +14,6 @@ import operator
 
 import torch
 import torch.fx as fx
-
 import torch.nn as nn
 import torch.nn.functional as F
 
