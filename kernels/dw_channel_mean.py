@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_sep_conv_args, triton_interpreting
+from kernels.checks import check_dw_args, triton_interpreting
 from kernels.fused_sep_conv import _activation, _dw_row
 
 # The pass is one read of x (memory bound): a fixed tile with channel vectors of 64 and enough
@@ -72,8 +72,7 @@ def dw_channel_mean(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Te
     """float32 [B, C*r]: the spatial mean of act1(dw(x) + b1) per image and channel (see module doc).
 
     Operands as in kernels.checks (x read as channels_last: a copy when it is not)."""
-    probe_pw = dw_w.new_empty((1, dw_w.shape[0])) if isinstance(dw_w, torch.Tensor) and dw_w.dim() == 4 else dw_w
-    g = check_sep_conv_args(x, dw_w, dw_b, probe_pw, None, stride, padding, act1, "none")
+    g = check_dw_args(x, dw_w, dw_b, stride, padding, act1)
     if not x.is_cuda and not triton_interpreting():
         raise ValueError(f"dw_channel_mean runs on CUDA tensors (x is on {x.device}); for CPU tensors set "
                          "TRITON_INTERPRET=1 before kernels.dw_channel_mean is first imported")

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
+from kernels.checks import check_dw_args, check_gate, check_sep_conv_args, output_format, triton_interpreting
 from kernels.reference import dw_channel_mean_reference, sep_conv_reference
 
 
@@ -60,5 +60,5 @@ def dw_channel_mean_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch
 
 @dw_channel_mean_op.register_fake
 def _dw_channel_mean_fake(x, dw_w, dw_b, stride, padding, act1):
-    check_sep_conv_args(x, dw_w, dw_b, dw_w.new_empty((1, dw_w.shape[0])), None, stride, padding, act1, "none")
+    check_dw_args(x, dw_w, dw_b, stride, padding, act1)
     return x.new_empty((x.shape[0], dw_w.shape[0]), dtype=torch.float32)

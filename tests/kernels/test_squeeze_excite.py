@@ -98,3 +98,13 @@ def test_module_checks_its_squeeze_excitation():
         FusedSepConvSE2d(*args, block.fc2.weight, block.fc2.bias, se_gate="tanh", stride=1, padding=1)
     with pytest.raises(ValueError, match="se_expand_bias must be a \\[8\\]"):
         FusedSepConvSE2d(*args, block.fc2.weight, None, stride=1, padding=1)
+
+
+def test_channel_mean_checks_its_arguments(dcm):
+    a = operands()
+    with pytest.raises(ValueError, match="act1='tanh' is not supported"):
+        dcm.dw_channel_mean(a["x"], a["dw_w"], a["dw_b"], stride=1, padding=1, act1="tanh")
+    with pytest.raises(ValueError, match="dw_b must have shape"):
+        dcm.dw_channel_mean(a["x"], a["dw_w"], a["dw_b"][:3], stride=1, padding=1)
+    with pytest.raises(TypeError, match="dtype torch.int32"):
+        dcm.dw_channel_mean(a["x"].int(), a["dw_w"], None, stride=1, padding=1)
