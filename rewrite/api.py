@@ -1,6 +1,7 @@
 """`optimize(model, example_inputs, **options)`: the PyTorch entry point.
 
-Validates the model, rewrites a copy with the FX passes (each site verified on the spot), then
+Validates the model, captures a copy with torch.export and rewrites its ATen graph through the
+shared passes (each site verified on the spot), then
 checks the whole model against a float64 reference of the original. If that final check fails,
 the rewrites are retried more conservatively (folds only, then nothing), so the returned model
 never misses its tolerance silently. The default tolerance is max(dtype default, 2 × the
@@ -29,12 +30,14 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     inplace: when False (default) `model` is left untouched; when True its modules are reused
         and modified (no copy of the weights is made), so only the returned module is valid.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
-        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, channels_last).
+        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, channels_last,
+        dynamic_spatial). The result is a torch.fx.GraphModule (torch.export capture) that runs at
+        any batch size, or the model with its exportable submodules replaced.
     The result carries `.rewrite_report`, a `rewrite.report.Report`.
     """
     opts = RewriteOptions.from_kwargs(options, "optimize")
     example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    dtype = _validate(model, example_inputs)
+    dtype, output = _validate(model, example_inputs)
     from passes.fx.pipeline import optimize_fx  # front end loaded on use: rewrite/ stays graph-free
 
     reference_model = _float64_copy(model) if opts.check else None
@@ -46,7 +49,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
 
     with torch.no_grad():
         reference = reference_model(*tree_map(_to_float64, example_inputs))
-        baseline, _ = _compare(model(*example_inputs), reference)
+        baseline, _ = _compare(output, reference)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline)
     run_opts = opts
     history: list[str] = []   # what failed attempts found, carried into the final report
@@ -83,7 +86,8 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     return optimized
 
 
-def _validate(model: nn.Module, example_inputs: tuple) -> torch.dtype:
+def _validate(model: nn.Module, example_inputs: tuple) -> tuple[torch.dtype, object]:
+    """(the model's dtype, its output on the example inputs), or a clear error."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize() takes an nn.Module, got {type(model).__name__}")
     training = [name or "<model>" for name, m in model.named_modules() if m.training]
@@ -103,8 +107,16 @@ def _validate(model: nn.Module, example_inputs: tuple) -> torch.dtype:
     for x in leaves:
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"example input of dtype {x.dtype}: optimize() needs float inputs")
+    try:
+        with torch.no_grad():
+            output = model(*example_inputs)
+    except Exception as exc:  # noqa: BLE001 - the user's model and inputs disagree: say so plainly
+        shapes = [tuple(x.shape) for x in leaves]
+        raise ValueError(f"the model fails on the example inputs of shapes {shapes} ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); "
+                         "optimize() needs inputs the model accepts") from None
     params = [p for p in model.parameters()]
-    return params[0].dtype if params else leaves[0].dtype
+    return (params[0].dtype if params else leaves[0].dtype), output
 
 
 def _to_float64(x):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ir import Activation, Affine, ConvSpec, FusedSepConv, Layer
+from .ir import Activation, Affine, ConvSpec, FusedSepConv, Layer, ZeroPad
 
 SE_LAUNCHES = 6  # beside the fused kernel: channel means, their sum, linear, act, linear, gate
 GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
@@ -129,6 +129,9 @@ class RooflineCostModel:
             return max(seconds, bytes_ / p.bandwidth) + launches * p.launch_overhead, (n, oh, ow)
         if isinstance(layer, (Affine, Activation)):
             return self.elementwise_time(shape, dtype), (c, h, w)
+        if isinstance(layer, ZeroPad):
+            t, b_, l, r = layer.padding
+            return self.elementwise_time((b, c, h + t + b_, w + l + r), dtype), (c, h + t + b_, w + l + r)
         raise TypeError(f"no cost for layer {layer!r}")
 
     def elementwise_time(self, shape, dtype: torch.dtype, tensors: int = 2) -> float:

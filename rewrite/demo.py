@@ -1,7 +1,9 @@
 """`python -m rewrite.demo [MODEL] [--target h100|cpu] [--full-size] [--json PATH]`
 
-The main job end to end on a built-in example: build a model from `models_under_test`,
-optimize it, print the report, and time original vs optimized on this machine's CPU (eager).
+The main job end to end on a built-in example: build a model from `models_under_test` (a real
+torchvision / timm model such as `tv/mobilenet_v2`, random init and calibrated BatchNorm, or one
+of the project's own definitions), optimize it, print the report, and time original vs
+optimized on this machine's CPU (eager).
 """
 from __future__ import annotations
 
@@ -29,15 +31,20 @@ def _median_ms(fn, x, repeats: int = 5) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", default="mobilenet_v2", choices=zoo.names())
+    parser.add_argument("model", nargs="?", default="tv/mobilenet_v2", choices=zoo.real_names() + zoo.names())
     parser.add_argument("--target", default="h100", help="cost-model profile: h100 or cpu (default h100)")
     parser.add_argument("--full-size", action="store_true", help="use the model's full input size")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
-    model = zoo.get(args.model)
-    x = zoo.example_input(args.model, batch=args.batch, small=not args.full_size)
+    if args.model in zoo.real_names():
+        model = zoo.build_real(args.model)
+        size = zoo.REAL_MODELS[args.model].input_size if args.full_size else None
+        x = zoo.real_example_input(args.model, batch=args.batch, size=size)
+    else:
+        model = zoo.get(args.model)
+        x = zoo.example_input(args.model, batch=args.batch, small=not args.full_size)
     print(f"optimizing {args.model} on input {tuple(x.shape)} for target {args.target} ...", flush=True)
     start = time.perf_counter()
     fast = optimize(model, x, target=args.target)

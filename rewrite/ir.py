@@ -3,6 +3,7 @@
 A *chain* is a short run of layers lifted out of a graph (FX or ONNX):
 
     ConvSpec  — a 2-D convolution with explicit, possibly asymmetric, zero padding
+    ZeroPad   — an explicit zero pad of the spatial dimensions (absorbed into the next conv)
     Affine    — a per-channel y = scale * x + shift (an eval-mode BatchNorm, a bias, a scale)
     Activation — an elementwise nonlinearity, by name
 
@@ -100,6 +101,20 @@ class ConvSpec:
 
     def to(self, dtype: torch.dtype) -> "ConvSpec":
         return replace(self, weight=self.weight.to(dtype), bias=None if self.bias is None else self.bias.to(dtype))
+
+
+@dataclass(frozen=True)
+class ZeroPad:
+    """y = pad(x) with zeros: (top, bottom, left, right) rows/columns added around H×W."""
+
+    padding: Padding4
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        t, b, l, r = self.padding
+        return F.pad(x, (l, r, t, b))
+
+    def describe(self) -> str:
+        return "pad(" + ",".join(str(p) for p in self.padding) + ")"
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,7 +233,7 @@ class FusedSepConv:
         return "fused[" + " → ".join(p for p in parts if p) + "]"
 
 
-Layer = Union[ConvSpec, Affine, Activation, FusedSepConv]
+Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv]
 
 
 def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,9 @@ class RewriteOptions:
     channels_last (FX only; ONNX graphs have no memory format): lay conv weights out NHWC so
         activations stay channels_last between layers. None (default) = when a site was fused,
         since the fused kernel works in NHWC and would otherwise copy its input at every site.
+    dynamic_spatial (FX only): capture the model with dynamic H and W as well as a dynamic batch,
+        so the result runs at any resolution; pads whose widths then depend on the input size
+        (TF "same" padding) are not absorbed.
     """
 
     passes: tuple[str, ...] = DEFAULT_PASSES
@@ -39,6 +42,7 @@ class RewriteOptions:
     check: bool = True
     force_fuse: bool = False
     channels_last: bool | None = None
+    dynamic_spatial: bool = False
     skip_sites: frozenset = field(default_factory=frozenset)
 
     @classmethod

@@ -69,7 +69,7 @@ class TiedWeights(nn.Module):
 
 
 class ControlFlow(nn.Module):
-    """Top level not traceable (branch on a shape); its children are."""
+    """Top level not capturable (a branch on the data); its children are."""
 
     def __init__(self):
         super().__init__()
@@ -77,6 +77,6 @@ class ControlFlow(nn.Module):
         self.sep = SeparableConv(16, 32)
 
     def forward(self, x):
-        if x.shape[-1] % 2 == 1:
-            x = nn.functional.pad(x, (0, 1))
+        if x.mean() > 0:
+            x = x * 2
         return self.sep(self.head(x))

@@ -44,3 +44,14 @@ def batchnorm(c, seed=0):
 
 def max_rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def count_ops(module, name: str) -> int:
+    """How many calls of the ATen op `name` (e.g. "batch_norm") the exported graphs inside
+    `module` still make."""
+    import torch.fx as fx
+
+    from passes.fx.view import op_name
+
+    return sum(1 for gm in module.modules() if isinstance(gm, fx.GraphModule)
+               for node in gm.graph.nodes if node.op == "call_function" and op_name(node.target) == name)

@@ -1,37 +1,179 @@
-"""Capture the real activations that reach each conv, for the on-the-spot numerics checks.
+"""Capture a PyTorch model as a flat ATen graph with torch.export, falling back to submodules.
 
-One forward pass over the example inputs with forward pre-hooks on every conv module records
-the tensor each conv receives; it is attached to the conv's FX node (meta[INPUT_KEY]). A conv
-module that runs more than once in that pass is reported as shared.
+`torch.export.export(model, args, strict=False)` runs the model's Python with fake tensors and
+records every op it reaches, so any wrapper (timm's BatchNormAct2d, Conv2dSame, F.conv2d,
+in-place activations) comes out as plain `aten.conv2d` / `aten.batch_norm` / `aten.relu_` /
+`aten.pad` / `aten.mean` / `aten.linear` nodes, with the parameters as `get_attr` nodes under
+their original paths (so the state_dict keeps its keys). The batch dimension is dynamic
+(Dim.AUTO, which specializes quietly when the model pins it); spatial dimensions too when asked.
+A batch-1 example is exported at batch 2, because export specializes a size-1 dimension.
+
+Where export fails on the whole model (data-dependent control flow), each child is tried in
+turn with the arguments it received in one run of the model, descending until the largest
+exportable submodules are found; each becomes a *region*, optimized on its own and installed
+back in place of its submodule.
+
+Two normalizations make the graph easy to match: eval-mode dropout is removed, and in-place
+elementwise ops (relu_, silu_, add_...) on a freshly computed tensor become their functional
+form, with the readers that come after them rewired to the new value.
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import torch
+import torch.fx as fx
 import torch.nn as nn
+from torch.export import Dim
 
-from .graph import INPUT_KEY
+IDENTITY_OPS = ("aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
+                "aten.alpha_dropout.default", "aten.clone.default", "aten.detach.default")
 
 
-def capture_conv_inputs(model: nn.Module, example_inputs: tuple, regions) -> set[int]:
-    """Run the model once; attach inputs to conv nodes. Returns ids of modules called > 1 time."""
-    seen: dict[int, torch.Tensor] = {}
-    calls: dict[int, int] = {}
+@dataclass
+class Region:
+    path: str              # qualified name of the captured submodule ("" = the whole model)
+    module: fx.GraphModule
+    inputs: tuple          # the example arguments it was captured with
 
-    def hook(module, args):
-        calls[id(module)] = calls.get(id(module), 0) + 1
-        seen[id(module)] = args[0].detach().clone()  # an in-place op later must not change it
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+class CaptureError(RuntimeError):
+    """Nothing of the model could be captured."""
+
+
+def capture_regions(model: nn.Module, example_inputs: tuple, *, dynamic_spatial: bool = False,
+                    notes: list | None = None) -> list[Region]:
+    """Export the model, or its largest exportable submodules; normalize each graph."""
+    notes = notes if notes is not None else []
+    gm, error = _export(model, example_inputs, dynamic_spatial)
+    if gm is not None:
+        return [Region("", _normalized(gm), example_inputs)]
+    notes.append(f"<model> could not be captured by torch.export ({error}); optimizing its exportable submodules")
+    calls = _child_arguments(model, example_inputs)
+    regions: list[Region] = []
+    _descend(model, "", calls, dynamic_spatial, notes, regions)
+    return regions
+
+
+def _descend(module: nn.Module, path: str, calls: dict, dynamic_spatial: bool, notes: list, regions: list) -> None:
+    for name, child in module.named_children():
+        child_path = f"{path}.{name}" if path else name
+        if child_path not in calls:
+            continue            # never called in the example run: nothing to capture it with
+        args = calls[child_path]
+        gm, error = _export(child, args, dynamic_spatial)
+        if gm is not None:
+            regions.append(Region(child_path, _normalized(gm), args))
+        elif any(True for _ in child.children()):
+            notes.append(f"{child_path} could not be captured ({error}); trying its submodules")
+            _descend(child, child_path, calls, dynamic_spatial, notes, regions)
+        else:
+            notes.append(f"{child_path} could not be captured ({error}); left as it is")
+
+
+def _child_arguments(model: nn.Module, example_inputs: tuple) -> dict[str, tuple]:
+    """The positional tensor arguments each submodule received at its first call."""
+    calls: dict[str, tuple] = {}
+    handles = []
+    for path, module in model.named_modules():
+        if path:
+            def hook(mod, args, kwargs, path=path):
+                if path not in calls and not kwargs and all(isinstance(a, torch.Tensor) for a in args) and args:
+                    calls[path] = tuple(a.detach().clone() for a in args)
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
             model(*example_inputs)
     finally:
         for h in handles:
             h.remove()
-    for region in regions:
-        for node in region.module.graph.nodes:
-            if node.op == "call_module":
-                module = region.module.get_submodule(node.target)
-                if id(module) in seen:
-                    node.meta[INPUT_KEY] = seen[id(module)]
-    return {key for key, n in calls.items() if n > 1}
+    return calls
+
+
+def _export(module: nn.Module, args: tuple, dynamic_spatial: bool):
+    """(GraphModule, None) or (None, the first line of why export failed)."""
+    args = tuple(_at_least_batch_2(a) for a in args)
+    dynamic = tuple(_dynamic_dims(a, dynamic_spatial) for a in args)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
+        return program.module(), None
+    except Exception as exc:  # noqa: BLE001 - export raises many unrelated types; all mean "not capturable"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, f"{type(exc).__name__}: {first[:160]}"
+
+
+def _at_least_batch_2(x):
+    if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == 1:
+        return torch.cat([x, x])
+    return x
+
+
+def _dynamic_dims(x, dynamic_spatial: bool):
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return None
+    dims = {0: Dim.AUTO}
+    if dynamic_spatial and x.dim() == 4:
+        dims.update({2: Dim.AUTO, 3: Dim.AUTO})
+    return dims
+
+
+# -- normalization ---------------------------------------------------------------------------
+
+def _normalized(gm: fx.GraphModule) -> fx.GraphModule:
+    for module in gm.modules():      # the capture is of eval-mode behaviour (eval() itself is refused)
+        module.training = False
+    _drop_identities(gm)
+    _functionalize_inplace(gm)
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _drop_identities(gm: fx.GraphModule) -> None:
+    """Bypass eval-mode dropout (train=False) and clone/detach: they only split chains."""
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or str(node.target) not in IDENTITY_OPS or not node.args:
+            continue
+        if "dropout" in str(node.target) and (node.args[2:3] or [node.kwargs.get("train", True)])[0]:
+            continue
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+
+
+def _returns_alias(node: fx.Node) -> bool:
+    """Whether the op's output may share storage with an input (a view, or in-place)."""
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        return True
+    return any(r.alias_info is not None for r in node.target._schema.returns)
+
+
+def _functional_twin(target):
+    """aten.relu_.default → aten.relu.default, or None when there is none."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    schema = target._schema
+    name = schema.name.split("::")[-1]
+    if not name.endswith("_") or name.startswith("_") or not schema.arguments or \
+            schema.arguments[0].alias_info is None or not schema.arguments[0].alias_info.is_write:
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    return getattr(packet, target._overloadname, None) if packet is not None else None
+
+
+def _functionalize_inplace(gm: fx.GraphModule) -> None:
+    """y = op_(x) on a freshly computed x becomes y = op(x); readers of x after it read y."""
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
+    for node in list(gm.graph.nodes):
+        twin = _functional_twin(node.target) if node.op == "call_function" else None
+        if twin is None or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        mutated = node.args[0]
+        if mutated.op != "call_function" or _returns_alias(mutated):
+            continue            # a view, a graph input or a parameter: the mutation is visible elsewhere
+        node.target = twin
+        here = order[node]
+        mutated.replace_all_uses_with(node, delete_user_cb=lambda user: order.get(user, here + 1) > here)

@@ -1,0 +1,173 @@
+"""The FX adapter of the pass manager (passes/manager.py) over one exported GraphModule.
+
+It captures the activations the site checks need (one run through an fx.Interpreter, keeping a
+CAPTURE_SIDE² crop of each conv / pad input and each add operand, and every node's full shape),
+builds views, runs a site's original nodes on their own (model dtype and float64), and splices a
+verified replacement in: new call_module nodes before the chain's tail, the tail itself
+retargeted to the last new module (so the value every later reader holds, and its captured
+activation, stay the same), the chain's other nodes and the parameters only they read removed.
+The new modules take the module path of the site's head (`features.3.conv.0`), so the
+state_dict keeps its keys where one module replaces another.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch.utils._pytree import tree_flatten
+
+from ..verify import CAPTURE_SIDE, CHECK_BATCH
+from .lower import conv_module, fused_module, run_nodes
+from .view import FxViewBuilder
+
+
+class FxAdapter:
+    reference_is_lifted = False
+
+    def __init__(self, gm: fx.GraphModule, example_inputs: tuple, prefix: str = "", progress=None):
+        self.gm = gm
+        self.prefix = prefix              # the region's path in the user's model
+        self.builder = FxViewBuilder(gm)
+        self.touched: set = set()         # nodes a rewrite removed or retargeted since the last view
+        self.values: dict = {}
+        self.shapes: dict = {}
+        self._progress = progress
+        self._capture(example_inputs)
+
+    # -- the manager's interface -----------------------------------------------------------
+
+    def progress(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
+    def site_name(self, match) -> str:
+        return f"{self.prefix}.{match.name}" if self.prefix else match.name
+
+    def view(self):
+        self.touched = set()
+        return self.builder.build(self.shapes)
+
+    def live(self, match) -> bool:
+        return not any(node in self.touched for op in match.ops for node in op.nodes)
+
+    def value(self, v):
+        return self.values.get(v)
+
+    def lower(self, match, plan) -> list:
+        if plan.kind == "fuse":
+            return [fused_module(plan.after[0])]
+        return [conv_module(spec) for spec in plan.after]
+
+    def original(self, match):
+        nodes, keys = self._nodes(match), self._feed_keys(match)
+        return lambda *xs: run_nodes(self.gm, nodes, dict(zip(keys, xs)))
+
+    def reference(self, match):
+        nodes, keys = self._nodes(match), self._feed_keys(match)
+        return lambda *xs: run_nodes(self.gm, nodes, dict(zip(keys, xs)), torch.float64)
+
+    def candidate(self, lowered: list, match):
+        def run(x, *extras):
+            for module in lowered[:-1]:
+                x = module(x)
+            return lowered[-1](x, *extras)
+        return run
+
+    def discard(self, lowered) -> None:
+        pass                               # nothing entered the graph
+
+    def commit(self, match, plan, lowered: list) -> None:
+        graph, nodes = self.gm.graph, self._nodes(match)
+        tail = match.ops[-1].nodes[-1]
+        new, arg = [], match.input
+        with graph.inserting_before(tail):
+            for _ in lowered[:-1]:
+                arg = graph.create_node("call_module", "_pending", (arg,))
+                new.append(arg)
+        extras = (match.residual,) if match.residual is not None else ()
+        tail.op, tail.target, tail.args, tail.kwargs = "call_module", "_pending", (arg,) + extras, {}
+        new.append(tail)
+        for node in reversed(nodes):
+            if node is not tail:
+                graph.erase_node(node)
+        for node in list(graph.nodes):
+            if node.op == "get_attr" and not node.users:
+                graph.erase_node(node)
+        roles = [_role(module) for module in lowered]
+        for node, module, role in zip(new, lowered, roles):
+            base = match.name if len(lowered) == 1 else f"{match.name}_{role}"
+            node.target = self._claim(base)
+            self.gm.add_submodule(node.target, module)
+            self.builder.origin[node] = plan.kind
+        self.builder.forget(tail)
+        self.touched.update(nodes)
+
+    def finish(self) -> None:
+        """Lint, drop what no node reads any more, regenerate the code."""
+        graph = self.gm.graph
+        graph.eliminate_dead_code()
+        graph.lint()
+        self.gm.delete_all_unused_submodules()
+        self.gm.recompile()
+        self.values.clear()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _capture(self, example_inputs: tuple) -> None:
+        wanted = set()
+        for op in self.builder.build({}).ops:
+            if op.kind in ("conv", "pad", "affine") and op.inputs:
+                wanted.add(op.inputs[0])
+            elif op.kind == "add":
+                wanted.update(op.inputs)
+        values, shapes = self.values, self.shapes
+
+        class Recorder(fx.Interpreter):
+            def run_node(self, node):
+                out = super().run_node(node)
+                if isinstance(out, torch.Tensor):
+                    shapes[node] = tuple(out.shape)
+                    if node in wanted and out.dim() == 4:
+                        values[node] = out[:CHECK_BATCH, :, :CAPTURE_SIDE, :CAPTURE_SIDE].detach().clone()
+                return out
+
+        with torch.no_grad():
+            Recorder(self.gm).run(*tree_flatten(example_inputs)[0])
+
+    def _nodes(self, match) -> list:
+        """The match's nodes in graph order."""
+        chosen = {node for op in match.ops for node in op.nodes}
+        return [node for node in self.gm.graph.nodes if node in chosen]
+
+    @staticmethod
+    def _feed_keys(match) -> list:
+        return [match.input] + ([match.residual] if match.residual is not None else [])
+
+    def _claim(self, base: str) -> str:
+        """`base`, or `base_2`, `base_3`...: the first module path no node refers to; a module
+        left there by the rewritten chain is removed first."""
+        path, i = base, 1
+        while self._referenced(path):
+            i += 1
+            path = f"{base}_{i}"
+        owner, _, attr = path.rpartition(".")
+        try:
+            parent = self.gm.get_submodule(owner) if owner else self.gm
+        except AttributeError:
+            return path
+        if hasattr(parent, attr):
+            delattr(parent, attr)       # a module, parameter or buffer only the old chain read
+        return path
+
+    def _referenced(self, path: str) -> bool:
+        return any(node.op in ("get_attr", "call_module") and isinstance(node.target, str)
+                   and (node.target == path or node.target.startswith(path + "."))
+                   for node in self.gm.graph.nodes)
+
+
+def _role(module) -> str:
+    conv = module
+    if isinstance(conv, torch.nn.Conv2d):
+        if conv.groups > 1 and conv.groups == conv.in_channels:
+            return "dw"
+        return "pw" if conv.kernel_size == (1, 1) else "conv"
+    return "fused"

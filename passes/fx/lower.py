@@ -1,0 +1,109 @@
+"""Chain IR → torch modules for the FX front end, and running a run of graph nodes on its own.
+
+A rewritten conv becomes an nn.Conv2d (its parameters keep the names `weight` / `bias`, so the
+state_dict reads naturally); an asymmetric zero padding (TF "same" with stride 2, or an
+absorbed explicit pad) becomes `PaddedConv2d`, which pads per side before the conv. A fused
+chain becomes the kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rewrite.ir import ConvSpec
+
+
+class PaddedConv2d(nn.Conv2d):
+    """conv2d(pad(x, (left, right, top, bottom))): a conv with per-side zero padding."""
+
+    def __init__(self, *args, sides: tuple, **kwargs):
+        super().__init__(*args, padding=0, **kwargs)
+        self.sides = tuple(sides)      # (top, bottom, left, right)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, b, l, r = self.sides
+        return super().forward(F.pad(x, (l, r, t, b)))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", sides={self.sides}"
+
+
+def conv_spec_of_module(module: nn.Module) -> ConvSpec | str:
+    """ConvSpec of an nn.Conv2d (or PaddedConv2d), or the reason it is not liftable."""
+    if type(module) not in (nn.Conv2d, PaddedConv2d):
+        return f"{type(module).__name__} is not a plain nn.Conv2d"
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r} (only zero padding is rewritten)"
+    if isinstance(module.padding, str):
+        return f"padding={module.padding!r} is resolved by the conv at run time"
+    if not module.weight.dtype.is_floating_point:
+        return f"non-float weight dtype {module.weight.dtype}"
+    if isinstance(module, PaddedConv2d):
+        padding = module.sides
+    else:
+        ph, pw = module.padding
+        padding = (ph, ph, pw, pw)
+    return ConvSpec(module.weight.detach(), None if module.bias is None else module.bias.detach(),
+                    tuple(module.stride), padding, tuple(module.dilation), module.groups)
+
+
+def conv_module(spec: ConvSpec) -> nn.Conv2d:
+    """An nn.Conv2d (PaddedConv2d when the padding is asymmetric) computing `spec`."""
+    out_ch, _, kh, kw = spec.weight.shape
+    t, b, l, r = spec.padding
+    common = dict(in_channels=spec.in_channels, out_channels=out_ch, kernel_size=(kh, kw), stride=spec.stride,
+                  dilation=spec.dilation, groups=spec.groups, bias=spec.bias is not None,
+                  device=spec.weight.device, dtype=spec.weight.dtype)
+    conv = nn.Conv2d(padding=(t, l), **common) if spec.has_symmetric_padding else \
+        PaddedConv2d(sides=spec.padding, **common)
+    with torch.no_grad():
+        conv.weight.copy_(spec.weight)
+        if spec.bias is not None:
+            conv.bias.copy_(spec.bias)
+    return conv.eval()
+
+
+def fused_module(spec) -> nn.Module:
+    """The kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation) for a
+    rewrite.ir.FusedSepConv (Triton on CUDA, torch on CPU)."""
+    from kernels import FusedSepConv2d, FusedSepConvSE2d  # the kernel package is only needed when fusing
+
+    dw, pw, se = spec.dw, spec.pw, spec.se
+    common = dict(stride=dw.stride[0], padding=dw.padding[0], act1=spec.act1 or "none", act2=spec.act2 or "none")
+    if se is None:
+        return FusedSepConv2d(dw.weight, dw.bias, pw.weight, pw.bias, **common).eval()
+    zeros = lambda conv: conv.weight.new_zeros(conv.out_channels)  # noqa: E731 - bias-free SE convs
+    return FusedSepConvSE2d(dw.weight, dw.bias, pw.weight, pw.bias, se.reduce.weight,
+                            zeros(se.reduce) if se.reduce.bias is None else se.reduce.bias, se.expand.weight,
+                            zeros(se.expand) if se.expand.bias is None else se.expand.bias,
+                            se_act=se.act or "none", se_gate=se.gate, **common).eval()
+
+
+def run_nodes(gm: fx.GraphModule, nodes: list, feeds: dict, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Evaluate `nodes` (in graph order) on `feeds` {node: tensor}; parameters come from their
+    get_attr nodes, cast to `dtype` when given (float64 for the reference). Returns the last value."""
+    from .view import fetch_attr
+
+    env = dict(feeds)
+
+    def load(arg: fx.Node):
+        if arg in env:
+            return env[arg]
+        if arg.op == "get_attr":
+            value = fetch_attr(gm, arg.target)
+            return value.to(dtype) if dtype is not None and value.is_floating_point() else value
+        raise KeyError(f"node {arg.name} is read by the site but is neither fed nor a parameter")
+
+    for node in nodes:
+        args, kwargs = fx.node.map_arg(node.args, load), fx.node.map_arg(node.kwargs, load)
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            module = copy.deepcopy(module).to(dtype) if dtype is not None else module
+            env[node] = module(*args, **kwargs)
+        else:
+            env[node] = node.target(*args, **kwargs)
+    return env[nodes[-1]]

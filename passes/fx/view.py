@@ -1,0 +1,286 @@
+"""An exported ATen graph (torch.fx) as the neutral view (passes/view.py).
+
+Every call is read at the op level, so any wrapper that produced it is fine:
+
+    aten.conv2d (weight and bias from get_attr)   → conv     (name: the weight's module path)
+    call_module of an nn.Conv2d (a lowered conv)   → conv
+    aten.linear over a 4-d (channels-last) tensor  → conv, 1x1, layout "nhwc"
+    aten.batch_norm, training=False                → affine
+    aten.relu/relu6/hardtanh(0,6)/silu/hardswish/hardsigmoid/sigmoid/tanh/gelu/... → act
+    aten.pad / constant_pad_nd with constant zero  → pad
+    aten.mean over (H, W) keepdim / adaptive_avg_pool2d(1) → mean
+    aten.mul / aten.add of two activations         → mul / add
+    aten.permute                                   → layout
+    anything else                                  → other, labelled with the op's name
+
+A parameter read by more than one op (tied weights, a functional call reusing a module's
+weight) is shared: the ops reading it carry that as their reason, so no rewrite edits it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.fx.operator_schemas import normalize_function
+
+from rewrite.ir import Affine, ConvSpec, ZeroPad
+
+from ..view import Op, View
+from .lower import conv_spec_of_module
+
+ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "silu": "silu", "hardswish": "hardswish",
+               "hardsigmoid": "hardsigmoid", "sigmoid": "sigmoid", "tanh": "tanh"}
+
+
+def op_name(target) -> str:
+    """aten.conv2d.default → conv2d."""
+    if isinstance(target, torch._ops.OpOverload):
+        return target._schema.name.split("::")[-1]
+    return getattr(target, "__name__", str(target))
+
+
+def fetch_attr(gm: fx.GraphModule, target: str):
+    owner, _, name = target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, name)
+
+
+def owner_path(node: fx.Node) -> str:
+    """The module path owning a get_attr'd parameter (`features.0.0` for `features.0.0.weight`;
+    the parameter's own name when it sits on the root)."""
+    if node.op != "get_attr":
+        return node.name
+    return node.target.rpartition(".")[0] or node.target
+
+
+class FxViewBuilder:
+    """Builds Views of one GraphModule; caches lifted ops per node (a node's op never changes
+    while it lives: a rewrite makes new nodes or retargets the chain's tail, which is dropped
+    from the cache)."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.cache: dict = {}
+        self.origin: dict = {}      # node → the pass that created it
+
+    def forget(self, node: fx.Node) -> None:
+        self.cache.pop(node, None)
+
+    def build(self, shapes: dict) -> View:
+        readers = self._parameter_readers()
+        ops, outputs = [], set()
+        for node in self.gm.graph.nodes:
+            if node.op == "output":
+                fx.node.map_arg(node.args, lambda n: outputs.add(n))
+                continue
+            if node.op not in ("call_function", "call_module"):
+                continue
+            op = self.cache.get(node)
+            if op is None:
+                op = self.cache[node] = self._lift(node)
+            op.origin = self.origin.get(node)
+            op.reason = op.reason or self._shared_reason(node, readers)
+            ops.append(op)
+        return View(ops, outputs, shapes)
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def _parameter_readers(self) -> dict:
+        """id(tensor) → how many node uses read it, over every get_attr node of the graph."""
+        counts: dict = {}
+        for node in self.gm.graph.nodes:
+            if node.op == "get_attr":
+                value = fetch_attr(self.gm, node.target)
+                counts[id(value)] = counts.get(id(value), 0) + len(node.users)
+            elif node.op == "call_module":
+                for p in self.gm.get_submodule(node.target).parameters():
+                    counts[id(p)] = counts.get(id(p), 0) + 1
+        return counts
+
+    def _shared_reason(self, node: fx.Node, readers: dict) -> str | None:
+        if node.op == "call_module":
+            params = list(self.gm.get_submodule(node.target).parameters())
+        else:
+            params = [fetch_attr(self.gm, a.target) for a in node.all_input_nodes if a.op == "get_attr"]
+        if any(readers.get(id(p), 0) > 1 for p in params):
+            return "its weights are shared with another op (tied weights): rewriting them would change the other"
+        return None
+
+    def _constant(self, arg):
+        """(tensor or None, reason) for a weight argument."""
+        if arg is None:
+            return None, None
+        if isinstance(arg, fx.Node) and arg.op == "get_attr":
+            value = fetch_attr(self.gm, arg.target)
+            if isinstance(value, torch.Tensor):
+                return value.detach(), None
+        return None, "its weight is computed at run time (not a constant parameter)"
+
+    # -- lifting ---------------------------------------------------------------------------
+
+    def _lift(self, node: fx.Node) -> Op:
+        inputs = tuple(a for a in node.all_input_nodes if a.op != "get_attr")
+        if node.op == "call_module":
+            module = self.gm.get_submodule(node.target)
+            base = dict(inputs=inputs, output=node, name=str(node.target), label=type(module).__name__,
+                        nodes=(node,))
+            if isinstance(module, nn.Conv2d):
+                spec = conv_spec_of_module(module)
+                return Op("conv", **base, conv=spec if isinstance(spec, ConvSpec) else None,
+                          reason=spec if isinstance(spec, str) else None)
+            return Op("other", **base)
+        name = op_name(node.target)
+        kwargs = self._arguments(node)
+        lift = getattr(self, f"_lift_{name}", None) if kwargs is not None else None
+        base = dict(output=node, name=node.name, label=name, nodes=(node,))
+        op = lift(node, kwargs, base) if lift is not None else None
+        return op if op is not None else Op("other", inputs, **base)
+
+    @staticmethod
+    def _arguments(node: fx.Node) -> dict | None:
+        if not isinstance(node.target, torch._ops.OpOverload):
+            return None
+        try:
+            bound = normalize_function(node.target, node.args, node.kwargs, normalize_to_only_use_kwargs=True)
+        except Exception:  # noqa: BLE001 - an op whose schema cannot bind is just "other"
+            return None
+        return bound.kwargs if bound is not None else None
+
+    def _lift_conv2d(self, node, kw, base):
+        weight, reason = self._constant(kw["weight"])
+        bias, bias_reason = self._constant(kw.get("bias"))
+        reason = reason or bias_reason
+        base["name"] = owner_path(kw["weight"]) if isinstance(kw["weight"], fx.Node) else node.name
+        if reason is None and not weight.dtype.is_floating_point:
+            reason = f"non-float weight dtype {weight.dtype}"
+        if reason is None and weight.dim() != 4:
+            reason = f"a {weight.dim() - 2}-d conv (only 2-d convs are rewritten)"
+        if reason:
+            return Op("conv", (kw["input"],), **base, reason=reason)
+        padding = _conv_padding(kw["padding"], weight.shape[2:], kw["dilation"])
+        if isinstance(padding, str):
+            return Op("conv", (kw["input"],), **base, reason=padding)
+        spec = ConvSpec(weight, bias, tuple(kw["stride"]), padding, tuple(kw["dilation"]), int(kw["groups"]))
+        return Op("conv", (kw["input"],), **base, conv=spec)
+
+    def _lift_linear(self, node, kw, base):
+        x = kw["input"]
+        value = x.meta.get("val") if isinstance(x, fx.Node) else None
+        if value is None or value.dim() != 4:
+            return None
+        weight, reason = self._constant(kw["weight"])
+        bias, bias_reason = self._constant(kw.get("bias"))
+        base["name"] = owner_path(kw["weight"]) if isinstance(kw["weight"], fx.Node) else node.name
+        if reason or bias_reason:
+            return Op("conv", (x,), **base, reason=reason or bias_reason, layout="nhwc")
+        return Op("conv", (x,), **base, conv=ConvSpec(weight[:, :, None, None], bias), layout="nhwc")
+
+    def _lift_batch_norm(self, node, kw, base):
+        x = kw["input"]
+        if kw["training"]:
+            return Op("affine", (x,), **base, reason="BatchNorm in training mode (normalizes with batch statistics)")
+        params = [self._constant(kw[k]) for k in ("weight", "bias", "running_mean", "running_var")]
+        reason = next((r for _, r in params if r), None)
+        (gamma, _), (beta, _), (mean, _), (var, _) = params
+        if reason is None and (mean is None or var is None):
+            reason = "BatchNorm without running statistics (normalizes with batch statistics)"
+        if reason:
+            return Op("affine", (x,), **base, reason=reason)
+        return Op("affine", (x,), **base, affine=Affine.from_batchnorm(mean, var, float(kw["eps"]), gamma, beta))
+
+    def _activation(self, kw, base, name):
+        return Op("act", (kw["input"],), **base, act=name)
+
+    def _lift_hardtanh(self, node, kw, base):
+        if (kw["min_val"], kw["max_val"]) == (0, 6):
+            return self._activation(kw, base, "relu6")
+        return None
+
+    def _lift_gelu(self, node, kw, base):
+        return self._activation(kw, base, "gelu" if kw.get("approximate", "none") == "none" else "gelu_tanh")
+
+    def _lift_leaky_relu(self, node, kw, base):
+        return self._activation(kw, base, "leaky_relu") if math.isclose(kw["negative_slope"], 0.01) else None
+
+    def _lift_elu(self, node, kw, base):
+        plain = kw.get("alpha", 1) == 1 and kw.get("scale", 1) == 1 and kw.get("input_scale", 1) == 1
+        return self._activation(kw, base, "elu") if plain else None
+
+    def _lift_pad(self, node, kw, base):
+        x, pad = kw["input"], kw["pad"]
+        if kw.get("mode", "constant") != "constant":
+            return Op("pad", (x,), **base, reason=f"{kw['mode']} padding is not a zero pad")
+        return self._zero_pad(x, pad, kw.get("value"), base)
+
+    def _lift_constant_pad_nd(self, node, kw, base):
+        return self._zero_pad(kw["input"], kw["pad"], kw.get("value", 0), base)
+
+    @staticmethod
+    def _zero_pad(x, pad, value, base):
+        if value not in (None, 0, 0.0):
+            return Op("pad", (x,), **base, reason=f"pad with the constant {value} (not zero)")
+        if len(pad) != 4 or not all(isinstance(p, int) for p in pad):
+            return Op("pad", (x,), **base, reason="the pad widths depend on the input size (dynamic shape) "
+                      "or pad more than H and W")
+        if any(p < 0 for p in pad):
+            return Op("pad", (x,), **base, reason=f"negative pad {list(pad)} crops the input")
+        left, right, top, bottom = pad
+        return Op("pad", (x,), **base, pad=ZeroPad((top, bottom, left, right)))
+
+    def _lift_mean(self, node, kw, base):
+        dims = kw.get("dim")
+        if kw.get("keepdim") and dims is not None and sorted(d % 4 for d in dims) == [2, 3] and \
+                kw.get("dtype") is None and _rank(kw["input"]) == 4:
+            return Op("mean", (kw["input"],), **base)
+        return None
+
+    def _lift_adaptive_avg_pool2d(self, node, kw, base):
+        if list(kw["output_size"]) == [1, 1] and _rank(kw["input"]) == 4:
+            return Op("mean", (kw["input"],), **base)
+        return None
+
+    def _lift_mul(self, node, kw, base):
+        a, b = kw.get("input"), kw.get("other")
+        if _is_activation(a) and _is_activation(b):
+            return Op("mul", (a, b), **base)
+        return None
+
+    def _lift_add(self, node, kw, base):
+        a, b = kw.get("input"), kw.get("other")
+        if _is_activation(a) and _is_activation(b) and kw.get("alpha", 1) == 1:
+            return Op("add", (a, b), **base)
+        return None
+
+    def _lift_permute(self, node, kw, base):
+        return Op("layout", (kw["input"],), **base)
+
+
+for _name, _act in ACTIVATIONS.items():   # the activations whose op name is their name
+    setattr(FxViewBuilder, f"_lift_{_name}",
+            lambda self, node, kw, base, _act=_act: self._activation(kw, base, _act))
+
+
+def _is_activation(arg) -> bool:
+    return isinstance(arg, fx.Node) and arg.op != "get_attr"
+
+
+def _rank(arg) -> int | None:
+    value = arg.meta.get("val") if isinstance(arg, fx.Node) else None
+    return value.dim() if isinstance(value, torch.Tensor) else None
+
+
+def _conv_padding(padding, kernel, dilation) -> tuple | str:
+    """(top, bottom, left, right) for conv2d's padding: two ints, or "valid" / "same"."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        sides = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            sides += [total // 2, total - total // 2]
+        return tuple(sides)
+    if not all(isinstance(p, int) for p in padding):
+        return "the conv padding depends on the input size (dynamic shape)"
+    ph, pw = (padding * 2)[:2] if len(padding) == 1 else padding
+    return (ph, ph, pw, pw)

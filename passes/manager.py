@@ -1,0 +1,131 @@
+"""The pass manager both front ends share: fixed order, bounded fixed point, verify-then-apply.
+
+For each pass in pipeline order (fold → factorize → reverse → fuse), sweep: build the adapter's
+view of the graph, match the pass's pattern, ask the rule for a Plan or a Decline, and hand a
+Plan to the adapter, which lowers it into its format, checks it on the activation captured at
+the site (passes/verify.py) and splices it in only if it passes. A pass stops when a sweep
+applies nothing, or after MAX_SWEEPS. Every site considered lands in the report exactly once.
+
+An adapter provides:
+    view() -> View                         the graph as it is now
+    live(match) -> bool                    no op of the match was removed by an earlier rewrite
+    value(v) -> Tensor | None              the activation captured for value v (full shape in view.shapes)
+    lower(match, plan) -> object           the replacement, built but not yet in the graph
+    original(match), reference(match)      callables running the original ops (model dtype / float64)
+    candidate(lowered, match)              callable running the replacement
+    commit(match, plan, lowered)           splice the replacement in
+    discard(lowered)                       drop a replacement that failed its check
+    reference_is_lifted: bool              reference() evaluates the lifted IR, not the original ops
+    site_name(match) -> str                the site's name in the user's model, for the report
+    progress(message)                      a one-line progress message
+"""
+from __future__ import annotations
+
+import torch
+
+from rewrite.report import Report, Site
+from rewrite.rules import Decline, plan_factorize, plan_fold, plan_fuse, plan_reverse
+
+from .patterns import MATCHERS, Match
+from .verify import check_site
+
+MAX_SWEEPS = 4
+PROGRESS_MIN_SITES = 50    # a sweep over more sites than this reports each one (a verbose run always does)
+FUSE_SKIPPED = "fuse pass skipped: the target is not a GPU (force_fuse=True fuses anyway)"
+
+
+def fuse_enabled(options) -> bool:
+    """A GPU target (the fused kernel is a Triton kernel), or forced."""
+    profile = getattr(options.cost_model, "profile", None)
+    return bool(profile is not None and profile.is_gpu) or options.force_fuse
+
+
+def run_passes(adapter, options, report: Report, dtype: torch.dtype, verbose: bool = False) -> int:
+    """Run options.passes over the adapter's graph; returns the number of rewrites applied.
+    Each site is announced through adapter.progress when verbose or the sweep is long."""
+    visited: dict = {}     # (kind, id(head node)) → head node, which keeps the id unique
+    total = 0
+    for kind in options.passes:
+        if kind == "fuse" and not fuse_enabled(options):
+            if FUSE_SKIPPED not in report.notes:
+                report.notes.append(FUSE_SKIPPED)
+            continue
+        adapter.progress(f"{kind} pass")
+        for _ in range(MAX_SWEEPS):
+            view = adapter.view()
+            applied = 0
+            matches = list(MATCHERS[kind](view))
+            per_site = verbose or len(matches) > PROGRESS_MIN_SITES
+            for i, match in enumerate(matches, 1):
+                head = match.ops[0].nodes[0]
+                if not adapter.live(match) or (kind, id(head)) in visited:
+                    continue
+                visited[(kind, id(head))] = head
+                if per_site:
+                    adapter.progress(f"[{i}/{len(matches)}] {kind} {match.name}")
+                applied += _site(adapter, view, match, options, report, dtype)
+            total += applied
+            if not applied:
+                break
+    return total
+
+
+def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
+    name = adapter.site_name(match) if hasattr(adapter, "site_name") else match.name
+    if match.reason:
+        report.add(Site(name, match.kind, "declined", match.reason, before=match.before))
+        return 0
+    shape = view.shape(match.input)
+    if shape is None or len(shape) != 4:
+        report.add(Site(name, match.kind, "declined", "the shape of the activation reaching this site is "
+                        "unknown", before=match.before))
+        return 0
+    plan = _plan(match, tuple(shape), dtype, options)
+    if isinstance(plan, Decline):
+        report.add(Site(name, match.kind, "declined", plan.reason, plan.predicted_speedup,
+                        before=plan.describe_before))
+        return 0
+    return _apply(adapter, name, match, plan, options, report, dtype)
+
+
+def _plan(match: Match, shape, dtype, options):
+    layers = match.layers
+    if match.kind == "fold":
+        return plan_fold(layers[0], layers[1], shape, dtype, options)
+    if match.kind == "factorize":
+        return plan_factorize(layers[0], shape, dtype, options)
+    if match.kind == "reverse":
+        return plan_reverse(layers[0], layers[1], shape, dtype, options)
+    f = match.fuse
+    return plan_fuse(f["dw"], f["act1"], f["pw"], f["act2"], match.residual is not None, shape, dtype, options,
+                     f["se"])
+
+
+def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtype) -> int:
+    site = Site(name, plan.kind, "applied", plan.note, plan.predicted_speedup, None,
+                plan.describe_before, plan.describe_after)
+    report.add(site)
+    if f"{plan.kind}:{name}" in options.skip_sites:
+        site.status, site.reason = "rolled_back", "rolled back: the whole-model check failed with it applied"
+        return 0
+    lowered = adapter.lower(match, plan)
+    site.reason = plan.note                # the lowering may say what it built
+    if options.check:
+        extras = [match.residual] if match.residual is not None else []
+        inputs = [adapter.value(v) for v in [match.input] + extras]
+        if any(x is None for x in inputs):
+            site.status, site.reason = "declined", "no activation reached this site with the example inputs"
+            adapter.discard(lowered)
+            return 0
+        try:
+            passed = check_site(site, plan, dtype, options, inputs, adapter.original(match), adapter.reference(match),
+                                adapter.candidate(lowered, match), reference_is_lifted=adapter.reference_is_lifted)
+        except Exception as exc:  # noqa: BLE001 - a site that cannot run on its own is left alone
+            site.status = "rolled_back"
+            site.reason = f"the site could not be checked ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+            passed = False
+        if not passed:
+            adapter.discard(lowered)
+            return 0
+    adapter.commit(match, plan, lowered)
+    return 1

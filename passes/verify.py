@@ -1,0 +1,121 @@
+"""The site check both front ends run before a rewrite enters the graph, on a spatial crop.
+
+A site's original ops, its float64 reference and the candidate replacement each run on the real
+activation that reached the site, and
+
+    rel_error(candidate, reference) ≤ tolerance
+
+(by default max(dtype default, 2 × the original's own error), an approximate plan: its budget)
+decides. The check runs on a crop of the activation: the top-left S×S window of at most
+CHECK_BATCH images. A conv chain is the same function on any input size, so comparing two forms
+on a crop compares the same two functions; every weight is exercised as long as the crop covers
+the chain's receptive field, and S is a few times that. The check then costs the same at 224²
+as at 1024², where running it on the whole activation made float64 convs most of the
+optimizer's time.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from rewrite.ir import ConvSpec, FusedSepConv, ZeroPad
+from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
+from rewrite.report import Site
+
+CHECK_BATCH = 2
+MIN_CROP = 16
+CAPTURE_SIDE = 64      # front ends keep this window of each activation; crop_side stays below it
+
+
+class SiteError(RuntimeError):
+    """A front end cannot run a site's ops on their own; the site is rolled back with this message."""
+
+
+def _spatial_layers(layers):
+    for layer in layers:
+        yield from ([layer.dw, layer.pw] if isinstance(layer, FusedSepConv) else [layer])
+
+
+def receptive_field(layers) -> tuple[int, int]:
+    """(receptive field side, total stride) of a chain: rf = 1 + Σ (k−1)·d·(stride so far)."""
+    rf, stride = 1, 1
+    for layer in _spatial_layers(layers):
+        if isinstance(layer, ConvSpec):
+            rf += (max(layer.kernel_size) - 1) * max(layer.dilation) * stride
+            stride *= max(layer.stride)
+        elif isinstance(layer, ZeroPad):
+            rf += max(layer.padding) * stride
+    return rf, stride
+
+
+def output_hw(layers, h: int, w: int) -> tuple[int, int]:
+    """Spatial size of the chain's output for an h×w input."""
+    for layer in _spatial_layers(layers):
+        if isinstance(layer, ConvSpec):
+            h, w = layer.output_hw(h, w)
+        elif isinstance(layer, ZeroPad):
+            t, b, l, r = layer.padding
+            h, w = h + t + b, w + l + r
+    return h, w
+
+
+def crop_side(layers) -> int:
+    """A crop side covering the receptive field a few times over, a multiple of the total stride."""
+    rf, stride = receptive_field(layers)
+    side = max(MIN_CROP, 3 * rf)
+    return stride * math.ceil(side / stride)
+
+
+def crop(values: list, layers) -> list:
+    """The site's inputs cut to at most CHECK_BATCH images: the chain input (values[0]) to a
+    crop_side² window, the extra inputs (a residual, aligned with the output) to the window of
+    the output that this crop gives."""
+    x = values[0]
+    if x.dim() != 4:
+        return [v[:CHECK_BATCH] for v in values]
+    side = crop_side(layers)
+    x = x[:CHECK_BATCH, :, :side, :side]
+    oh, ow = output_hw(layers, x.shape[2], x.shape[3])
+    return [x] + [v[:CHECK_BATCH, :, :oh, :ow] if v.dim() == 4 else v[:CHECK_BATCH] for v in values[1:]]
+
+
+def check_site(site: Site, plan, dtype: torch.dtype, options, inputs: list, original: Callable,
+               reference: Callable, candidate: Callable, *, reference_is_lifted: bool) -> bool:
+    """Run the three forms on the (cropped) inputs and record the candidate's error in `site`.
+
+    original(*xs) and candidate(*xs) run in the model's dtype, reference(*xs64) in float64.
+    reference_is_lifted: the reference is the lifted IR chain rather than the original ops; then
+    the original's own error also confirms the lift read the graph right (a site where it does
+    not is declined and left alone). Returns True when the candidate passes.
+    """
+    xs = crop(inputs, plan.before)
+    with torch.no_grad():
+        ref = reference(*(x.double() for x in xs))
+        try:
+            baseline = _error(_tensor(original(*(x.clone() for x in xs))), ref)
+            if reference_is_lifted and not within(baseline, model_tolerance(dtype)):
+                site.status = "declined"
+                site.reason = (f"the lifted chain does not reproduce the original ops (rel error {baseline:.1e}); "
+                               "left alone")
+                return False
+            out = _tensor(candidate(*(x.clone() for x in xs)))
+        except SiteError as exc:
+            site.status, site.reason = "rolled_back", str(exc)
+            return False
+    site.rel_error = _error(out, ref)
+    tol = plan.tolerance if plan.tolerance is not None else site_tolerance(dtype, options.site_tolerance, baseline)
+    if not within(site.rel_error, tol):
+        site.status, site.reason = "rolled_back", f"rel error {site.rel_error:.2e} exceeds tolerance {tol:.0e}"
+        return False
+    return True
+
+
+def _error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    """rel_error, with a wrong shape counting as infinitely wrong."""
+    return rel_error(y, ref) if tuple(y.shape) == tuple(ref.shape) else math.inf
+
+
+def _tensor(y) -> torch.Tensor:
+    return y if isinstance(y, torch.Tensor) else torch.as_tensor(y)

@@ -1,0 +1,96 @@
+"""The format-neutral view of an op graph: what every pattern reads, whatever the format.
+
+Each front end (passes/fx, passes/onnx) turns its graph into a `View`: a list of `Op`s in
+execution order, each with the activation values it reads and the value it produces. Values are
+opaque hashable keys (an fx.Node, an ONNX tensor name). An op carries what the patterns need in
+IR form: a ConvSpec for a conv (a linear over a channels-last tensor is a 1x1 conv with layout
+"nhwc"), an Affine for an eval-mode BatchNorm or a constant per-channel scale/shift, an
+activation name, a ZeroPad; or the reason it cannot be lifted (weights computed at run time,
+shared with another op, a BatchNorm in training mode...). Several format nodes may make one op
+(ONNX writes SiLU as Sigmoid·Mul); `nodes` lists them, so a rewrite removes all of them.
+
+Kinds:
+    conv    a 2-D convolution (or a linear over the channel axis)    conv | reason
+    affine  y = scale[c]·x + shift[c]                                 affine | reason
+    act     an elementwise activation                                 act
+    pad     a constant pad of H and W                                 pad (ZeroPad) | reason
+    mean    the global spatial mean, [B, C, H, W] → [B, C, 1, 1]
+    mul     a product of two activations (a gate)
+    add     a sum of two activations (a residual)
+    layout  a permutation of the axes (NCHW ⇄ NHWC)
+    other   anything else (label says what)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable
+
+from rewrite.ir import Affine, ConvSpec, ZeroPad
+
+KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "layout", "other")
+
+
+@dataclass(eq=False)
+class Op:
+    kind: str
+    inputs: tuple                  # activation values read, in order
+    output: Hashable               # the value produced
+    name: str                      # site name: module path (FX) or node name (ONNX)
+    label: str                     # what it is, in the graph's own terms ("conv2d", "LayerNormalization")
+    nodes: tuple = ()              # the format's nodes this op stands for
+    conv: ConvSpec | None = None
+    affine: Affine | None = None
+    act: str | None = None
+    pad: ZeroPad | None = None
+    reason: str | None = None      # why a conv / affine / pad cannot be lifted
+    layout: str = "nchw"           # "nhwc": a linear applied over a channels-last tensor
+    origin: str | None = None      # the pass whose rewrite created this op
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"op kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def liftable_conv(self) -> bool:
+        return self.kind == "conv" and self.conv is not None and self.layout == "nchw"
+
+    def describe(self) -> str:
+        if self.conv is not None:
+            return self.conv.describe() + (" (linear over NHWC)" if self.layout == "nhwc" else "")
+        return self.act or self.label
+
+
+@dataclass
+class View:
+    ops: list
+    outputs: set = field(default_factory=set)      # values that are graph outputs
+    shapes: dict = field(default_factory=dict)     # value → full shape, where known
+
+    def __post_init__(self):
+        self._producer = {op.output: op for op in self.ops}
+        self._users: dict = {}
+        for op in self.ops:
+            for v in dict.fromkeys(op.inputs):
+                self._users.setdefault(v, []).append(op)
+
+    def producer(self, value) -> Op | None:
+        return self._producer.get(value)
+
+    def users(self, value) -> list:
+        return self._users.get(value, [])
+
+    def readers(self, value) -> int:
+        """Ops reading `value`, plus one if it is a graph output."""
+        return len(self.users(value)) + (value in self.outputs)
+
+    def sole_user(self, value) -> Op | None:
+        """The one op reading `value`, or None (several readers, or it is also a graph output)."""
+        users = self.users(value)
+        return users[0] if len(users) == 1 and value not in self.outputs else None
+
+    def describe_readers(self, value) -> str:
+        names = [op.describe() for op in self.users(value)] + (["<graph output>"] if value in self.outputs else [])
+        return ", ".join(names) or "nothing"
+
+    def shape(self, value) -> tuple | None:
+        return self.shapes.get(value)

@@ -1,0 +1,139 @@
+"""The torch.export front end: any wrapper, in-place ops, pads, functional convs, tied weights,
+data-dependent control flow, dynamic batch, state_dict, and the optimized model under
+torch.export and torch.compile."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rewrite import optimize
+from tests.helpers import batchnorm, count_ops, max_rel
+
+
+class Functional(nn.Module):
+    """Conv weights read by F.conv2d, BN inside a wrapper, an in-place activation, an explicit
+    asymmetric zero pad (TF "same" at stride 2) before a conv, and a residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(16, 8, 3, 3) * 0.2)
+        self.bn1 = batchnorm(16, seed=1)
+        self.dw = nn.Conv2d(16, 16, 3, stride=2, groups=16, bias=False)
+        self.bn2 = batchnorm(16, seed=2)
+        self.pw = nn.Conv2d(16, 16, 1)
+
+    def forward(self, x):
+        y = F.relu_(self.bn1(F.conv2d(x, self.w1, padding=1)))
+        y = self.bn2(self.dw(F.pad(y, (0, 1, 0, 1))))
+        return self.pw(F.silu(y)) + y
+
+
+def reference(model, x):
+    with torch.no_grad():
+        return model.double()(x.double()), model.float()
+
+
+def test_functional_convs_inplace_ops_and_pads_are_rewritten():
+    model = Functional().eval()
+    x = torch.randn(2, 8, 20, 20)
+    opt = optimize(model, x, target="cpu")
+    report = opt.rewrite_report
+    folds = [s for s in report.sites if s.kind == "fold"]
+    assert len(folds) == 3 and all(s.status == "applied" for s in folds), str(report)
+    assert any("pad(0,1,0,1)" in s.before for s in folds)
+    assert count_ops(opt, "batch_norm") == 0 and count_ops(opt, "pad") == 0
+    fresh = torch.randn(5, 8, 20, 20)
+    ref, _ = reference(model, fresh)
+    with torch.no_grad():
+        assert max_rel(opt(fresh).double(), ref) < 1e-5
+
+
+def test_state_dict_keeps_the_conv_keys_and_loads_back():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), batchnorm(8), nn.ReLU()).eval()
+    opt = optimize(model, torch.randn(1, 3, 16, 16), target="cpu")
+    keys = set(opt.state_dict())
+    assert {"0.weight", "0.bias"} <= keys and not any(k.startswith("1.") for k in keys)
+    clone = optimize(model, torch.randn(1, 3, 16, 16), target="cpu")
+    clone.load_state_dict(opt.state_dict())
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(clone(x), opt(x))
+
+
+def test_any_batch_size_and_export_and_compile_keep_working():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), batchnorm(8), nn.ReLU6(inplace=True),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8), batchnorm(8, 3), nn.Conv2d(8, 4, 1)).eval()
+    opt = optimize(model, torch.randn(1, 3, 16, 16), target="cpu")
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        expected = opt(x)
+        assert max_rel(expected, model(x)) < 1e-5
+        exported = torch.export.export(opt, (x,), strict=False).module()
+        assert max_rel(exported(x), expected) < 1e-6
+        compiled = torch.compile(opt, backend="aot_eager")
+        assert max_rel(compiled(x), expected) < 1e-6
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), batchnorm(8), nn.ReLU())
+        self.tail = nn.Sequential(nn.Conv2d(8, 8, 1), batchnorm(8, 4))
+
+    def forward(self, x):
+        y = self.head(x)
+        if y.mean() > 0:          # data-dependent control flow: export cannot capture the whole model
+            y = y * 2
+        return self.tail(y)
+
+
+def test_data_dependent_control_flow_falls_back_to_submodules():
+    model = DataDependent().eval()
+    x = torch.randn(2, 3, 16, 16)
+    opt = optimize(model, x, target="cpu")
+    notes = " ".join(opt.rewrite_report.notes)
+    assert "<model> could not be captured by torch.export" in notes
+    assert sum(s.status == "applied" and s.kind == "fold" for s in opt.rewrite_report.sites) == 2
+    fresh = torch.randn(3, 3, 16, 16)
+    ref, _ = reference(model, fresh)
+    with torch.no_grad():
+        assert max_rel(opt(fresh).double(), ref) < 1e-5
+
+
+class Tied(nn.Module):
+    """A conv whose weight a functional call reads again (the fuzzer's case)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn = batchnorm(8)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        return F.conv2d(y, self.conv.weight, self.conv.bias, padding=1)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_tied_weights_are_never_edited(check):
+    model = Tied().eval()
+    x = torch.randn(2, 8, 12, 12)
+    opt = optimize(model, x, target="cpu", check=check)
+    folds = [s for s in opt.rewrite_report.sites if s.kind == "fold"]
+    assert folds and all(s.status == "declined" and "shared" in s.reason for s in folds)
+    ref, _ = reference(model, x)
+    with torch.no_grad():
+        assert max_rel(opt(x).double(), ref) < 1e-5
+
+
+def test_input_model_is_left_untouched():
+    model = Functional().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimize(model, torch.randn(2, 8, 20, 20), target="h100", force_fuse=True)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_wrong_input_rank_is_a_clear_error():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), batchnorm(8)).eval()
+    with pytest.raises(ValueError, match="fails on the example inputs"):
+        optimize(model, torch.randn(3, 16, 16, 1, 1))
