@@ -25,6 +25,7 @@ import torch
 
 from rewrite.report import Report, Site
 from rewrite.rules import Decline, plan_factorize, plan_fold, plan_fuse, plan_reverse
+from rewrite.rules.fuse import fuse_enabled
 
 from .patterns import MATCHERS, Match
 from .verify import check_site
@@ -32,12 +33,6 @@ from .verify import check_site
 MAX_SWEEPS = 4
 PROGRESS_MIN_SITES = 50    # a sweep over more sites than this reports each one (a verbose run always does)
 FUSE_SKIPPED = "fuse pass skipped: the target is not a GPU (force_fuse=True fuses anyway)"
-
-
-def fuse_enabled(options) -> bool:
-    """A GPU target (the fused kernel is a Triton kernel), or forced."""
-    profile = getattr(options.cost_model, "profile", None)
-    return bool(profile is not None and profile.is_gpu) or options.force_fuse
 
 
 def run_passes(adapter, options, report: Report, dtype: torch.dtype, verbose: bool = False) -> int:

@@ -21,12 +21,19 @@ def test_fold_plan_is_a_single_conv_and_predicted_faster():
 
 
 def test_reverse_applied_on_wide_shallow_layer_declined_on_deep_one():
-    """EfficientNetV2's observation: dense wins early (large H, few channels), loses late."""
-    opts = RewriteOptions(target="h100")
+    """EfficientNetV2's observation: dense wins early (large H, few channels), loses late (against
+    the separate convs: the fuse pass does not run here)."""
+    opts = RewriteOptions(target="h100", passes=("fold", "reverse"))
     early = plan_reverse(dw_spec(32, bias=False).to(F32), pw_spec(32, 64).to(F32), (64, 32, 112, 112), F32, opts)
     late = plan_reverse(dw_spec(512, bias=False).to(F32), pw_spec(512, 512).to(F32), (64, 512, 14, 14), F32, opts)
     assert isinstance(early, Plan) and early.predicted_speedup > 1.05
     assert isinstance(late, Decline) and "cost model" in late.reason and late.predicted_speedup < 1
+
+
+def test_reverse_must_beat_the_fused_kernel_when_fusion_runs():
+    dw, pw = dw_spec(32, bias=False).to(F32), pw_spec(32, 64).to(F32)
+    plan = plan_reverse(dw, pw, (64, 32, 112, 112), F32, RewriteOptions(target="h100"))
+    assert isinstance(plan, Decline) and "against the fused dw+pw kernel" in plan.reason
 
 
 def test_reverse_declines_non_complementary_pair():

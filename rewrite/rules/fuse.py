@@ -25,6 +25,12 @@ FUSABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SE_GATES = ("sigmoid", "hardsigmoid")
 
 
+def fuse_enabled(options) -> bool:
+    """A GPU target (the fused kernel is a Triton kernel), or forced."""
+    profile = getattr(options.cost_model, "profile", None)
+    return bool(profile is not None and profile.is_gpu) or options.force_fuse
+
+
 def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype) -> str | None:
     """None when the fused kernel computes this chain, else the reason it cannot."""
     k = dw.kernel_size
