@@ -66,7 +66,7 @@ def run_passes(adapter, options, report: Report, dtype: torch.dtype, verbose: bo
 
 
 def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
-    name = adapter.site_name(match) if hasattr(adapter, "site_name") else match.name
+    name = adapter.site_name(match)
     if match.reason:
         report.add(Site(name, match.kind, "declined", match.reason, before=match.before))
         return 0

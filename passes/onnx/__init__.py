@@ -1,5 +1,7 @@
-"""The ONNX front end: lift conv chains out of an onnx-graphsurgeon graph, rewrite them through
-the shared rules (fold, factorize, reverse, fuse; one file each), check every site in
-onnxruntime, write standard ONNX back. Entry point: `rewrite.optimize_onnx` (pipeline.py runs
-the passes; io.py reads and writes files; runtime.py and verify.py run models and sites).
+"""The ONNX front end: an onnx-graphsurgeon graph seen through the neutral view (view.py, lifting
+in lift.py), rewritten by the shared matcher and pass manager (passes/patterns.py, manager.py)
+through the ONNX adapter (adapter.py: capture, lower with lower.py, check every site in
+onnxruntime with verify.py, splice with graph.py), written back as standard ONNX. Entry point:
+`rewrite.optimize_onnx` (pipeline.py runs the passes; io.py reads and writes files; runtime.py
+runs models and captures activations).
 """

@@ -1,4 +1,4 @@
-"""Small onnx-graphsurgeon queries and the one graph edit every pass uses.
+"""Small onnx-graphsurgeon queries and the one graph edit every rewrite uses.
 
 Tensors are compared by identity: a graph-surgeon Tensor's `==` compares names only.
 """
@@ -19,23 +19,21 @@ def producer(t: gs.Tensor):
     return t.inputs[0] if t.inputs else None
 
 
-def is_graph_output(graph: gs.Graph, t: gs.Tensor) -> bool:
-    return any(o is t for o in graph.outputs)
-
-
-def uses(graph: gs.Graph, t: gs.Tensor) -> int:
-    """Readers of `t`: consuming nodes, plus one if it is a graph output."""
-    return len(t.outputs) + is_graph_output(graph, t)
-
-
 def sole_consumer(graph: gs.Graph, t: gs.Tensor):
     """The one node reading `t`, or None (several readers, or it is also a graph output)."""
-    return t.outputs[0] if uses(graph, t) == 1 and t.outputs else None
+    if len(t.outputs) != 1 or any(o is t for o in graph.outputs):
+        return None
+    return t.outputs[0]
 
 
-def consumer_ops(graph: gs.Graph, t: gs.Tensor) -> str:
-    ops = [n.op for n in t.outputs] + (["<graph output>"] if is_graph_output(graph, t) else [])
-    return ", ".join(ops) or "nothing"
+def is_constant(t: gs.Tensor, overridable: set) -> bool:
+    """Whether constant_value(t) has a value, without loading it."""
+    if isinstance(t, gs.Constant):
+        return t.name not in overridable
+    node = producer(t)
+    if is_op(node, "Identity"):
+        return is_constant(node.inputs[0], overridable)
+    return is_op(node, "Constant")
 
 
 def constant_value(t: gs.Tensor, overridable: set) -> np.ndarray | None:

@@ -35,12 +35,15 @@ class Loaded:
 
 
 def load(src) -> Loaded:
-    """Load a path or take a ModelProto, with its external data, or raise OnnxInputError."""
+    """Load a path, or copy a ModelProto (the caller's is never changed), with its external data;
+    or raise OnnxInputError."""
     if isinstance(src, onnx.ModelProto):
         if any(uses_external_data(t) and not t.raw_data for t in _initializers(src)):
             raise OnnxInputError("the ModelProto refers to external data that is not loaded; pass its path, "
                                  "or load it with onnx.load(path, load_external_data=True)")
-        return Loaded(src)
+        copy = onnx.ModelProto()
+        copy.CopyFrom(src)
+        return Loaded(copy)
     if not isinstance(src, (str, os.PathLike)):
         raise TypeError(f"expected a path or an onnx.ModelProto, got {type(src).__name__}")
     path = Path(src)

@@ -1,8 +1,7 @@
-"""ONNX nodes ⇄ chain IR.
+"""ONNX nodes → chain IR.
 
 Lifting reads a node's constant inputs and attributes into IR records (ConvSpec, Affine,
-Activation) or returns the reason it cannot; lowering builds standard ONNX Conv nodes from a
-ConvSpec (asymmetric padding is native to ONNX Conv, so no Pad node is needed).
+ZeroPad, an activation name) or returns the reason it cannot.
 
 ONNX Conv pads are [x1_begin, x2_begin, x1_end, x2_end] = (top, left, bottom, right); ConvSpec
 takes (top, bottom, left, right). auto_pad SAME_UPPER/SAME_LOWER is resolved to explicit pads:
@@ -18,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import torch
 
-from rewrite.ir import Activation, Affine, ConvSpec
+from rewrite.ir import Affine, ConvSpec, ZeroPad
 
 from .graph import constant_value, is_op, not_constant_reason, scalar, sole_consumer
 
@@ -29,6 +28,8 @@ QUANTIZED_CONVS = ("ConvInteger", "QLinearConv")
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
+
+# -- conv ------------------------------------------------------------------------------------
 
 def conv_spec(node: gs.Node, overridable: set, spatial=None) -> ConvSpec | str:
     """ConvSpec of a 2-D float Conv with constant weights, or the reason it is not liftable.
@@ -90,32 +91,44 @@ def conv_padding(attrs: dict, kernel, stride, dilation, spatial) -> tuple | str:
     return (t, b, l, r)
 
 
-def affine_after(node: gs.Node, conv_out: gs.Tensor, channels: int, overridable: set) -> Affine | str | None:
-    """The per-channel affine `node` applies to `conv_out`; a reason when it is one that cannot
-    fold; None when the node is not an affine at all."""
-    if is_op(node, "BatchNormalization"):
-        if node.inputs[0] is not conv_out:
-            return None
-        if int(node.attrs.get("training_mode", 0)) or len([o for o in node.outputs if o.name]) > 1:
-            return "BatchNormalization in training mode (normalizes with batch statistics)"
-        params = [constant_value(t, overridable) for t in node.inputs[1:5]]
-        if any(p is None for p in params) or len(params) != 4:
-            return "BatchNormalization parameters are not constant"
-        gamma, beta, mean, var = (torch.from_numpy(np.asarray(p, np.float64).reshape(-1)) for p in params)
-        if any(p.numel() != channels for p in (gamma, beta, mean, var)):
-            return f"BatchNormalization has {gamma.numel()} channels, the conv produces {channels}"
-        return Affine.from_batchnorm(mean, var, float(node.attrs.get("epsilon", 1e-5)), gamma, beta)
-    if not is_op(node, "Mul", "Add", "Sub", "Div") or len(node.inputs) != 2:
+# -- affine ----------------------------------------------------------------------------------
+
+def batchnorm_affine(node: gs.Node, overridable: set) -> Affine | str:
+    """Inference BatchNormalization: y = γ·(x − μ)/√(σ² + ε) + β, or why it is not one."""
+    if int(node.attrs.get("training_mode", 0)) or len([o for o in node.outputs if o.name]) > 1:
+        return "BatchNormalization in training mode (normalizes with batch statistics)"
+    params = [constant_value(t, overridable) for t in node.inputs[1:5]]
+    if any(p is None for p in params) or len(params) != 4:
+        return "BatchNormalization parameters are not constant"
+    gamma, beta, mean, var = (torch.from_numpy(np.asarray(p, np.float64).reshape(-1)) for p in params)
+    if len({p.numel() for p in (gamma, beta, mean, var)}) != 1:
+        return "BatchNormalization parameters disagree on the channel count"
+    return Affine.from_batchnorm(mean, var, float(node.attrs.get("epsilon", 1e-5)), gamma, beta)
+
+
+def constant_affine(node: gs.Node, x: gs.Tensor, channels: int | None, overridable: set) -> Affine | None:
+    """The per-channel affine a Mul/Add/Sub/Div of `x` by a constant c applies, else None:
+
+        x·c = Affine(c, 0)   x + c = Affine(1, c)   x − c = Affine(1, −c)   x / c = Affine(1/c, 0)
+
+    c is a scalar (then `channels` must be known) or of shape [C, 1, 1] / [1, C, 1, 1]; c − x
+    and c / x are not affine in x.
+    """
+    if not is_op(node, "Mul", "Add", "Sub", "Div") or len(node.inputs) != 2 or node.inputs[0] is node.inputs[1]:
         return None
-    position = 0 if node.inputs[0] is conv_out else 1
-    if node.inputs[1 - position] is conv_out or (position == 1 and node.op in ("Sub", "Div")):
+    position = 0 if node.inputs[0] is x else 1
+    if node.inputs[position] is not x or (position == 1 and node.op in ("Sub", "Div")):
         return None
     value = constant_value(node.inputs[1 - position], overridable)
     if value is None or not np.issubdtype(value.dtype, np.floating):
         return None
-    per_channel = value.size == 1 and value.ndim <= 4 or (
-        value.ndim in (3, 4) and value.shape[-3:] == (channels, 1, 1) and value.size == channels)
-    if not per_channel:
+    if value.size == 1 and value.ndim <= 4:
+        if channels is None:
+            return None
+    elif value.ndim in (3, 4) and value.shape[-2:] == (1, 1) and value.size == value.shape[-3] and \
+            channels in (None, value.size):
+        channels = value.size
+    else:
         return None
     v = torch.from_numpy(np.asarray(value, np.float64).reshape(-1)).expand(channels).clone()
     one, zero = torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
@@ -123,44 +136,72 @@ def affine_after(node: gs.Node, conv_out: gs.Tensor, channels: int, overridable:
             "Sub": lambda: Affine(one, -v), "Div": lambda: Affine(1 / v, zero)}[node.op]()
 
 
+# -- pad -------------------------------------------------------------------------------------
+
+def zero_pad(node: gs.Node, overridable: set) -> ZeroPad | str:
+    """The ZeroPad of a Pad node over a 4-D tensor, or why it is not one.
+
+    Pad (opset ≥ 11) takes pads = [x1_begin, x2_begin, …, x1_end, x2_end, …] over every axis, or
+    from opset 18 over the axes given as its fourth input; mode "constant" with value 0 (or no
+    value) is a zero pad. Only H and W may be padded, by non-negative widths.
+    """
+    mode = _text(node.attrs.get("mode", "constant"))
+    if mode != "constant":
+        return f"{mode} padding is not a zero pad"
+    pads, value, axes = (node.inputs[i] if len(node.inputs) > i and node.inputs[i].name else None for i in (1, 2, 3))
+    if value is not None:
+        value = scalar(value, overridable)
+        if value is None:
+            return "the pad value is not a constant"
+        if value != 0:
+            return f"pad with the constant {value:g} (not zero)"
+    pads = constant_value(pads, overridable)
+    axes = constant_value(axes, overridable) if axes is not None else np.arange(4)
+    if pads is None or axes is None:
+        return "the pad widths are computed at run time"
+    pads, axes = [int(p) for p in pads.reshape(-1)], [int(a) % 4 for a in axes.reshape(-1)]
+    if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes):
+        return f"pads {pads} over axes {axes} is not a pad of a 4-D tensor"
+    width = dict(zip(axes, zip(pads[:len(axes)], pads[len(axes):])))
+    if any(width.get(a, (0, 0)) != (0, 0) for a in (0, 1)):
+        return f"pads {pads} pad the batch or channel axis"
+    (top, bottom), (left, right) = width.get(2, (0, 0)), width.get(3, (0, 0))
+    if min(top, bottom, left, right) < 0:
+        return f"negative pad {pads} crops the input"
+    return ZeroPad((top, bottom, left, right))
+
+
+# -- activations -----------------------------------------------------------------------------
+
 @dataclass
 class ActMatch:
     name: str
     nodes: list
     output: gs.Variable
 
-    @property
-    def layer(self) -> Activation:
-        return Activation(self.name)
 
-
-def match_activation(graph: gs.Graph, t: gs.Tensor, overridable: set) -> ActMatch | None:
-    """The elementwise activation applied to `t` (alone, with nothing else reading `t`), if known.
+def activation_at(graph: gs.Graph, node: gs.Node, overridable: set) -> ActMatch | None:
+    """The elementwise activation whose first node is `node`, if it is one we know.
 
     Relu; Clip(0, 6) = relu6 (bounds as attributes before opset 11, constant inputs after);
-    Sigmoid·Mul = silu; HardSwish, HardSigmoid(1/6, 1/2)·Mul = hardswish; Gelu and its Erf
-    decomposition x·(1 + erf(x/√2))/2 = gelu; Tanh, Sigmoid, HardSigmoid, LeakyRelu, Elu.
+    x·Sigmoid(x) = silu; x·HardSigmoid(x; 1/6, 1/2) = hardswish; Gelu and its Erf decomposition
+    x·(1 + erf(x/√2))/2 = gelu; Tanh, Sigmoid, HardSigmoid(1/6, 1/2), LeakyRelu(0.01), Elu(1).
+    A Sigmoid / HardSigmoid whose only reader multiplies it by its own input is the first node
+    of silu / hardswish, and the Mul belongs to the activation.
     """
-    readers = list(t.outputs)
-    if any(o is t for o in graph.outputs) or not readers:
-        return None
-    if len(readers) == 1:
-        n = readers[0]
-        name = _single_activation(n, overridable)
-        return ActMatch(name, [n], n.outputs[0]) if name else None
-    if len(readers) != 2:
-        return None
-    gate = next((n for n in readers if _is_gate(n, t, overridable)), None)
-    if gate is None:
-        return None
-    other = next(n for n in readers if n is not gate)
-    if gate.op in ("Sigmoid", "HardSigmoid"):
-        if gate.op == "HardSigmoid" and not _hard_sigmoid(gate):
+    if is_op(node, "Sigmoid", "HardSigmoid") and node.outputs:
+        x, gate = node.inputs[0], node.outputs[0]
+        hard = node.op == "HardSigmoid"
+        if hard and not _hard_sigmoid(node):
             return None
-        if sole_consumer(graph, gate.outputs[0]) is other and _is_product(other, t, gate.outputs[0]):
-            return ActMatch("silu" if gate.op == "Sigmoid" else "hardswish", [gate, other], other.outputs[0])
-        return None
-    return _erf_gelu(graph, t, gate, other, overridable)
+        mul = sole_consumer(graph, gate)
+        if _is_product(mul, x, gate):
+            return ActMatch("hardswish" if hard else "silu", [node, mul], mul.outputs[0])
+        return ActMatch("hardsigmoid" if hard else "sigmoid", [node], gate)
+    if is_op(node, "Div", "Mul") and len(node.inputs) == 2:
+        return _erf_gelu(graph, node, overridable)
+    name = _single_activation(node, overridable)
+    return ActMatch(name, [node], node.outputs[0]) if name else None
 
 
 def _single_activation(n: gs.Node, overridable: set) -> str | None:
@@ -168,12 +209,8 @@ def _single_activation(n: gs.Node, overridable: set) -> str | None:
         return "relu"
     if is_op(n, "HardSwish"):
         return "hardswish"
-    if is_op(n, "Sigmoid"):
-        return "sigmoid"
     if is_op(n, "Tanh"):
         return "tanh"
-    if is_op(n, "HardSigmoid"):
-        return "hardsigmoid" if _hard_sigmoid(n) else None
     if is_op(n, "LeakyRelu"):
         return "leaky_relu" if math.isclose(n.attrs.get("alpha", 0.01), 0.01, rel_tol=1e-4) else None
     if is_op(n, "Elu"):
@@ -197,50 +234,32 @@ def _single_activation(n: gs.Node, overridable: set) -> str | None:
     return None
 
 
-def _is_gate(n: gs.Node, t: gs.Tensor, overridable: set) -> bool:
-    """The first node of a two-reader activation: Sigmoid/HardSigmoid(t), or t scaled by a constant."""
-    if is_op(n, "Sigmoid", "HardSigmoid"):
-        return n.inputs[0] is t
-    return (is_op(n, "Div", "Mul") and len(n.inputs) == 2 and n.inputs[0] is t
-            and scalar(n.inputs[1], overridable) is not None)
-
-
 def _hard_sigmoid(n: gs.Node) -> bool:
     return math.isclose(n.attrs.get("alpha", 0.2), 1 / 6, rel_tol=1e-3) and math.isclose(n.attrs.get("beta", 0.5), 0.5)
 
 
-def _is_product(node: gs.Node, a: gs.Tensor, b: gs.Tensor) -> bool:
+def _is_product(node, a: gs.Tensor, b: gs.Tensor) -> bool:
     return is_op(node, "Mul") and len(node.inputs) == 2 and {id(node.inputs[0]), id(node.inputs[1])} == {id(a), id(b)}
 
 
-def _erf_gelu(graph, t, scale_node, mul_x, overridable) -> ActMatch | None:
+def _erf_gelu(graph, scale_node, overridable) -> ActMatch | None:
     """x → Div(√2) | Mul(1/√2) → Erf → Add(1) → Mul(x, ·) → Mul(0.5)   (torch's export of GELU)."""
-    c = scalar(scale_node.inputs[1], overridable) if len(scale_node.inputs) == 2 else None
-    if c is None or not math.isclose(c if scale_node.op == "Div" else 1 / c, math.sqrt(2), rel_tol=1e-3):
+    x = scale_node.inputs[0]
+    c = scalar(scale_node.inputs[1], overridable)
+    if c is None or c == 0 or not math.isclose(c if scale_node.op == "Div" else 1 / c, math.sqrt(2), rel_tol=1e-3):
         return None
     erf = sole_consumer(graph, scale_node.outputs[0])
     add = sole_consumer(graph, erf.outputs[0]) if is_op(erf, "Erf") else None
-    if not is_op(add, "Add") or sole_consumer(graph, add.outputs[0]) is not mul_x:
+    if not is_op(add, "Add"):
         return None
-    one = next((scalar(x, overridable) for x in add.inputs if x is not erf.outputs[0]), None)
-    if one != 1.0 or not _is_product(mul_x, t, add.outputs[0]):
+    one = next((scalar(t, overridable) for t in add.inputs if t is not erf.outputs[0]), None)
+    mul_x = sole_consumer(graph, add.outputs[0])
+    if one != 1.0 or not _is_product(mul_x, x, add.outputs[0]):
         return None
     half = sole_consumer(graph, mul_x.outputs[0])
     if not is_op(half, "Mul"):
         return None
-    h = next((scalar(x, overridable) for x in half.inputs if x is not mul_x.outputs[0]), None)
+    h = next((scalar(t, overridable) for t in half.inputs if t is not mul_x.outputs[0]), None)
     if h != 0.5:
         return None
     return ActMatch("gelu", [scale_node, erf, add, mul_x, half], half.outputs[0])
-
-
-def conv_node(spec: ConvSpec, x: gs.Tensor, name: str, names) -> gs.Node:
-    """A standard Conv node computing `spec` on `x`, with fresh initializers and a fresh output."""
-    t, b, l, r = spec.padding
-    inputs = [x, gs.Constant(names.fresh(f"{name}.weight"), spec.weight.detach().contiguous().numpy())]
-    if spec.bias is not None:
-        inputs.append(gs.Constant(names.fresh(f"{name}.bias"), spec.bias.detach().contiguous().numpy()))
-    out = gs.Variable(names.fresh(f"{name}_output"), dtype=inputs[1].values.dtype)
-    attrs = {"kernel_shape": list(spec.kernel_size), "strides": list(spec.stride), "pads": [t, l, b, r],
-             "dilations": list(spec.dilation), "group": spec.groups}
-    return gs.Node("Conv", names.fresh(name), attrs, inputs, [out])

@@ -1,4 +1,4 @@
-"""onnxruntime sessions, model inputs, and the activations that reach each site.
+"""onnxruntime sessions, model inputs, and the activations (or static shapes) that reach each site.
 
 Sessions run on the CPU provider with graph optimizations off, so what is measured is the
 model as written, not onnxruntime's own fusions of it. Inputs are seeded random tensors of the
@@ -57,6 +57,32 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Inputs that are not initializers (IR < 4 models list weights as inputs too)."""
     init = {t.name for t in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in init]
+
+
+def static_spatial(model: onnx.ModelProto) -> bool:
+    """True when no graph input has a symbolic dimension past the batch dimension."""
+    for vi in graph_inputs(model):
+        dims = vi.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in list(dims)[1:]):
+            return False
+    return True
+
+
+def inferred_shapes(model: onnx.ModelProto) -> dict:
+    """Static shapes from ONNX shape inference (a symbolic batch dimension counts as 1): what
+    the passes go by when no activation can be captured."""
+    if too_big(model):
+        return {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - shape inference is best effort here
+        return {}
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        if dims and all(d is not None for d in dims[1:]):
+            shapes[vi.name] = tuple([dims[0] or 1] + dims[1:])
+    return shapes
 
 
 def declared(vi: onnx.ValueInfoProto) -> tuple[np.dtype, list]:

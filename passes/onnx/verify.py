@@ -11,14 +11,11 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
+from ..verify import SiteError
 from . import runtime
 from .graph import constant_value
 
 FUNCTION_IR_VERSION = 8   # model-local functions need IR version 8
-
-
-class SiteError(RuntimeError):
-    """The site cannot be cut out or run on its own."""
 
 
 def site_model(nodes, inputs, values, output, opset_imports, ir_version: int, functions: dict) -> onnx.ModelProto:

@@ -61,7 +61,10 @@ def test_cli_optimizes_a_real_file(exported, tmp_path):
     assert "rewrite-onnx: " in result.stdout.splitlines()[-1] and f"wrote {out}" in result.stdout
     assert "[1/" in result.stderr and "fold pass" in result.stderr
     data = json.loads(report.read_text())
-    assert data["counts"]["fold"]["applied"] == 3 and data["counts"]["fuse"]["applied"] == 1
+    counts = data["counts"]
+    # the residual block fuses; the linear dw→pw pair is collapsed or fused, per the cost model
+    assert counts["fold"]["applied"] == 3 and counts["fuse"]["applied"] >= 1
+    assert counts["fuse"]["applied"] + counts.get("reverse", {}).get("applied", 0) == 2
     assert data["model_rel_error"] < 1e-4
     onnx.checker.check_model(out, full_check=True)
 

@@ -89,6 +89,17 @@ def test_model_proto_argument_is_not_modified():
     assert model.SerializeToString() == data
 
 
+def test_model_proto_with_constant_nodes_is_not_modified():
+    g = G()
+    w = g.node("Constant", [], value=onnx.numpy_helper.from_array(g.weight((16, 8, 3, 3)).astype(np.float32)))
+    g.output(g.bn(g.node("Conv", [g.input("x", [1, 8, 12, 12]), w], pads=[1] * 4), 16))
+    model = g.model()
+    data = model.SerializeToString()
+    _, report = optimize_onnx(model, passes=("fold",))
+    assert sites(report, "fold", "applied")
+    assert model.SerializeToString() == data
+
+
 def test_external_data_round_trip(tmp_path):
     src = tmp_path / "src" / "model.onnx"
     src.parent.mkdir()

@@ -1,0 +1,193 @@
+"""The ONNX adapter of the pass manager (passes/manager.py) over one onnx-graphsurgeon graph.
+
+At the first view and after every rewrite it runs the current graph once in onnxruntime and
+keeps, for each tensor a conv, a pad or an add reads, its full shape and a CAPTURE_SIDE² crop
+of CHECK_BATCH images (passes/verify.py). A site's original nodes and its replacement each run
+on their own in onnxruntime, cut out of the graph as a standalone model (verify.py); the
+reference is the lifted IR evaluated in float64 by torch, so the original's own error first
+confirms the lift read the nodes right. A verified replacement is spliced in where the chain
+was, producing the chain's own output tensor, so names, consumers and graph outputs are kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import torch
+
+from rewrite.ir import ConvSpec, FusedSepConv, run_chain
+
+from ..verify import CAPTURE_SIDE, CHECK_BATCH
+from . import runtime
+from .graph import Names, detach, is_op, replace_nodes
+from .io import default_opset
+from .lift import QUANTIZED_CONVS
+from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node
+from .verify import FUNCTION_IR_VERSION, run_site
+from .view import OnnxViewBuilder
+
+
+class OnnxAdapter:
+    reference_is_lifted = True
+
+    def __init__(self, model: onnx.ModelProto, dtype: torch.dtype, feeds: dict | None, notes: list,
+                 progress: Callable | None = None):
+        self.source, self.dtype, self.feeds, self.notes = model, dtype, feeds, notes
+        self.graph = gs.import_onnx(model)
+        self.graph.import_domains = [onnx.helper.make_opsetid(i.domain, i.version) for i in model.opset_import]
+        self.opset = default_opset(model)
+        self.overridable = {i.name for i in model.graph.input} & {t.name for t in model.graph.initializer}
+        self.builder = OnnxViewBuilder(self.graph, self.opset, dtype, self.overridable, runtime.static_spatial(model))
+        self.functions = {f.name: f for f in model.functions if f.domain == DOMAIN}
+        self.names = Names(self.graph)
+        self.origin: dict = {}            # id(node) → (the pass that created it, node)
+        self.touched: set = set()         # ids of the nodes a rewrite removed since the last view
+        self.values: dict = {}            # tensor name → captured crop (torch)
+        self.shapes: dict = {}            # tensor name → full shape
+        self.stale = True                 # the graph changed since the last capture
+        self._progress = progress
+
+    # -- the manager's interface -----------------------------------------------------------
+
+    def progress(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
+    def site_name(self, match) -> str:
+        return match.name
+
+    def view(self):
+        if self.stale:
+            self.graph.cleanup().toposort()
+            self._capture()
+            self.stale = False
+        self.touched = set()
+        return self.builder.build(self.shapes, self.origin)
+
+    def live(self, match) -> bool:
+        return not any(id(node) in self.touched for op in match.ops for node in op.nodes)
+
+    def value(self, v):
+        return self.values.get(v)
+
+    def lower(self, match, plan) -> list:
+        x = self._tensor(match.input)
+        if plan.kind == "fuse":
+            fused = plan.after[0]
+            name = function_name(fused)
+            if name not in self.functions:
+                self.functions[name] = function_proto(fused, self.opset, self.dtype)
+            plan.note = f"marked as {DOMAIN}.{name} (one fused kernel on GPU)"
+            residual = self._tensor(match.residual) if match.residual is not None else None
+            return [fused_node(fused, x, residual, match.name, self.names)]
+        nodes = []
+        for spec in plan.after:
+            role = "dw" if spec.is_depthwise else "pw"
+            nodes.append(conv_node(spec, x, match.name if len(plan.after) == 1 else f"{match.name}_{role}", self.names))
+            x = nodes[-1].outputs[0]
+        return nodes
+
+    def original(self, match):
+        return self._runner(self._nodes(match), match, self._tensor(match.output))
+
+    def reference(self, match):
+        if match.kind == "fuse":
+            f = match.fuse
+            fused = _float64(FusedSepConv(f["dw"], f["act1"], f["pw"], f["act2"], match.residual is not None, f["se"]))
+            return fused.apply
+        layers = [_float64(layer) for layer in match.layers]
+        return lambda x: run_chain(layers, x)
+
+    def candidate(self, lowered: list, match):
+        return self._runner(lowered, match, lowered[-1].outputs[0])
+
+    def commit(self, match, plan, lowered: list) -> None:
+        old = self._nodes(match)
+        replace_nodes(self.graph, old, lowered, self._tensor(match.output))
+        if len(lowered) == 1:
+            lowered[0].name = match.name          # the node that replaces a chain keeps its name
+        for node in lowered:
+            self.origin[id(node)] = (plan.kind, node)
+        self.touched.update(id(node) for node in old)
+        self.stale = True
+
+    def discard(self, lowered: list) -> None:
+        detach(lowered)
+
+    # -- the model -------------------------------------------------------------------------
+
+    def model(self) -> onnx.ModelProto:
+        """The graph as a ModelProto with the original's graph inputs and outputs (names, dtypes,
+        symbolic dimensions, initializers listed as inputs), opset imports, metadata and IR
+        version (raised to 8 only when local functions were added)."""
+        self.graph.cleanup().toposort()
+        out = gs.export_onnx(self.graph, do_type_check=False)
+        original = self.source
+        used = {(n.domain, n.op_type) for n in out.graph.node}
+        present = {(f.domain, f.name) for f in out.functions}
+        out.functions.extend(f for f in self.functions.values()
+                             if (f.domain, f.name) in used and (f.domain, f.name) not in present)
+        out.ir_version = max(original.ir_version, FUNCTION_IR_VERSION) if out.functions else original.ir_version
+        for key in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+            setattr(out, key, getattr(original, key))
+        out.metadata_props.extend(original.metadata_props)
+        for field in ("input", "output"):
+            del getattr(out.graph, field)[:]
+            getattr(out.graph, field).extend(getattr(original.graph, field))
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _capture(self) -> None:
+        """Shapes and crops of the tensors the site checks read: conv and pad inputs, add operands.
+        Without inputs (or when onnxruntime cannot run the graph), static shapes from shape
+        inference and no activations."""
+        if self.feeds is None:
+            self.shapes = self.shapes or runtime.inferred_shapes(self.source)
+            return
+        names = [n.inputs[0].name for n in self.graph.nodes if is_op(n, "Conv", "Pad", *QUANTIZED_CONVS) and n.inputs]
+        names += [t.name for n in self.graph.nodes if is_op(n, "Add") for t in n.inputs if isinstance(t, gs.Variable)]
+        self.progress("capturing activations")
+        try:
+            captured = runtime.capture(self.model(), [n for n in names if n], self.feeds)
+        except Exception as exc:  # noqa: BLE001 - any onnxruntime failure: fall back to static shapes
+            self.notes.append(f"could not capture activations in onnxruntime ({str(exc).splitlines()[0][:200]})")
+            self.feeds, self.values, self.shapes = None, {}, runtime.inferred_shapes(self.source)
+            return
+        self.values, self.shapes = {}, {}
+        for name, a in captured.items():
+            self.shapes[name] = tuple(a.shape)
+            window = a[:CHECK_BATCH, :, :CAPTURE_SIDE, :CAPTURE_SIDE] if a.ndim == 4 else a[:CHECK_BATCH] if a.ndim else a
+            self.values[name] = torch.from_numpy(window.copy())
+
+    def _tensor(self, name: str) -> gs.Tensor:
+        return self.graph.tensors()[name]
+
+    def _nodes(self, match) -> list:
+        """The match's nodes in graph order."""
+        chosen = {id(node) for op in match.ops for node in op.nodes}
+        return [node for node in self.graph.nodes if id(node) in chosen]
+
+    def _runner(self, nodes: list, match, output: gs.Tensor):
+        """A callable running `nodes` alone in onnxruntime on (input, residual) torch tensors."""
+        inputs = [self._tensor(v) for v in [match.input] + ([match.residual] if match.residual is not None else [])]
+
+        def run(*xs):
+            arrays = [np.ascontiguousarray(x.numpy()) for x in xs]
+            return torch.from_numpy(run_site(nodes, inputs, arrays, output, self.graph.import_domains,
+                                             self.source.ir_version, self.functions))
+        return run
+
+
+def _float64(layer):
+    """A copy of an IR layer whose weights are float64 (Affine, ZeroPad, Activation are kept)."""
+    if isinstance(layer, ConvSpec):
+        return layer.to(torch.float64)
+    if isinstance(layer, FusedSepConv):
+        se = layer.se and dataclasses.replace(layer.se, reduce=_float64(layer.se.reduce),
+                                              expand=_float64(layer.se.expand))
+        return dataclasses.replace(layer, dw=_float64(layer.dw), pw=_float64(layer.pw), se=se)
+    return layer

@@ -1,0 +1,140 @@
+"""Chain IR → ONNX nodes: standard Conv nodes, and one call of a model-local function for a
+fused chain.
+
+A ConvSpec becomes a Conv node with fresh initializers (asymmetric padding is native to ONNX
+Conv, so no Pad node is needed). A FusedSepConv becomes one call of a function in the domain
+"dwsep" whose body is the same computation in standard ops; runtimes that run model-local
+functions (onnxruntime inlines them) still execute the model, and a GPU runtime can map every
+call to the one-launch kernel of kernels/fused_sep_conv.py:
+
+    dwsep.FusedSepConv_<act1>_<act2>[_residual](X, W_dw, B_dw, W_pw, B_pw[, R]; strides, pads, group)
+        = act2(Conv1x1(act1(Conv(X, W_dw, B_dw; strides, pads, group)), W_pw, B_pw)) [+ R]
+
+    dwsep.FusedSepConvSE_<act1>_<act2>_<se act>_<gate>[_residual](X, W_dw, B_dw, W_pw, B_pw,
+            W_r, B_r, W_e, B_e[, R]; strides, pads, group)
+        = act2(Conv1x1(a · gate(Conv1x1(se_act(Conv1x1(GlobalAveragePool(a), W_r, B_r)), W_e, B_e)),
+                       W_pw, B_pw)) [+ R]      with a = act1(Conv(X, W_dw, B_dw; …))
+
+where gate is Sigmoid or HardSigmoid(α = 1/6, β = 1/2). The SE act and gate are in the name, so
+one name always has one body.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import torch
+from onnx import helper
+
+from rewrite.ir import ConvSpec, FusedSepConv
+
+from .graph import Names
+
+DOMAIN = "dwsep"
+
+
+def conv_node(spec: ConvSpec, x: gs.Tensor, name: str, names: Names) -> gs.Node:
+    """A standard Conv node computing `spec` on `x`, with fresh initializers and a fresh output."""
+    t, b, l, r = spec.padding
+    inputs = [x, gs.Constant(names.fresh(f"{name}.weight"), _array(spec.weight))]
+    if spec.bias is not None:
+        inputs.append(gs.Constant(names.fresh(f"{name}.bias"), _array(spec.bias)))
+    out = gs.Variable(names.fresh(f"{name}_output"), dtype=inputs[1].values.dtype)
+    attrs = {"kernel_shape": list(spec.kernel_size), "strides": list(spec.stride), "pads": [t, l, b, r],
+             "dilations": list(spec.dilation), "group": spec.groups}
+    return gs.Node("Conv", names.fresh(name), attrs, inputs, [out])
+
+
+def function_name(fused: FusedSepConv) -> str:
+    name = f"FusedSepConv_{fused.act1 or 'none'}_{fused.act2 or 'none'}"
+    if fused.se is not None:
+        name = f"FusedSepConvSE_{fused.act1 or 'none'}_{fused.act2 or 'none'}_{fused.se.act or 'none'}_{fused.se.gate}"
+    return name + ("_residual" if fused.residual else "")
+
+
+def fused_node(fused: FusedSepConv, x: gs.Tensor, residual: gs.Tensor | None, name: str, names: Names) -> gs.Node:
+    """One call of dwsep.<function_name(fused)> on `x` (and the residual), the weights as fresh
+    initializers (a conv without bias gets zeros)."""
+    convs = [("dw", fused.dw), ("pw", fused.pw)]
+    if fused.se is not None:
+        convs += [("se_reduce", fused.se.reduce), ("se_expand", fused.se.expand)]
+    inputs = [x]
+    for role, spec in convs:
+        bias = spec.bias if spec.bias is not None else spec.weight.new_zeros(spec.out_channels)
+        inputs += [gs.Constant(names.fresh(f"{name}.{role}.weight"), _array(spec.weight)),
+                   gs.Constant(names.fresh(f"{name}.{role}.bias"), _array(bias))]
+    if residual is not None:
+        inputs.append(residual)
+    out = gs.Variable(names.fresh(f"{name}_fused_output"), dtype=inputs[1].values.dtype)
+    attrs = {"strides": list(fused.dw.stride), "pads": [fused.dw.padding[0]] * 4, "group": fused.dw.groups}
+    return gs.Node(function_name(fused), names.fresh(name), attrs, inputs, [out], domain=DOMAIN)
+
+
+def function_proto(fused: FusedSepConv, opset: int, dtype: torch.dtype) -> onnx.FunctionProto:
+    """The standard-op body of the function fused_node calls (the dw attributes are the call's)."""
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    dw = helper.make_node("Conv", ["X", "W_dw", "B_dw"], ["dw"])
+    for attr, kind in (("strides", onnx.AttributeProto.INTS), ("pads", onnx.AttributeProto.INTS),
+                       ("group", onnx.AttributeProto.INT)):
+        dw.attribute.append(onnx.AttributeProto(name=attr, type=kind, ref_attr_name=attr))
+    nodes = [dw] + activation_nodes(fused.act1, "dw", "act1", np_dtype, opset)
+    a = "act1" if fused.act1 else "dw"
+    inputs = ["X", "W_dw", "B_dw", "W_pw", "B_pw"]
+    if fused.se is not None:
+        se = fused.se
+        inputs += ["W_r", "B_r", "W_e", "B_e"]
+        nodes += [helper.make_node("GlobalAveragePool", [a], ["se_mean"]),
+                  helper.make_node("Conv", ["se_mean", "W_r", "B_r"], ["se_reduce"])]
+        nodes += activation_nodes(se.act, "se_reduce", "se_act", np_dtype, opset)
+        nodes.append(helper.make_node("Conv", ["se_act" if se.act else "se_reduce", "W_e", "B_e"], ["se_expand"]))
+        nodes.append(helper.make_node("Sigmoid", ["se_expand"], ["se_gate"]) if se.gate == "sigmoid" else
+                     helper.make_node("HardSigmoid", ["se_expand"], ["se_gate"], alpha=1 / 6, beta=0.5))
+        nodes.append(helper.make_node("Mul", [a, "se_gate"], ["se_scaled"]))
+        a = "se_scaled"
+    nodes.append(helper.make_node("Conv", [a, "W_pw", "B_pw"], ["pw"]))
+    nodes += activation_nodes(fused.act2, "pw", "act2", np_dtype, opset)
+    if fused.residual:
+        inputs.append("R")
+        nodes.append(helper.make_node("Add", ["act2" if fused.act2 else "pw", "R"], ["sum"]))
+    nodes[-1].output[0] = "Y"   # the last node computes the function's output
+    return helper.make_function(DOMAIN, function_name(fused), inputs, ["Y"], nodes, [helper.make_opsetid("", opset)],
+                                attributes=["strides", "pads", "group"],
+                                doc_string=f"{fused.describe()}: one fused kernel on GPU")
+
+
+def activation_nodes(act: str | None, x: str, y: str, dtype, opset: int) -> list:
+    """Standard ops computing the activation `act` of tensor x into y (None: no nodes)."""
+    if act is None:
+        return []
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [f"{y}_{name}"],
+                                value=onnx.numpy_helper.from_array(np.array(value, dtype=dtype)))
+
+    if act == "relu":
+        return [helper.make_node("Relu", [x], [y])]
+    if act == "relu6":
+        return [const("lo", 0), const("hi", 6), helper.make_node("Clip", [x, f"{y}_lo", f"{y}_hi"], [y])]
+    if act == "silu":
+        return [helper.make_node("Sigmoid", [x], [f"{y}_gate"]), helper.make_node("Mul", [x, f"{y}_gate"], [y])]
+    if act == "hardswish":
+        if opset >= 14:
+            return [helper.make_node("HardSwish", [x], [y])]
+        return [helper.make_node("HardSigmoid", [x], [f"{y}_gate"], alpha=1 / 6, beta=0.5),
+                helper.make_node("Mul", [x, f"{y}_gate"], [y])]
+    if act == "gelu":
+        if opset >= 20:
+            return [helper.make_node("Gelu", [x], [y])]
+        return [const("sqrt2", math.sqrt(2)), const("one", 1), const("half", 0.5),
+                helper.make_node("Div", [x, f"{y}_sqrt2"], [f"{y}_s"]),
+                helper.make_node("Erf", [f"{y}_s"], [f"{y}_e"]),
+                helper.make_node("Add", [f"{y}_e", f"{y}_one"], [f"{y}_p"]),
+                helper.make_node("Mul", [x, f"{y}_p"], [f"{y}_m"]),
+                helper.make_node("Mul", [f"{y}_m", f"{y}_half"], [y])]
+    raise ValueError(f"no ONNX lowering for activation {act!r}")
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()

@@ -1,0 +1,118 @@
+"""An onnx-graphsurgeon graph as the neutral view (passes/view.py). Values are tensor names.
+
+    Conv (constant float weights)                 → conv     (name: the node's; else its reason:
+    ConvInteger, QLinearConv                         weights computed at run time, quantized...)
+    BatchNormalization (inference)                → affine   (else its reason: training mode...)
+    Mul/Add/Sub/Div of an activation by a per-channel constant → affine
+    Relu, Clip(0,6), Sigmoid·Mul, HardSwish, the Erf GELU… → act (one op for all its nodes)
+    Pad (constant zero, H/W only)                 → pad      (else its reason)
+    ReduceMean over (H, W) keepdims / GlobalAveragePool → mean
+    Mul / Add of two activations                  → mul / add
+    Transpose                                     → layout
+    anything else                                 → other, labelled with the op type
+
+An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
+of one); Constant nodes and Identities of constants are weights, not ops. Every lowering writes
+fresh initializers and never edits one in place, so an initializer several nodes read is no
+reason to leave a site alone.
+"""
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+import torch
+
+from ..view import Op, View
+from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op
+from .lift import QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, zero_pad
+
+MEAN_OPSET_AXES_INPUT = 18    # ReduceMean takes its axes as an input from opset 18
+
+
+class OnnxViewBuilder:
+    def __init__(self, graph: gs.Graph, opset: int, dtype: torch.dtype, overridable: set, static_spatial: bool):
+        self.graph, self.opset, self.dtype = graph, opset, dtype
+        self.overridable, self.static_spatial = overridable, static_spatial
+
+    def build(self, shapes: dict, origin: dict) -> View:
+        """The view of the graph as it is now; origin: id(node) → (the pass that made it, node)."""
+        ops, claimed, by_output = [], set(), {}
+        for node in self.graph.nodes:
+            if id(node) in claimed or not node.outputs or self._is_weight(node):
+                continue
+            op = self._lift(node, shapes, by_output)
+            claimed.update(id(n) for n in op.nodes)
+            op.origin = origin.get(id(node), (None,))[0]
+            by_output[op.output] = op
+            ops.append(op)
+        outputs = {t.name for t in self.graph.outputs}
+        return View(ops, outputs, shapes)
+
+    def _is_weight(self, node: gs.Node) -> bool:
+        return is_op(node, "Constant") or (is_op(node, "Identity") and is_constant(node.outputs[0], self.overridable))
+
+    def _activations(self, node: gs.Node) -> tuple:
+        return tuple(t.name for t in node.inputs if t.name and not is_constant(t, self.overridable))
+
+    def _lift(self, node: gs.Node, shapes: dict, by_output: dict) -> Op:
+        base = dict(output=node.outputs[0].name, name=node.name or f"{node.op}:{node.outputs[0].name}",
+                    label=node.op if (node.domain or "") in STANDARD_DOMAINS else f"{node.domain}.{node.op}",
+                    nodes=(node,))
+        if is_op(node, "Conv", *QUANTIZED_CONVS):
+            return self._conv(node, shapes, base)
+        act = activation_at(self.graph, node, self.overridable)
+        if act is not None:
+            return Op("act", (node.inputs[0].name,), **{**base, "output": act.output.name, "nodes": tuple(act.nodes)},
+                      act=act.name)
+        inputs = self._activations(node)
+        if is_op(node, "BatchNormalization"):
+            affine = batchnorm_affine(node, self.overridable)
+            return Op("affine", (node.inputs[0].name,), **base, affine=None if isinstance(affine, str) else affine,
+                      reason=affine if isinstance(affine, str) else None)
+        if is_op(node, "Mul", "Add", "Sub", "Div") and len(inputs) == 1:
+            x = next(t for t in node.inputs if t.name == inputs[0])
+            affine = constant_affine(node, x, self._channels(x, shapes, by_output), self.overridable)
+            if affine is not None:
+                return Op("affine", inputs, **base, affine=affine)
+        if is_op(node, "Mul", "Add") and len(node.inputs) == 2 and len(inputs) == 2:
+            return Op(node.op.lower(), inputs, **base)
+        if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:
+            pad = zero_pad(node, self.overridable)
+            return Op("pad", inputs[:1], **base, pad=None if isinstance(pad, str) else pad,
+                      reason=pad if isinstance(pad, str) else None)
+        if self._is_mean(node):
+            return Op("mean", inputs, **base)
+        if is_op(node, "Transpose"):
+            return Op("layout", inputs, **base)
+        return Op("other", inputs, **base)
+
+    def _conv(self, node: gs.Node, shapes: dict, base: dict) -> Op:
+        x = node.inputs[0].name
+        shape = shapes.get(x)
+        spatial = tuple(shape[2:]) if shape is not None and len(shape) == 4 and self.static_spatial else None
+        spec = conv_spec(node, self.overridable, spatial)
+        if not isinstance(spec, str) and spec.weight.dtype != self.dtype:
+            spec = f"conv weight dtype {spec.weight.dtype} differs from the model's {self.dtype}"
+        if isinstance(spec, str):
+            return Op("conv", (x,), **base, reason=spec)
+        return Op("conv", (x,), **base, conv=spec)
+
+    @staticmethod
+    def _channels(x: gs.Tensor, shapes: dict, by_output: dict) -> int | None:
+        """The channel count of activation x: its producer conv's, else its captured shape's."""
+        op = by_output.get(x.name)
+        if op is not None and op.conv is not None:
+            return op.conv.out_channels
+        shape = shapes.get(x.name)
+        return shape[1] if shape is not None and len(shape) == 4 else None
+
+    def _is_mean(self, node: gs.Node) -> bool:
+        """GlobalAveragePool, or ReduceMean over axes (2, 3) of a 4-D tensor keeping dims."""
+        if is_op(node, "GlobalAveragePool"):
+            return True
+        if not is_op(node, "ReduceMean") or not int(node.attrs.get("keepdims", 1)):
+            return False
+        if self.opset < MEAN_OPSET_AXES_INPUT:
+            axes = node.attrs.get("axes")
+        else:
+            axes = constant_value(node.inputs[1], self.overridable) if len(node.inputs) > 1 else None
+        return axes is not None and sorted(int(a) % 4 for a in list(axes)) == [2, 3]
