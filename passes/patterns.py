@@ -92,11 +92,10 @@ def factorize_matches(view: View):
     for op in view.ops:
         if op.kind != "conv" or op.origin in ("factorize", "reverse"):
             continue
-        reason = _conv_reason(op)
-        if reason:
-            yield _declined("factorize", op, reason)
-            continue
-        if op.conv.is_depthwise or op.conv.kernel_size == (1, 1):
+        if op.conv is not None and (op.conv.is_depthwise or op.conv.kernel_size == (1, 1)):
+            continue                # already in factored form
+        if op.reason:
+            yield _declined("factorize", op, op.reason)
             continue
         yield Match("factorize", op.name, [op], [op.conv], op.inputs[0], op.output)
 
@@ -163,15 +162,21 @@ def _match_se(view: View, tip) -> tuple[list, SqueezeExcite] | str:
     return ops + [mul], SqueezeExcite(convs[0], act, convs[1], gate)
 
 
-def _blocker(view: View, value) -> str:
+def _blocker(view: View, value, after_se: bool) -> str:
     """Why no pointwise conv directly follows `value`: what stands before the next conv, if any."""
+    readers = view.readers(value)
+    if readers > 1:
+        return f"the depthwise output has {readers} readers ({view.describe_readers(value)}); fusing would hide it"
     between, op = [], view.sole_user(value)
     while op is not None and op.kind != "conv" and len(between) < MAX_BETWEEN:
         between.append(op)
         op = view.sole_user(op.output)
     if op is not None and op.kind == "conv" and between:
         blocker = next((o for o in between if o.kind != "layout"), between[0])
-        return f"{blocker.label} between the depthwise and pointwise convs blocks the fusion"
+        if blocker.kind == "act" and after_se:
+            return (f"{blocker.act} after the squeeze-excitation blocks the fusion (the fused kernel applies "
+                    "its activation before the gate)")
+        return f"{blocker.describe()} between the depthwise and pointwise convs blocks the fusion"
     return f"no pointwise conv follows (the depthwise output goes to {view.describe_readers(value)})"
 
 
@@ -205,7 +210,7 @@ def _fuse_match(view: View, dw: Op) -> Match:
         tip = se_ops[-1].output
     pw = view.sole_user(tip)
     if pw is None or pw.kind != "conv":
-        return _declined("fuse", dw, _blocker(view, tip))
+        return _declined("fuse", dw, _blocker(view, tip, se is not None))
     reason = _conv_reason(pw)
     if reason:
         what = "pointwise conv" if pw.conv is None or pw.conv.kernel_size == (1, 1) else "next conv"

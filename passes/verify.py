@@ -27,6 +27,9 @@ from rewrite.report import Site
 CHECK_BATCH = 2
 MIN_CROP = 16
 CAPTURE_SIDE = 64      # front ends keep this window of each activation; crop_side stays below it
+# A lift that misreads the graph (a wrong pad, activation or weight layout) is off by far more than
+# rounding; a deep fp32 chain with cancellation is off by ~1e-4 from float64 on rounding alone.
+LIFT_TOLERANCE = 1e-3
 
 
 class SiteError(RuntimeError):
@@ -95,7 +98,7 @@ def check_site(site: Site, plan, dtype: torch.dtype, options, inputs: list, orig
         ref = reference(*(x.double() for x in xs))
         try:
             baseline = _error(_tensor(original(*(x.clone() for x in xs))), ref)
-            if reference_is_lifted and not within(baseline, model_tolerance(dtype)):
+            if reference_is_lifted and not within(baseline, max(LIFT_TOLERANCE, model_tolerance(dtype))):
                 site.status = "declined"
                 site.reason = (f"the lifted chain does not reproduce the original ops (rel error {baseline:.1e}); "
                                "left alone")

@@ -137,3 +137,26 @@ def test_wrong_input_rank_is_a_clear_error():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), batchnorm(8)).eval()
     with pytest.raises(ValueError, match="fails on the example inputs"):
         optimize(model, torch.randn(3, 16, 16, 1, 1))
+
+
+class Uncapturable(nn.Module):
+    """A leaf whose forward branches on a value: neither it nor any part of it exports."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
+
+    def forward(self, x):
+        y = F.conv2d(x, self.weight)
+        return y * 2 if y.mean() > 0 else y
+
+
+def test_a_model_export_cannot_capture_is_returned_unchanged_with_the_reason():
+    model = Uncapturable().eval()
+    x = torch.randn(2, 3, 8, 8)
+    opt = optimize(model, x)
+    notes = " ".join(opt.rewrite_report.notes)
+    assert "could not be captured by torch.export" in notes and "nothing rewritten" in notes
+    assert not opt.rewrite_report.sites
+    with torch.no_grad():
+        assert torch.equal(opt(x), model(x))

@@ -84,19 +84,20 @@ def fused_module(spec) -> nn.Module:
 
 
 def run_nodes(gm: fx.GraphModule, nodes: list, feeds: dict, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Evaluate `nodes` (in graph order) on `feeds` {node: tensor}; parameters come from their
-    get_attr nodes, cast to `dtype` when given (float64 for the reference). Returns the last value."""
-    from .view import fetch_attr
+    """Evaluate `nodes` (in graph order) on `feeds` {node: tensor}; parameters (and values computed
+    from parameters only) come from the graph, cast to `dtype` when given (float64 for the
+    reference). Returns the last value."""
+    from .view import constant_value
 
     env = dict(feeds)
 
     def load(arg: fx.Node):
         if arg in env:
             return env[arg]
-        if arg.op == "get_attr":
-            value = fetch_attr(gm, arg.target)
-            return value.to(dtype) if dtype is not None and value.is_floating_point() else value
-        raise KeyError(f"node {arg.name} is read by the site but is neither fed nor a parameter")
+        value = constant_value(gm, arg, dtype)
+        if value is None:
+            raise KeyError(f"node {arg.name} is read by the site but is neither fed nor computed from parameters")
+        return value
 
     for node in nodes:
         args, kwargs = fx.node.map_arg(node.args, load), fx.node.map_arg(node.kwargs, load)

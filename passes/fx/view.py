@@ -6,6 +6,7 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     call_module of an nn.Conv2d (a lowered conv)   → conv
     aten.linear over a 4-d (channels-last) tensor  → conv, 1x1, layout "nhwc"
     aten.batch_norm, training=False                → affine
+    aten.mul/add/sub/div by a per-channel value computed from parameters only (layer scale) → affine
     aten.relu/relu6/hardtanh(0,6)/silu/hardswish/hardsigmoid/sigmoid/tanh/gelu/... → act
     aten.pad / constant_pad_nd with constant zero  → pad
     aten.mean over (H, W) keepdim / adaptive_avg_pool2d(1) → mean
@@ -46,6 +47,26 @@ def fetch_attr(gm: fx.GraphModule, target: str):
     return getattr(gm.get_submodule(owner) if owner else gm, name)
 
 
+def constant_value(gm: fx.GraphModule, arg, dtype: torch.dtype | None = None, depth: int = 4):
+    """The value of `arg` when it depends on parameters only: a get_attr, or a few ops over
+    get_attrs (layer scale's gamma.reshape(1, -1, 1, 1)); else None. Float leaves are cast to
+    `dtype` when given."""
+    if not isinstance(arg, fx.Node) or depth < 0:
+        return None
+    if arg.op == "get_attr":
+        value = fetch_attr(gm, arg.target)
+        if not isinstance(value, torch.Tensor):
+            return None
+        return value.detach().to(dtype) if dtype is not None and value.is_floating_point() else value.detach()
+    if arg.op != "call_function" or not arg.all_input_nodes:
+        return None
+    values = {n: constant_value(gm, n, dtype, depth - 1) for n in arg.all_input_nodes}
+    if any(v is None for v in values.values()):
+        return None
+    with torch.no_grad():
+        return arg.target(*fx.node.map_arg(arg.args, values.get), **fx.node.map_arg(arg.kwargs, values.get))
+
+
 def owner_path(node: fx.Node) -> str:
     """The module path owning a get_attr'd parameter (`features.0.0` for `features.0.0.weight`;
     the parameter's own name when it sits on the root)."""
@@ -63,6 +84,7 @@ class FxViewBuilder:
         self.gm = gm
         self.cache: dict = {}
         self.origin: dict = {}      # node → the pass that created it
+        self.constants: dict = {}   # node → its value when it depends on parameters only
 
     def forget(self, node: fx.Node) -> None:
         self.cache.pop(node, None)
@@ -241,16 +263,46 @@ class FxViewBuilder:
         return None
 
     def _lift_mul(self, node, kw, base):
-        a, b = kw.get("input"), kw.get("other")
-        if _is_activation(a) and _is_activation(b):
-            return Op("mul", (a, b), **base)
-        return None
+        return self._binary(node, kw, base, "mul")
 
     def _lift_add(self, node, kw, base):
+        return self._binary(node, kw, base, "add") if kw.get("alpha", 1) == 1 else None
+
+    def _lift_sub(self, node, kw, base):
+        return self._binary(node, kw, base, "sub") if kw.get("alpha", 1) == 1 else None
+
+    def _lift_div(self, node, kw, base):
+        return self._binary(node, kw, base, "div") if kw.get("rounding_mode") is None else None
+
+    def _binary(self, node, kw, base, what: str):
+        """Two activations: mul / add. One activation and a per-channel constant (layer scale,
+        a lone shift): affine y = s·x + t."""
         a, b = kw.get("input"), kw.get("other")
-        if _is_activation(a) and _is_activation(b) and kw.get("alpha", 1) == 1:
-            return Op("add", (a, b), **base)
-        return None
+        const_a, const_b = self._constant_expression(a), self._constant_expression(b)
+        if const_a is None and const_b is None:
+            if what in ("mul", "add") and _is_node(a) and _is_node(b):
+                return Op(what, (a, b), **base)
+            return None
+        if const_a is not None and const_b is not None:
+            return None
+        x, c = (b, const_a) if const_a is not None else (a, const_b)
+        if const_a is not None and what in ("sub", "div"):
+            return None              # c − x, c / x: not affine in x per channel
+        channels = _channels(x)
+        vector = _per_channel(c, channels)
+        if vector is None or not x.meta.get("val", torch.empty(0)).is_floating_point():
+            return None
+        one, zero = torch.ones_like(vector), torch.zeros_like(vector)
+        scale, shift = {"mul": (vector, zero), "add": (one, vector), "sub": (one, -vector),
+                        "div": (1 / vector, zero)}[what]
+        return Op("affine", (x,), **base, affine=Affine(scale, shift))
+
+    def _constant_expression(self, arg):
+        if not isinstance(arg, fx.Node):
+            return torch.tensor(float(arg), dtype=torch.float64) if isinstance(arg, (int, float)) else None
+        if arg not in self.constants:
+            self.constants[arg] = constant_value(self.gm, arg)
+        return self.constants[arg]
 
     def _lift_permute(self, node, kw, base):
         return Op("layout", (kw["input"],), **base)
@@ -261,8 +313,25 @@ for _name, _act in ACTIVATIONS.items():   # the activations whose op name is the
             lambda self, node, kw, base, _act=_act: self._activation(kw, base, _act))
 
 
-def _is_activation(arg) -> bool:
+def _is_node(arg) -> bool:
     return isinstance(arg, fx.Node) and arg.op != "get_attr"
+
+
+def _channels(arg) -> int | None:
+    value = arg.meta.get("val") if isinstance(arg, fx.Node) else None
+    return int(value.shape[1]) if isinstance(value, torch.Tensor) and value.dim() == 4 and \
+        isinstance(value.shape[1], int) else None
+
+
+def _per_channel(c: torch.Tensor, channels: int | None) -> torch.Tensor | None:
+    """c as a float64 [C] vector when it broadcasts over NCHW as a per-channel value, else None."""
+    if channels is None or not c.is_floating_point() and c.dim() > 0:
+        return None
+    if c.numel() == 1 and c.dim() <= 4:
+        return c.double().reshape(1).expand(channels).clone()
+    if c.numel() == channels and c.dim() >= 3 and c.shape[-3:] == (channels, 1, 1):
+        return c.double().reshape(channels)
+    return None
 
 
 def _rank(arg) -> int | None:

@@ -9,6 +9,7 @@
     ReduceMean over (H, W) keepdims / GlobalAveragePool → mean
     Mul / Add of two activations                  → mul / add
     Transpose                                     → layout
+    MatMul by a constant over a 4-d tensor         → conv, 1x1, layout "nhwc" (a Linear over NHWC)
     anything else                                 → other, labelled with the op type
 
 An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
@@ -18,8 +19,11 @@ reason to leave a site alone.
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 import torch
+
+from rewrite.ir import ConvSpec
 
 from ..view import Op, View
 from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op
@@ -83,7 +87,20 @@ class OnnxViewBuilder:
             return Op("mean", inputs, **base)
         if is_op(node, "Transpose"):
             return Op("layout", inputs, **base)
+        if is_op(node, "MatMul") and len(inputs) == 1 and node.inputs[0].name == inputs[0]:
+            return self._linear(node, shapes, base) or Op("other", inputs, **base)
         return Op("other", inputs, **base)
+
+    def _linear(self, node: gs.Node, shapes: dict, base: dict) -> Op | None:
+        """x·W over the last axis of a 4-d (channels-last) x: a 1x1 conv with layout "nhwc", as
+        torch exports ConvNeXt's pointwise Linear layers."""
+        x = node.inputs[0].name
+        weight = constant_value(node.inputs[1], self.overridable)
+        shape = shapes.get(x)
+        if weight is None or weight.ndim != 2 or shape is None or len(shape) != 4:
+            return None
+        spec = ConvSpec(torch.from_numpy(np.ascontiguousarray(weight.T))[:, :, None, None])
+        return Op("conv", (x,), **base, conv=spec, layout="nhwc")
 
     def _conv(self, node: gs.Node, shapes: dict, base: dict) -> Op:
         x = node.inputs[0].name

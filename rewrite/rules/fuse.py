@@ -73,13 +73,14 @@ def check_se(se: SqueezeExcite, channels: int) -> str | None:
 
 def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, residual: bool,
               input_shape, dtype, options, se: SqueezeExcite | None = None) -> Plan | Decline:
-    before = [dw] + ([Activation(act1)] if act1 else []) + [pw] + ([Activation(act2)] if act2 else [])
+    convs = [dw] + ([Activation(act1)] if act1 else []) + [pw] + ([Activation(act2)] if act2 else [])
+    before = convs[:1 + bool(act1)] + ([se] if se else []) + convs[1 + bool(act1):]
     reason = check_fuse(dw, act1, pw, act2, dtype) or (check_se(se, dw.out_channels) if se else None)
     if reason:
         return Decline("fuse", reason, before)
     fused = FusedSepConv(dw, act1, pw, act2, residual, se)
     model = options.cost_model
-    unfused = model.chain_time(before, input_shape, dtype)
+    unfused = model.chain_time(convs, input_shape, dtype)
     oh, ow = dw.output_hw(input_shape[2], input_shape[3])
     if residual:
         unfused += model.elementwise_time((input_shape[0], pw.out_channels, oh, ow), dtype, tensors=3)
