@@ -14,8 +14,9 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     aten.permute                                   → layout
     anything else                                  → other, labelled with the op's name
 
-A parameter read by more than one op (tied weights, a functional call reusing a module's
-weight) is shared: the ops reading it carry that as their reason, so no rewrite edits it.
+No rewrite edits a parameter: a rewritten site gets new modules with new tensors, so a
+parameter that other ops also read (tied weights, a functional call reusing a module's weight,
+a module called twice) keeps its value for them.
 """
 from __future__ import annotations
 
@@ -90,7 +91,6 @@ class FxViewBuilder:
         self.cache.pop(node, None)
 
     def build(self, shapes: dict) -> View:
-        readers = self._parameter_readers()
         ops, outputs = [], set()
         for node in self.gm.graph.nodes:
             if node.op == "output":
@@ -102,32 +102,10 @@ class FxViewBuilder:
             if op is None:
                 op = self.cache[node] = self._lift(node)
             op.origin = self.origin.get(node)
-            op.reason = op.reason or self._shared_reason(node, readers)
             ops.append(op)
         return View(ops, outputs, shapes)
 
-    # -- parameters ------------------------------------------------------------------------
-
-    def _parameter_readers(self) -> dict:
-        """id(tensor) → how many node uses read it, over every get_attr node of the graph."""
-        counts: dict = {}
-        for node in self.gm.graph.nodes:
-            if node.op == "get_attr":
-                value = fetch_attr(self.gm, node.target)
-                counts[id(value)] = counts.get(id(value), 0) + len(node.users)
-            elif node.op == "call_module":
-                for p in self.gm.get_submodule(node.target).parameters():
-                    counts[id(p)] = counts.get(id(p), 0) + 1
-        return counts
-
-    def _shared_reason(self, node: fx.Node, readers: dict) -> str | None:
-        if node.op == "call_module":
-            params = list(self.gm.get_submodule(node.target).parameters())
-        else:
-            params = [fetch_attr(self.gm, a.target) for a in node.all_input_nodes if a.op == "get_attr"]
-        if any(readers.get(id(p), 0) > 1 for p in params):
-            return "its weights are shared with another op (tied weights): rewriting them would change the other"
-        return None
+    # -- lifting ---------------------------------------------------------------------------
 
     def _constant(self, arg):
         """(tensor or None, reason) for a weight argument."""
@@ -138,8 +116,6 @@ class FxViewBuilder:
             if isinstance(value, torch.Tensor):
                 return value.detach(), None
         return None, "its weight is computed at run time (not a constant parameter)"
-
-    # -- lifting ---------------------------------------------------------------------------
 
     def _lift(self, node: fx.Node) -> Op:
         inputs = tuple(a for a in node.all_input_nodes if a.op != "get_attr")
