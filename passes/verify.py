@@ -5,7 +5,7 @@ activation that reached the site, and
 
     rel_error(candidate, reference) ≤ tolerance
 
-(by default max(dtype default, 2 × the original's own error), an approximate plan: its budget)
+(by default max(dtype default, 4 × the original's own error), an approximate plan: its budget)
 decides. The check runs on a crop of the activation: the top-left S×S window of at most
 CHECK_BATCH images. A conv chain is the same function on any input size, so comparing two forms
 on a crop compares the same two functions; every weight is exercised as long as the crop covers
