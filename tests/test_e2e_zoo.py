@@ -44,7 +44,7 @@ def test_model_specific_outcomes(optimized):
     report = opt.rewrite_report
     if name == "xception":  # linear dw→pw separable convs: the fused kernel beats the dense collapse
         reverse = [s for s in report.sites if s.kind == "reverse"]
-        assert reverse and all(s.predicted_speedup is not None for s in reverse)   # a cost decision each
+        assert any(s.predicted_speedup is not None for s in reverse)   # linear pairs get a cost decision
     if name == "mobilevit_xs":
         assert not any("could not be captured" in n for n in report.notes)   # export takes it whole
     if name.startswith("mobilenet_v2"):
