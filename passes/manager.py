@@ -106,8 +106,7 @@ def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtyp
     lowered = adapter.lower(match, plan)
     site.reason = plan.note                # the lowering may say what it built
     if options.check:
-        extras = [match.residual] if match.residual is not None else []
-        inputs = [adapter.value(v) for v in [match.input] + extras]
+        inputs = [adapter.value(v) for v in match.runtime_inputs]
         if any(x is None for x in inputs):
             site.status, site.reason = "declined", "no activation reached this site with the example inputs"
             adapter.discard(lowered)

@@ -38,6 +38,16 @@ class Match:
     fuse: dict = field(default_factory=dict)     # fuse: dw, act1, se, pw, act2, se_ops
 
     @property
+    def runtime_inputs(self) -> list:
+        """The values the chain reads at run time: its input, and the residual it adds."""
+        return [self.input] + ([self.residual] if self.residual is not None else [])
+
+    def nodes_in(self, graph_nodes) -> list:
+        """The format nodes of the match's ops, in the graph's order."""
+        chosen = {id(node) for op in self.ops for node in op.nodes}
+        return [node for node in graph_nodes if id(node) in chosen]
+
+    @property
     def before(self) -> str:
         return " → ".join(op.describe() for op in self.ops) if self.reason else \
             " → ".join(layer.describe() for layer in self.layers)

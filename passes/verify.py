@@ -36,6 +36,12 @@ class SiteError(RuntimeError):
     """A front end cannot run a site's ops on their own; the site is rolled back with this message."""
 
 
+def capture_window(a):
+    """The part of a captured activation the site checks use (torch or numpy): CHECK_BATCH images,
+    the top-left CAPTURE_SIDE² window."""
+    return a[:CHECK_BATCH, :, :CAPTURE_SIDE, :CAPTURE_SIDE] if a.ndim == 4 else a[:CHECK_BATCH] if a.ndim else a
+
+
 def _spatial_layers(layers):
     for layer in layers:
         yield from ([layer.dw, layer.pw] if isinstance(layer, FusedSepConv) else [layer])

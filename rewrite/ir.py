@@ -198,6 +198,9 @@ class SqueezeExcite:
         s = ACTIVATIONS[self.act](s) if self.act else s
         return ACTIVATIONS[self.gate](self.expand.apply(s))
 
+    def to(self, dtype: torch.dtype) -> "SqueezeExcite":
+        return replace(self, reduce=self.reduce.to(dtype), expand=self.expand.to(dtype))
+
     def describe(self) -> str:
         return f"SE({self.reduce.out_channels}, {self.act or 'linear'}, {self.gate})"
 
@@ -226,6 +229,9 @@ class FusedSepConv:
         y = self.pw.apply(y)
         y = ACTIVATIONS[self.act2](y) if self.act2 else y
         return y + residual if self.residual else y
+
+    def to(self, dtype: torch.dtype) -> "FusedSepConv":
+        return replace(self, dw=self.dw.to(dtype), pw=self.pw.to(dtype), se=self.se and self.se.to(dtype))
 
     def describe(self) -> str:
         parts = [self.dw.describe(), self.act1, self.se.describe() if self.se else None, self.pw.describe(), self.act2,

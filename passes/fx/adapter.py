@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
-from ..verify import CAPTURE_SIDE, CHECK_BATCH
+from ..verify import capture_window
 from .lower import conv_module, fused_module, run_nodes
 from .view import FxViewBuilder
 
@@ -58,11 +58,11 @@ class FxAdapter:
         return [conv_module(spec) for spec in plan.after]
 
     def original(self, match):
-        nodes, keys = self._nodes(match), self._feed_keys(match)
+        nodes, keys = match.nodes_in(self.gm.graph.nodes), match.runtime_inputs
         return lambda *xs: run_nodes(self.gm, nodes, dict(zip(keys, xs)))
 
     def reference(self, match):
-        nodes, keys = self._nodes(match), self._feed_keys(match)
+        nodes, keys = match.nodes_in(self.gm.graph.nodes), match.runtime_inputs
         return lambda *xs: run_nodes(self.gm, nodes, dict(zip(keys, xs)), torch.float64)
 
     def candidate(self, lowered: list, match):
@@ -76,15 +76,16 @@ class FxAdapter:
         pass                               # nothing entered the graph
 
     def commit(self, match, plan, lowered: list) -> None:
-        graph, nodes = self.gm.graph, self._nodes(match)
+        graph = self.gm.graph
+        nodes = match.nodes_in(graph.nodes)
         tail = match.ops[-1].nodes[-1]
         new, arg = [], match.input
         with graph.inserting_before(tail):
             for _ in lowered[:-1]:
                 arg = graph.create_node("call_module", "_pending", (arg,))
                 new.append(arg)
-        extras = (match.residual,) if match.residual is not None else ()
-        tail.op, tail.target, tail.args, tail.kwargs = "call_module", "_pending", (arg,) + extras, {}
+        tail.op, tail.target, tail.kwargs = "call_module", "_pending", {}
+        tail.args = (arg,) + tuple(match.runtime_inputs[1:])
         new.append(tail)
         for node in reversed(nodes):
             if node is not tail:
@@ -127,20 +128,11 @@ class FxAdapter:
                 if isinstance(out, torch.Tensor):
                     shapes[node] = tuple(out.shape)
                     if node in wanted and out.dim() == 4:
-                        values[node] = out[:CHECK_BATCH, :, :CAPTURE_SIDE, :CAPTURE_SIDE].detach().clone()
+                        values[node] = capture_window(out).detach().clone()
                 return out
 
         with torch.no_grad():
             Recorder(self.gm).run(*tree_flatten(example_inputs)[0])
-
-    def _nodes(self, match) -> list:
-        """The match's nodes in graph order."""
-        chosen = {node for op in match.ops for node in op.nodes}
-        return [node for node in self.gm.graph.nodes if node in chosen]
-
-    @staticmethod
-    def _feed_keys(match) -> list:
-        return [match.input] + ([match.residual] if match.residual is not None else [])
 
     def _claim(self, base: str) -> str:
         """`base`, or `base_2`, `base_3`...: the first module path no node refers to; a module
@@ -165,9 +157,9 @@ class FxAdapter:
 
 
 def _role(module) -> str:
-    conv = module
-    if isinstance(conv, torch.nn.Conv2d):
-        if conv.groups > 1 and conv.groups == conv.in_channels:
+    """Name suffix of a new module when a site becomes several: dw, pw, conv or fused."""
+    if isinstance(module, torch.nn.Conv2d):
+        if module.groups > 1 and module.groups == module.in_channels:
             return "dw"
-        return "pw" if conv.kernel_size == (1, 1) else "conv"
+        return "pw" if module.kernel_size == (1, 1) else "conv"
     return "fused"

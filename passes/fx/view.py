@@ -32,8 +32,7 @@ from rewrite.ir import Affine, ConvSpec, ZeroPad
 from ..view import Op, View
 from .lower import conv_spec_of_module
 
-ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "silu": "silu", "hardswish": "hardswish",
-               "hardsigmoid": "hardsigmoid", "sigmoid": "sigmoid", "tanh": "tanh"}
+ACTIVATION_OPS = ("relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh")  # op name = activation name
 
 
 def op_name(target) -> str:
@@ -132,6 +131,8 @@ class FxViewBuilder:
         kwargs = self._arguments(node)
         lift = getattr(self, f"_lift_{name}", None) if kwargs is not None else None
         base = dict(output=node, name=node.name, label=name, nodes=(node,))
+        if kwargs is not None and name in ACTIVATION_OPS:
+            return self._activation(kwargs, base, name)
         op = lift(node, kwargs, base) if lift is not None else None
         return op if op is not None else Op("other", inputs, **base)
 
@@ -283,10 +284,6 @@ class FxViewBuilder:
     def _lift_permute(self, node, kw, base):
         return Op("layout", (kw["input"],), **base)
 
-
-for _name, _act in ACTIVATIONS.items():   # the activations whose op name is their name
-    setattr(FxViewBuilder, f"_lift_{_name}",
-            lambda self, node, kw, base, _act=_act: self._activation(kw, base, _act))
 
 
 def _is_node(arg) -> bool:

@@ -10,7 +10,6 @@ was, producing the chain's own output tensor, so names, consumers and graph outp
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 
 from rewrite.ir import ConvSpec, FusedSepConv, run_chain
 
-from ..verify import CAPTURE_SIDE, CHECK_BATCH
+from ..verify import capture_window
 from . import runtime
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
@@ -91,21 +90,21 @@ class OnnxAdapter:
         return nodes
 
     def original(self, match):
-        return self._runner(self._nodes(match), match, self._tensor(match.output))
+        return self._runner(match.nodes_in(self.graph.nodes), match, self._tensor(match.output))
 
     def reference(self, match):
         if match.kind == "fuse":
             f = match.fuse
-            fused = _float64(FusedSepConv(f["dw"], f["act1"], f["pw"], f["act2"], match.residual is not None, f["se"]))
-            return fused.apply
-        layers = [_float64(layer) for layer in match.layers]
+            fused = FusedSepConv(f["dw"], f["act1"], f["pw"], f["act2"], match.residual is not None, f["se"])
+            return fused.to(torch.float64).apply
+        layers = [layer.to(torch.float64) if isinstance(layer, ConvSpec) else layer for layer in match.layers]
         return lambda x: run_chain(layers, x)
 
     def candidate(self, lowered: list, match):
         return self._runner(lowered, match, lowered[-1].outputs[0])
 
     def commit(self, match, plan, lowered: list) -> None:
-        old = self._nodes(match)
+        old = match.nodes_in(self.graph.nodes)
         replace_nodes(self.graph, old, lowered, self._tensor(match.output))
         if len(lowered) == 1:
             lowered[0].name = match.name          # the node that replaces a chain keeps its name
@@ -160,20 +159,14 @@ class OnnxAdapter:
         self.values, self.shapes = {}, {}
         for name, a in captured.items():
             self.shapes[name] = tuple(a.shape)
-            window = a[:CHECK_BATCH, :, :CAPTURE_SIDE, :CAPTURE_SIDE] if a.ndim == 4 else a[:CHECK_BATCH] if a.ndim else a
-            self.values[name] = torch.from_numpy(window.copy())
+            self.values[name] = torch.from_numpy(capture_window(a).copy())
 
     def _tensor(self, name: str) -> gs.Tensor:
         return self.graph.tensors()[name]
 
-    def _nodes(self, match) -> list:
-        """The match's nodes in graph order."""
-        chosen = {id(node) for op in match.ops for node in op.nodes}
-        return [node for node in self.graph.nodes if id(node) in chosen]
-
     def _runner(self, nodes: list, match, output: gs.Tensor):
         """A callable running `nodes` alone in onnxruntime on (input, residual) torch tensors."""
-        inputs = [self._tensor(v) for v in [match.input] + ([match.residual] if match.residual is not None else [])]
+        inputs = [self._tensor(v) for v in match.runtime_inputs]
 
         def run(*xs):
             arrays = [np.ascontiguousarray(x.numpy()) for x in xs]
@@ -181,13 +174,3 @@ class OnnxAdapter:
                                              self.source.ir_version, self.functions))
         return run
 
-
-def _float64(layer):
-    """A copy of an IR layer whose weights are float64 (Affine, ZeroPad, Activation are kept)."""
-    if isinstance(layer, ConvSpec):
-        return layer.to(torch.float64)
-    if isinstance(layer, FusedSepConv):
-        se = layer.se and dataclasses.replace(layer.se, reduce=_float64(layer.se.reduce),
-                                              expand=_float64(layer.se.expand))
-        return dataclasses.replace(layer, dw=_float64(layer.dw), pw=_float64(layer.pw), se=se)
-    return layer
