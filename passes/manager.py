@@ -32,6 +32,8 @@ from .verify import check_site
 
 MAX_SWEEPS = 4
 PROGRESS_MIN_SITES = 50    # a sweep over more sites than this reports each one (a verbose run always does)
+NOT_IN_CHECKED_SET = ("not applied: this site appeared only once other sites were rolled back, after the "
+                      "whole-model check; it was not part of the set that passed")
 FUSE_SKIPPED = "fuse pass skipped: the target is not a GPU (force_fuse=True fuses anyway)"
 
 
@@ -100,8 +102,12 @@ def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtyp
     site = Site(name, plan.kind, "applied", plan.note, plan.predicted_speedup, None,
                 plan.describe_before, plan.describe_after)
     report.add(site)
-    if f"{plan.kind}:{name}" in options.skip_sites:
+    key = f"{plan.kind}:{name}"
+    if key in options.skip_sites:
         site.status, site.reason = "rolled_back", "rolled back: the whole-model check failed with it applied"
+        return 0
+    if options.only_sites is not None and key not in options.only_sites:
+        site.status, site.reason = "declined", NOT_IN_CHECKED_SET
         return 0
     lowered = adapter.lower(match, plan)
     site.reason = plan.note                # the lowering may say what it built

@@ -3,8 +3,8 @@
 Validates the model, captures a copy with torch.export and rewrites its ATen graph through the
 shared passes (each site verified on the spot), then
 checks the whole model against a float64 reference of the original. If that final check fails,
-the rewrites are retried more conservatively (folds only, then nothing), so the returned model
-never misses its tolerance silently. The default tolerance is max(dtype default, 2 × the
+only the sites responsible are rolled back, found by bisection (rewrite/retry.py), so the
+returned model never misses its tolerance silently. The default tolerance is max(dtype default, 2 × the
 original model's own error against float64), since in fp16/bf16 the original itself is far
 from float64; a tolerance the user sets is used as given.
 """
@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
-from .retry import MAX_ATTEMPTS, next_attempt, roll_back_all
+from .retry import Attempt, rewrite_checked
 
 
 def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **options) -> nn.Module:
@@ -51,37 +51,33 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         reference = reference_model(*tree_map(_to_float64, example_inputs))
         baseline, _ = _compare(output, reference)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline)
-    run_opts = opts
-    history: list[str] = []   # what failed attempts found, carried into the final report
-    for attempt in range(MAX_ATTEMPTS):
-        if attempt:
-            work = _pristine(model, inplace, reference_model, dtype)
+    fresh = iter([work])        # the first run may rewrite `work` itself; later runs get a pristine copy
+
+    def run(run_opts: RewriteOptions) -> Attempt:
         report = None
         try:
-            optimized, report = optimize_fx(work, example_inputs, run_opts, dtype)
+            start = next(fresh, None)
+            start = _pristine(model, inplace, reference_model, dtype) if start is None else start
+            optimized, report = optimize_fx(start, example_inputs, run_opts, dtype)
             with torch.no_grad():
                 out = optimized(*example_inputs)
             err, abs_err = _compare(out, reference)
         except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
+            optimized = None
             report = report or Report(target=opts.target, dtype=str(dtype).replace("torch.", ""))
-            report.notes.append(f"optimized model failed to run ({type(exc).__name__}: {exc}); rolled back")
+            report.notes.append(f"optimized model failed to run ({type(exc).__name__}: {exc})")
             err = abs_err = float("inf")
-        report.notes[:0] = [n for n in history if n not in report.notes]
         report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
         report.model_baseline_error = baseline
-        if within(err, tol):
-            break
-        run_opts, note = next_attempt(run_opts, report, attempt, f"rel error {err:.2e} > {tol:.1e}")
-        history = list(report.notes) + [note]
-        report.notes[:] = history
-    else:
+        return Attempt(optimized, report, within(err, tol), f"rel error {err:.2e} > {tol:.1e}")
+
+    final = rewrite_checked(run, opts)
+    optimized, report = final.result, final.report
+    if not final.passed:
         optimized = _pristine(model, inplace, reference_model, dtype)
-        roll_back_all(report)
-        report.model_rel_error, report.model_max_abs_error = _compare(optimized(*example_inputs), reference)
+        with torch.no_grad():
+            report.model_rel_error, report.model_max_abs_error = _compare(optimized(*example_inputs), reference)
         report.notes.append("returned the original model unchanged")
-        attempt = 0
-    if attempt:
-        report.notes.append(f"passed the whole-model check on attempt {attempt + 1}")
     optimized.rewrite_report = report
     return optimized
 

@@ -5,8 +5,8 @@
 Loads and validates the file (a clear `OnnxInputError` for anything unusable), rewrites a copy
 with the ONNX passes (each site verified on the spot in onnxruntime), then compares the whole
 optimized model against the original in onnxruntime on the same inputs (seeded random inputs of
-the declared shapes, or the caller's). When that check fails, the rewrites are retried more
-conservatively (folds only, then nothing); when no rewritten model passes, `ModelCheckError` is
+the declared shapes, or the caller's). When that check fails, only the sites responsible are
+rolled back, found by bisection (rewrite/retry.py); when no rewritten model passes, `ModelCheckError` is
 raised and nothing is written. The output passes `onnx.checker`, keeps the graph's inputs and
 outputs, and is written atomically, never over the input unless `overwrite=True`.
 
@@ -28,7 +28,7 @@ from passes.onnx.pipeline import optimize_graph
 from .numerics import max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
-from .retry import MAX_ATTEMPTS, next_attempt, roll_back_all
+from .retry import Attempt, rewrite_checked
 
 __all__ = ["optimize_onnx", "OnnxInputError", "ModelCheckError"]
 
@@ -82,26 +82,22 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     full_check = _passes_full_check(model)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline or 0.0)
 
-    run_opts, history = opts, [reference_note] if reference_note else []
-    for attempt in range(MAX_ATTEMPTS):
+    history = [reference_note] if reference_note else []
+
+    def run(run_opts: RewriteOptions) -> Attempt:
         optimized, report = optimize_graph(model, run_opts, dtype, feeds, progress, verbose)
         report.notes = list(dict.fromkeys(history + report.notes))
         report.model_baseline_error = baseline
         say("whole-model check")
-        if _passes(optimized, feeds, reference, report, tol, full_check):
-            break
+        passed = _passes(optimized, feeds, reference, report, tol, full_check)
         err = report.model_rel_error
-        why = "the ONNX checker" if err is None else f"rel error {err:.2e} > {tol:.1e}"
-        run_opts, note = next_attempt(run_opts, report, attempt, why)
-        history = list(dict.fromkeys(report.notes + [note]))
-        report.notes = history[:]
-        say(note)
-    else:
-        roll_back_all(report)
+        return Attempt(optimized, report, passed, "the ONNX checker" if err is None else f"rel error {err:.2e} > {tol:.1e}")
+
+    final = rewrite_checked(run, opts, say)
+    optimized, report = final.result, final.report
+    if not final.passed:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)
-    if attempt:
-        report.notes.append(f"passed the whole-model check on attempt {attempt + 1}")
     if dst is not None:
         external = external_data if external_data is not None else (loaded.external or io.too_big(optimized))
         say(f"writing {dst}" + (" (external data)" if external else ""))

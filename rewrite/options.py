@@ -43,12 +43,13 @@ class RewriteOptions:
     force_fuse: bool = False
     channels_last: bool | None = None
     dynamic_spatial: bool = False
-    skip_sites: frozenset = field(default_factory=frozenset)
+    skip_sites: frozenset = field(default_factory=frozenset)   # "kind:name" keys rolled back (rewrite.retry)
+    only_sites: frozenset | None = None                         # when set, no other site is applied
 
     @classmethod
     def from_kwargs(cls, options: dict, caller: str) -> "RewriteOptions":
         """Options from an API call's keyword arguments, naming the caller on an unknown one."""
-        known = {f.name for f in fields(cls)} - {"skip_sites"}
+        known = {f.name for f in fields(cls)} - {"skip_sites", "only_sites"}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"{caller}() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")

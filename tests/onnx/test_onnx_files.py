@@ -8,6 +8,7 @@ import onnx
 import pytest
 
 import rewrite.onnx_api as onnx_api
+import rewrite.retry as retry
 from rewrite import optimize_onnx
 from rewrite.onnx_api import ModelCheckError, OnnxInputError
 from tests.onnx.onnx_graphs import G, max_rel, run, sites
@@ -171,13 +172,24 @@ def test_user_inputs_and_shapes_are_checked(tmp_path):
         optimize_onnx(model, input_shapes={"x": (1, 16, 12, 12)})
 
 
-def test_whole_model_check_falls_back_to_fewer_rewrites():
+def test_whole_model_check_rolls_back_every_culprit():
     model = block_model()
     out, report = optimize_onnx(model, target="h100", model_tolerance=0.0)   # no rounding change passes
     assert not report.applied and sites(report, status="rolled_back")
-    assert any("retrying without the non-fold rewrites" in n for n in report.notes)
-    assert any("passed the whole-model check on attempt 3" in n for n in report.notes)
+    rolled_back = len(sites(report, status="rolled_back"))
+    assert any("bisection over the 3 applied sites" in n for n in report.notes), report.notes
+    assert f"passed the whole-model check with {rolled_back} site(s) rolled back" in report.notes
     assert report.model_rel_error == 0.0
+
+
+def test_without_a_bisection_budget_the_check_falls_back_to_fewer_rewrites(monkeypatch):
+    monkeypatch.setattr(retry, "MAX_BISECTION_RUNS", 0)
+    out, report = optimize_onnx(block_model(), target="h100", model_tolerance=0.0)
+    assert not report.applied and sites(report, status="rolled_back")
+    notes = report.notes
+    assert any("bisection found no culprit set within 0 re-runs" in n for n in notes), notes
+    assert "retrying without the non-fold rewrites" in notes
+    assert notes[-1] == "passed the whole-model check with every rewrite rolled back"
 
 
 def test_failing_whole_model_check_raises_and_writes_nothing(tmp_path, monkeypatch):
