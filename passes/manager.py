@@ -1,6 +1,6 @@
 """The pass manager both front ends share: fixed order, bounded fixed point, verify-then-apply.
 
-For each pass in pipeline order (fold → factorize → reverse → fuse), sweep: build the adapter's
+For each pass in pipeline order (merge → fold → factorize → reverse → fuse), sweep: build the adapter's
 view of the graph, match the pass's pattern, ask the rule for a Plan or a Decline, and hand a
 Plan to the adapter, which lowers it into its format, checks it on the activation captured at
 the site (passes/verify.py) and splices it in only if it passes. A pass stops when a sweep
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from rewrite.report import Report, Site
-from rewrite.rules import Decline, plan_factorize, plan_fold, plan_fuse, plan_reverse
+from rewrite.rules import Decline, plan_factorize, plan_fold, plan_fuse, plan_merge, plan_reverse
 from rewrite.rules.fuse import fuse_enabled
 
 from .patterns import MATCHERS, Match
@@ -87,6 +87,8 @@ def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
 
 def _plan(match: Match, shape, dtype, options):
     layers = match.layers
+    if match.kind == "merge":
+        return plan_merge(layers[0], shape, dtype, options)
     if match.kind == "fold":
         return plan_fold(layers[0], layers[1], shape, dtype, options)
     if match.kind == "factorize":

@@ -5,6 +5,7 @@ replace, the chain in IR form, the chain's input value (and a residual), or the 
 cannot be rewritten (the real blocker, named in the graph's own terms). The rules
 (rewrite/rules) then decide whether the rewrite pays; the adapters lower and verify it.
 
+    merge      parallel linear branches from one x, summed (add / sub trees) → one conv
     fold       conv → affine (BatchNorm, per-channel scale/shift); zero pad → conv
     factorize  a dense KxK conv
     reverse    dw → pw or pw → dw with nothing between
@@ -14,7 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewrite.ir import Activation, SqueezeExcite
+import os
+
+import torch
+
+from rewrite.ir import Activation, Affine, ParallelBranches, SqueezeExcite
 from rewrite.rules import is_reversible_pair
 from rewrite.rules.fuse import FUSABLE_ACTIVATIONS
 
@@ -27,7 +32,7 @@ MAX_BETWEEN = 4
 
 @dataclass(eq=False)
 class Match:
-    kind: str                   # fold | factorize | reverse | fuse
+    kind: str                   # merge | fold | factorize | reverse | fuse
     name: str                   # the site's name (its head op's)
     ops: list                   # the ops a rewrite replaces, in order; ops[-1] produces `output`
     layers: list = field(default_factory=list)   # the chain in IR, as the rule sees it
@@ -63,6 +68,148 @@ def _conv_reason(op: Op) -> str | None:
     if op.layout != "nchw":
         return "a linear over a channels-last tensor is not rewritten"
     return None
+
+
+# -- merge -----------------------------------------------------------------------------------
+
+COMBINERS = ("add", "sub")
+
+
+def _distributes(view: View, op: Op | None) -> bool:
+    """op is a constant affine applied to a partial sum that only it reads: s·(a ± b) + t."""
+    if op is None or op.kind != "affine" or op.affine is None:
+        return False
+    inner = view.producer(op.inputs[0])
+    return inner is not None and inner.kind in COMBINERS and view.sole_user(inner.output) is op
+
+
+def _is_sum_root(view: View, op: Op) -> bool:
+    """An add/sub not itself summed further up (through constant affines)."""
+    parent = view.sole_user(op.output)
+    while _distributes(view, parent):
+        parent = view.sole_user(parent.output)
+    return parent is None or parent.kind not in COMBINERS
+
+
+def _sum_terms(view: View, root: Op):
+    """(terms [(value, coefficient or None)], combiner and affine ops, constant shift or None) of
+    the sum tree under `root`: y = Σ c_k · term_k + shift."""
+    terms, ops, shift = [], [], None
+    shape = view.shape(root.output)
+
+    def walk(value, coef, top):
+        nonlocal shift
+        op = view.producer(value)
+        inner = top or view.sole_user(value) is not None
+        if inner and op is not None and op.kind in COMBINERS and len(op.inputs) == 2 and \
+                all(view.shape(v) == shape for v in op.inputs):
+            ops.append(op)
+            walk(op.inputs[0], coef, False)
+            walk(op.inputs[1], (-1.0 if coef is None else -coef) if op.kind == "sub" else coef, False)
+            # coefficients: None (1), -1.0, or a float64 per-channel tensor
+        elif inner and not top and _distributes(view, op):
+            ops.append(op)
+            scale, t = op.affine.scale.double(), op.affine.shift.double()
+            t = t if coef is None else torch.as_tensor(coef, dtype=torch.float64) * t
+            shift = t if shift is None else shift + t
+            walk(op.inputs[0], scale if coef is None else torch.as_tensor(coef, dtype=torch.float64) * scale, False)
+        else:
+            terms.append((value, coef))
+
+    walk(root.output, None, True)
+    return terms, ops, shift
+
+
+def _branch(view: View, value):
+    """Walk a summed term back through affines and at most one conv, each read by this branch
+    alone: (the value the branch starts from, its ops, its layers, why it stopped earlier or None)."""
+    ops, layers, why = [], [], None
+    while True:
+        op = view.producer(value)
+        if view.sole_user(value) is None or op is None:
+            break
+        if op.kind == "affine" and op.affine is not None:
+            ops.insert(0, op)
+            layers.insert(0, op.affine)
+            value = op.inputs[0]
+            continue
+        if op.kind == "conv" and _conv_reason(op) is None:
+            ops.insert(0, op)
+            layers.insert(0, op.conv)
+            value = op.inputs[0]
+        else:
+            why = _conv_reason(op) if op.kind == "conv" else op.reason if op.kind == "affine" else \
+                f"{op.describe()} inside the branch is not linear"
+        break
+    return value, ops, layers, why
+
+
+def _site_name(names: list[str]) -> str:
+    """The longest common module path of the branches' ops (a block's name), else the first."""
+    prefix = os.path.commonprefix(names)
+    if prefix not in names:
+        cut = max(prefix.rfind("."), prefix.rfind("/"))
+        prefix = prefix[:cut] if cut > 0 else ""
+    return prefix or names[0]
+
+
+def _sum_site(view: View, root: Op):
+    """(x, the branches reading x, the other branches, combiner ops, shift) of the sum at `root`,
+    or None when fewer than two summed branches read one value or none of them has a conv."""
+    terms, combiners, shift = _sum_terms(view, root)
+    branches = [(_branch(view, value), coef) for value, coef in terms]
+    starts = [start for (start, _, _, _), _ in branches]
+    x = max(dict.fromkeys(starts), key=starts.count)
+    mine = [b for b in branches if b[0][0] == x]
+    if len(mine) < 2 or not any(layers and not isinstance(layers[0], Affine) for (_, _, layers, _), _ in mine):
+        return None                     # a plain residual add, or no conv to merge into
+    return x, mine, [b for b in branches if b[0][0] != x], combiners, shift
+
+
+def merge_matches(view: View):
+    """Every sum (a tree of add / sub, through constant scales) of ≥ 2 linear branches of one x.
+    When the sum also adds something else (a block's residual), its largest sub-sum of x's
+    branches alone is merged instead."""
+    used = set()
+    for root in view.ops:
+        if root.kind not in COMBINERS or not _is_sum_root(view, root):
+            continue
+        site = _sum_site(view, root)
+        if site is None:
+            continue
+        if site[2]:
+            inner = (_sum_site(view, op) for op in site[3][1:] if op.kind in COMBINERS)
+            site = next((s for s in inner if s is not None and not s[2]), site)
+        x, mine, foreign, combiners, shift = site
+        convs = [op for (_, ops, _, _), _ in mine for op in ops if op.kind == "conv"]
+        name = _site_name([op.name for op in convs])
+        name = name if name not in used else convs[0].name
+        used.add(name)
+        all_ops = [op for (_, ops, _, _), _ in mine for op in ops] + combiners[::-1]
+        if foreign:
+            (start, _, _, why), _ = foreign[0]
+            producer = view.producer(start)
+            reason = why or (f"its value also feeds {view.describe_readers(start)}" if view.readers(start) > 1
+                             else f"it starts from {producer.describe() if producer else 'a graph input'}")
+            yield Match("merge", name, all_ops, reason="a summed branch does not read the shared input linearly: "
+                        + reason)
+            continue
+        channels = (view.shape(combiners[0].output) or (None, None))[1]
+        if channels is None:
+            yield Match("merge", name, all_ops, reason="the shape of the summed value is unknown")
+            continue
+        parallel = ParallelBranches(tuple(tuple(layers) + _coefficient(coef, channels)
+                                          for (_, _, layers, _), coef in mine), shift)
+        yield Match("merge", name, all_ops, [parallel], x, combiners[0].output)
+
+
+def _coefficient(coef, channels: int) -> tuple:
+    """A term's coefficient (None = 1, a scalar sign, a per-channel scale) as a trailing Affine."""
+    if coef is None:
+        return ()
+    scale = torch.as_tensor(coef, dtype=torch.float64)
+    scale = scale.expand(channels).clone() if scale.dim() == 0 else scale.reshape(-1)
+    return (Affine(scale, torch.zeros_like(scale)),)
 
 
 # -- fold ------------------------------------------------------------------------------------
@@ -246,5 +393,5 @@ def _fuse_match(view: View, dw: Op) -> Match:
                  fuse=dict(dw=dw.conv, act1=act1, se=se, pw=pw.conv, act2=act2))
 
 
-MATCHERS = {"fold": fold_matches, "factorize": factorize_matches, "reverse": reverse_matches,
+MATCHERS = {"merge": merge_matches, "fold": fold_matches, "factorize": factorize_matches, "reverse": reverse_matches,
             "fuse": fuse_matches}

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from rewrite.ir import ConvSpec, FusedSepConv, ZeroPad
+from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, ZeroPad
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
 from rewrite.report import Site
 
@@ -44,7 +44,10 @@ def capture_window(a):
 
 def _spatial_layers(layers):
     for layer in layers:
-        yield from ([layer.dw, layer.pw] if isinstance(layer, FusedSepConv) else [layer])
+        if isinstance(layer, ParallelBranches):    # the widest branch: same stride and output size as all
+            yield max(layer.convs, key=lambda conv: conv.kernel_size[0] * conv.dilation[0])
+        else:
+            yield from ([layer.dw, layer.pw] if isinstance(layer, FusedSepConv) else [layer])
 
 
 def receptive_field(layers) -> tuple[int, int]:

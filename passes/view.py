@@ -17,6 +17,7 @@ Kinds:
     mean    the global spatial mean, [B, C, H, W] → [B, C, 1, 1]
     mul     a product of two activations (a gate)
     add     a sum of two activations (a residual)
+    sub     a difference of two activations, inputs[0] − inputs[1]
     layout  a permutation of the axes (NCHW ⇄ NHWC)
     other   anything else (label says what)
 """
@@ -27,7 +28,7 @@ from typing import Hashable
 
 from rewrite.ir import Affine, ConvSpec, ZeroPad
 
-KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "layout", "other")
+KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "other")
 
 
 @dataclass(eq=False)

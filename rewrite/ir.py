@@ -239,7 +239,42 @@ class FusedSepConv:
         return "fused[" + " → ".join(p for p in parts if p) + "]"
 
 
-Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv]
+@dataclass(frozen=True, eq=False)
+class ParallelBranches:
+    """y = Σ_i chain_i(x) + shift: parallel linear branches reading the same x, summed.
+
+    Each branch is a tuple of layers: a ConvSpec followed by Affines (a BatchNorm, a layer scale,
+    a sign as Affine(−1, 0)), Affines alone (a BatchNorm on x), or empty (x itself). `shift` is a
+    per-channel constant added once (a shift applied to a partial sum), or None.
+    """
+
+    branches: tuple
+    shift: torch.Tensor | None = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        y = sum(run_chain(branch, x) for branch in self.branches)
+        return y if self.shift is None else y + self.shift.to(y.dtype).view(1, -1, 1, 1)
+
+    def to(self, dtype: torch.dtype) -> "ParallelBranches":
+        return replace(self, branches=tuple(tuple(layer.to(dtype) if isinstance(layer, ConvSpec) else layer
+                                                  for layer in branch) for branch in self.branches))
+
+    @property
+    def convs(self) -> list:
+        return [layer for branch in self.branches for layer in branch if isinstance(layer, ConvSpec)]
+
+    def describe(self) -> str:
+        parts = []
+        for branch in self.branches:
+            names = [layer.describe() for layer in branch if not isinstance(layer, Affine)]
+            parts.append((names[0] if names else "x") + ("+affine" if any(isinstance(l, Affine) for l in branch) else ""))
+        counted = dict.fromkeys(parts, 0)
+        for part in parts:
+            counted[part] += 1
+        return "Σ[" + " | ".join(p if n == 1 else f"{n}× {p}" for p, n in counted.items()) + "]"
+
+
+Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, ParallelBranches]
 
 
 def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor) -> torch.Tensor:

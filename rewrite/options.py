@@ -5,15 +5,15 @@ from dataclasses import dataclass, field, fields
 
 from .cost_model import RooflineCostModel, profile_for
 
-PASSES = ("fold", "factorize", "reverse", "fuse")
-DEFAULT_PASSES = ("fold", "factorize", "reverse", "fuse")
+PASSES = ("merge", "fold", "factorize", "reverse", "fuse")
+DEFAULT_PASSES = PASSES
 
 
 @dataclass
 class RewriteOptions:
     """What to run and how strictly to check it.
 
-    passes: which rewrite kinds run, in pipeline order fold → factorize → reverse → fuse.
+    passes: which rewrite kinds run, in pipeline order merge → fold → factorize → reverse → fuse.
     target: device profile name ("h100", "cpu") the cost model predicts for; also decides
         whether the fuse pass runs (a CUDA target) unless `force_fuse`.
     cost_model: any object with chain_time(layers, input_shape, dtype); default a roofline on

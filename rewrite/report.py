@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-KINDS = ("fold", "factorize", "reverse", "fuse")
+KINDS = ("merge", "fold", "factorize", "reverse", "fuse")
 STATUSES = ("applied", "rolled_back", "declined")
 
 
@@ -13,7 +13,7 @@ class Site:
     """One place in the graph where a rewrite was considered."""
 
     name: str                     # graph location: module path (FX) or node name (ONNX)
-    kind: str                     # fold | factorize | reverse | fuse
+    kind: str                     # merge | fold | factorize | reverse | fuse
     status: str                   # applied | rolled_back | declined
     reason: str = ""              # why declined / rolled back, or what was done
     predicted_speedup: float | None = None

@@ -257,7 +257,7 @@ class FxViewBuilder:
         a, b = kw.get("input"), kw.get("other")
         const_a, const_b = self._constant_expression(a), self._constant_expression(b)
         if const_a is None and const_b is None:
-            if what in ("mul", "add") and _is_node(a) and _is_node(b):
+            if what in ("mul", "add", "sub") and _is_node(a) and _is_node(b):
                 return Op(what, (a, b), **base)
             return None
         if const_a is not None and const_b is not None:

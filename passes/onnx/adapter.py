@@ -17,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 import torch
 
-from rewrite.ir import ConvSpec, FusedSepConv, run_chain
+from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, run_chain
 
 from ..verify import capture_window
 from . import runtime
@@ -97,7 +97,8 @@ class OnnxAdapter:
             f = match.fuse
             fused = FusedSepConv(f["dw"], f["act1"], f["pw"], f["act2"], match.residual is not None, f["se"])
             return fused.to(torch.float64).apply
-        layers = [layer.to(torch.float64) if isinstance(layer, ConvSpec) else layer for layer in match.layers]
+        layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches)) else layer
+                  for layer in match.layers]
         return lambda x: run_chain(layers, x)
 
     def candidate(self, lowered: list, match):

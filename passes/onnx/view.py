@@ -7,7 +7,7 @@
     Relu, Clip(0,6), Sigmoid·Mul, HardSwish, the Erf GELU… → act (one op for all its nodes)
     Pad (constant zero, H/W only)                 → pad      (else its reason)
     ReduceMean over (H, W) keepdims / GlobalAveragePool → mean
-    Mul / Add of two activations                  → mul / add
+    Mul / Add / Sub of two activations            → mul / add / sub
     Transpose                                     → layout
     MatMul by a constant over a 4-d tensor         → conv, 1x1, layout "nhwc" (a Linear over NHWC)
     anything else                                 → other, labelled with the op type
@@ -77,7 +77,7 @@ class OnnxViewBuilder:
             affine = constant_affine(node, x, self._channels(x, shapes, by_output), self.overridable)
             if affine is not None:
                 return Op("affine", inputs, **base, affine=affine)
-        if is_op(node, "Mul", "Add") and len(node.inputs) == 2 and len(inputs) == 2:
+        if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:
             return Op(node.op.lower(), inputs, **base)
         if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:
             pad = zero_pad(node, self.overridable)

@@ -7,6 +7,7 @@ from .base import Decline, Plan
 from .factorize import plan_factorize
 from .fold import plan_fold
 from .fuse import check_fuse, plan_fuse
+from .merge import plan_merge
 from .reverse import is_reversible_pair, plan_reverse
 
-__all__ = ["Decline", "Plan", "check_fuse", "plan_factorize", "plan_fold", "plan_fuse", "plan_reverse", "is_reversible_pair"]
+__all__ = ["Decline", "Plan", "check_fuse", "plan_factorize", "plan_fold", "plan_fuse", "plan_merge", "plan_reverse", "is_reversible_pair"]
