@@ -95,14 +95,13 @@ def _sum_terms(view: View, root: Op):
     """(terms [(value, coefficient or None)], combiner and affine ops, constant shift or None) of
     the sum tree under `root`: y = Σ c_k · term_k + shift."""
     terms, ops, shift = [], [], None
-    shape = view.shape(root.output)
 
     def walk(value, coef, top):
         nonlocal shift
         op = view.producer(value)
         inner = top or view.sole_user(value) is not None
         if inner and op is not None and op.kind in COMBINERS and len(op.inputs) == 2 and \
-                all(view.shape(v) == shape for v in op.inputs):
+                view.shape(op.inputs[0]) is not None and view.shape(op.inputs[0]) == view.shape(op.inputs[1]):
             ops.append(op)
             walk(op.inputs[0], coef, False)
             walk(op.inputs[1], (-1.0 if coef is None else -coef) if op.kind == "sub" else coef, False)
@@ -194,10 +193,7 @@ def merge_matches(view: View):
             yield Match("merge", name, all_ops, reason="a summed branch does not read the shared input linearly: "
                         + reason)
             continue
-        channels = (view.shape(combiners[0].output) or (None, None))[1]
-        if channels is None:
-            yield Match("merge", name, all_ops, reason="the shape of the summed value is unknown")
-            continue
+        channels = view.shape(combiners[0].inputs[0])[1]
         parallel = ParallelBranches(tuple(tuple(layers) + _coefficient(coef, channels)
                                           for (_, _, layers, _), coef in mine), shift)
         yield Match("merge", name, all_ops, [parallel], x, combiners[0].output)

@@ -118,7 +118,7 @@ class FxAdapter:
         for op in self.builder.build({}).ops:
             if op.kind in ("conv", "pad", "affine") and op.inputs:
                 wanted.add(op.inputs[0])
-            elif op.kind == "add":
+            elif op.kind in ("add", "sub"):
                 wanted.update(op.inputs)
         values, shapes = self.values, self.shapes
 
