@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from rewrite.algebra import absorb_pad
 from rewrite.ir import Activation, Affine, ParallelBranches, SqueezeExcite
 from rewrite.rules import is_reversible_pair
 from rewrite.rules.fuse import FUSABLE_ACTIVATIONS
@@ -119,13 +120,35 @@ def _sum_terms(view: View, root: Op):
     return terms, ops, shift
 
 
-def _branch(view: View, value):
-    """Walk a summed term back through affines and at most one conv, each read by this branch
-    alone: (the value the branch starts from, its ops, its layers, why it stopped earlier or None)."""
+def _linear_step(view: View, value):
+    """(the op producing `value` if it is a liftable affine or conv, the value it reads) or None."""
+    op = view.producer(value)
+    if op is None or not ((op.kind == "affine" and op.affine is not None) or
+                          (op.kind == "conv" and _conv_reason(op) is None)):
+        return None
+    return op, op.inputs[0]
+
+
+def _branch(view: View, value, stop_at=frozenset()):
+    """Walk a summed term back through affines and at most one conv (with a zero pad before it),
+    each read by this branch alone: (the value the branch starts from, its ops, its layers, why
+    it stopped earlier or None).
+
+    Where a value on the way has other readers, the walk stops there; if it would otherwise have
+    reached one of `stop_at` (where the other branches start) through linear ops, it starts
+    there instead, and why says which readers stopped it."""
     ops, layers, why = [], [], None
     while True:
         op = view.producer(value)
-        if view.sole_user(value) is None or op is None:
+        if op is None:
+            break
+        if view.sole_user(value) is None:
+            probe, seen = value, 0
+            while probe not in stop_at and seen < 3 and _linear_step(view, probe) is not None:
+                probe, seen = _linear_step(view, probe)[1], seen + 1
+            if probe in stop_at and probe != value:
+                why = f"a branch's output also feeds {view.describe_readers(value)}; merging would hide it"
+                value = probe
             break
         if op.kind == "affine" and op.affine is not None:
             ops.insert(0, op)
@@ -134,11 +157,15 @@ def _branch(view: View, value):
             continue
         if op.kind == "conv" and _conv_reason(op) is None:
             ops.insert(0, op)
-            layers.insert(0, op.conv)
-            value = op.inputs[0]
+            conv, value = op.conv, op.inputs[0]
+            pad = view.producer(value)
+            if pad is not None and pad.kind == "pad" and pad.pad is not None and view.sole_user(value) is op:
+                ops.insert(0, pad)        # a TF "same" pad belongs to its branch
+                conv, value = absorb_pad(pad.pad, conv), pad.inputs[0]
+            layers.insert(0, conv)
         else:
             why = _conv_reason(op) if op.kind == "conv" else op.reason if op.kind == "affine" else \
-                f"{op.describe()} inside the branch is not linear"
+                f"{op.describe()} stands between a branch and the shared input"
         break
     return value, ops, layers, why
 
@@ -156,13 +183,17 @@ def _sum_site(view: View, root: Op):
     """(x, the branches reading x, the other branches, combiner ops, shift) of the sum at `root`,
     or None when fewer than two summed branches read one value or none of them has a conv."""
     terms, combiners, shift = _sum_terms(view, root)
-    branches = [(_branch(view, value), coef) for value, coef in terms]
+    first = [_branch(view, value)[0] for value, _ in terms]
+    others = [frozenset(s for j, s in enumerate(first) if j != i) for i in range(len(first))]
+    branches = [(_branch(view, value, others[i]), coef) for i, (value, coef) in enumerate(terms)]
     starts = [start for (start, _, _, _), _ in branches]
     x = max(dict.fromkeys(starts), key=starts.count)
-    mine = [b for b in branches if b[0][0] == x]
-    if len(mine) < 2 or not any(layers and not isinstance(layers[0], Affine) for (_, _, layers, _), _ in mine):
+    mine = [b for b in branches if b[0][0] == x and b[0][3] is None]
+    foreign = [b for b in branches if b[0][0] != x or b[0][3] is not None]
+    at_x = [b for b in branches if b[0][0] == x]
+    if len(at_x) < 2 or not any(why or any(op.kind == "conv" for op in ops) for (_, ops, _, why), _ in at_x):
         return None                     # a plain residual add, or no conv to merge into
-    return x, mine, [b for b in branches if b[0][0] != x], combiners, shift
+    return x, mine, sorted(foreign, key=lambda b: b[0][0] != x), combiners, shift
 
 
 def merge_matches(view: View):
@@ -188,10 +219,9 @@ def merge_matches(view: View):
         if foreign:
             (start, _, _, why), _ = foreign[0]
             producer = view.producer(start)
-            reason = why or (f"its value also feeds {view.describe_readers(start)}" if view.readers(start) > 1
-                             else f"it starts from {producer.describe() if producer else 'a graph input'}")
-            yield Match("merge", name, all_ops, reason="a summed branch does not read the shared input linearly: "
-                        + reason)
+            reason = why or f"{producer.describe() if producer else 'a graph input'} stands between a branch " \
+                "and the shared input"
+            yield Match("merge", name, all_ops or [root], reason=reason)
             continue
         channels = view.shape(combiners[0].inputs[0])[1]
         parallel = ParallelBranches(tuple(tuple(layers) + _coefficient(coef, channels)

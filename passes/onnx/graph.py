@@ -36,6 +36,50 @@ def is_constant(t: gs.Tensor, overridable: set) -> bool:
     return is_op(node, "Constant")
 
 
+MAX_FOLDED_NODES = 24        # a constant expression larger than this is left as it is
+UNFOLDABLE = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli")
+
+
+def folded_value(t: gs.Tensor, overridable: set, opset: int) -> np.ndarray | None:
+    """constant_value, or the value of a small expression over constants only, evaluated with
+    onnx's reference evaluator at the model's `opset`: torch's exporter writes a constant
+    F.pad's widths as ConstantOfShape → Concat → Reshape → Slice → Transpose → Reshape → Cast.
+    None when any leaf is a graph input or an overridable initializer, or the expression has
+    more than MAX_FOLDED_NODES nodes."""
+    value = constant_value(t, overridable)
+    if value is not None or t is None or not t.name:
+        return value
+    nodes, leaves, stack, seen = [], {}, [t], set()
+    while stack:
+        tensor = stack.pop()
+        if tensor.name in seen:
+            continue
+        seen.add(tensor.name)
+        value = constant_value(tensor, overridable)
+        if value is not None:
+            leaves[tensor.name] = gs.Constant(tensor.name, np.asarray(value))
+            continue
+        node = producer(tensor)
+        if node is None or node.domain not in ("", None) or len(nodes) == MAX_FOLDED_NODES or is_op(node, *UNFOLDABLE):
+            return None
+        nodes.append(node)
+        stack.extend(i for i in node.inputs if i.name)
+    try:
+        from onnx.reference import ReferenceEvaluator
+        made: dict = dict(leaves)
+
+        def tensor_for(x):
+            return made.setdefault(x.name, gs.Variable(x.name, x.dtype, x.shape))
+        copies = [gs.Node(n.op, n.name, dict(n.attrs), [tensor_for(i) if i.name else gs.Variable.empty() for i in n.inputs],
+                          [tensor_for(o) for o in n.outputs]) for n in nodes]
+        sub = gs.Graph(nodes=copies, outputs=[made[t.name]], opset=opset)
+        sub.toposort()
+        model = gs.export_onnx(sub, do_type_check=False)
+        return np.asarray(ReferenceEvaluator(model).run(None, {})[0])
+    except Exception:  # noqa: BLE001 - anything the evaluator cannot do stays "computed at run time"
+        return None
+
+
 def constant_value(t: gs.Tensor, overridable: set) -> np.ndarray | None:
     """The value of a constant tensor (initializer, or Constant node output), else None.
 

@@ -19,7 +19,7 @@ import torch
 
 from rewrite.ir import Affine, ConvSpec, ZeroPad
 
-from .graph import constant_value, is_op, not_constant_reason, scalar, sole_consumer
+from .graph import constant_value, folded_value, is_op, not_constant_reason, scalar, sole_consumer
 
 FLOAT_WEIGHTS = (np.float16, np.float32, np.float64)
 QUANTIZED_CONVS = ("ConvInteger", "QLinearConv")
@@ -138,7 +138,7 @@ def constant_affine(node: gs.Node, x: gs.Tensor, channels: int | None, overridab
 
 # -- pad -------------------------------------------------------------------------------------
 
-def zero_pad(node: gs.Node, overridable: set) -> ZeroPad | str:
+def zero_pad(node: gs.Node, overridable: set, opset: int) -> ZeroPad | str:
     """The ZeroPad of a Pad node over a 4-D tensor, or why it is not one.
 
     Pad (opset ≥ 11) takes pads = [x1_begin, x2_begin, …, x1_end, x2_end, …] over every axis, or
@@ -155,8 +155,8 @@ def zero_pad(node: gs.Node, overridable: set) -> ZeroPad | str:
             return "the pad value is not a constant"
         if value != 0:
             return f"pad with the constant {value:g} (not zero)"
-    pads = constant_value(pads, overridable)
-    axes = constant_value(axes, overridable) if axes is not None else np.arange(4)
+    pads = folded_value(pads, overridable, opset)
+    axes = folded_value(axes, overridable, opset) if axes is not None else np.arange(4)
     if pads is None or axes is None:
         return "the pad widths are computed at run time"
     pads, axes = [int(p) for p in pads.reshape(-1)], [int(a) % 4 for a in axes.reshape(-1)]

@@ -2,7 +2,7 @@
 
 A site (the nodes of a chain, before or after a rewrite) is cut out of the graph as a standalone
 model: its runtime inputs become graph inputs of the real shapes, the constants it reads become
-initializers (Constant nodes it reads are copied in), the local functions it calls come along.
+initializers (Constant nodes and small constant expressions are evaluated), the local functions it calls come along.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
 from ..verify import SiteError
 from . import runtime
-from .graph import constant_value
+from .graph import folded_value
 
 FUNCTION_IR_VERSION = 8   # model-local functions need IR version 8
 
@@ -22,6 +22,7 @@ def site_model(nodes, inputs, values, output, opset_imports, ir_version: int, fu
     produced = {id(t) for n in nodes for t in n.outputs}
     fed = {id(t) for t in inputs}
     initializers = {}
+    opset = next((i.version for i in opset_imports if i.domain in ("", "ai.onnx")), 17)
     for node in nodes:
         for t in node.inputs:
             if not t.name or id(t) in produced or id(t) in fed:
@@ -29,7 +30,7 @@ def site_model(nodes, inputs, values, output, opset_imports, ir_version: int, fu
             if isinstance(t, gs.Constant):
                 initializers[t.name] = OnnxExporter.export_tensor_proto(t)
                 continue
-            value = constant_value(t, set())     # a Constant node's output, or an Identity of one
+            value = folded_value(t, set(), opset)   # a Constant node's output, or an expression over constants
             if value is None:
                 raise SiteError(f"the site reads {t.name!r}, a runtime tensor it does not take as input")
             initializers[t.name] = onnx.numpy_helper.from_array(value, t.name)

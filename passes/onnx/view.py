@@ -80,7 +80,7 @@ class OnnxViewBuilder:
         if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:
             return Op(node.op.lower(), inputs, **base)
         if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:
-            pad = zero_pad(node, self.overridable)
+            pad = zero_pad(node, self.overridable, self.opset)
             return Op("pad", inputs[:1], **base, pad=None if isinstance(pad, str) else pad,
                       reason=pad if isinstance(pad, str) else None)
         if self._is_mean(node):
