@@ -6,7 +6,7 @@ cannot be rewritten (the real blocker, named in the graph's own terms). The rule
 (rewrite/rules) then decide whether the rewrite pays; the adapters lower and verify it.
 
     merge      parallel linear branches from one x, summed (add / sub trees) → one conv
-    fold       conv → affine (BatchNorm, per-channel scale/shift); zero pad → conv
+    fold       conv → affine (BatchNorm, per-channel scale/shift); affine → conv; zero pad → conv
     factorize  a dense KxK conv
     reverse    dw → pw or pw → dw with nothing between
     fuse       dw (+act1) (+squeeze-excitation) → pw (+act2) (+residual add)
@@ -241,11 +241,15 @@ def _coefficient(coef, channels: int) -> tuple:
 # -- fold ------------------------------------------------------------------------------------
 
 def fold_matches(view: View):
-    """conv → affine where the conv's output feeds only the affine; zero pad → conv."""
+    """conv → affine where the conv's output feeds only the affine; else affine → conv where the
+    affine feeds only the conv; zero pad → conv."""
     for op in view.ops:
         if op.kind == "affine":
             conv = view.producer(op.inputs[0])
             if conv is None or conv.kind != "conv":
+                before = _affine_before_conv(view, op)
+                if before is not None:
+                    yield before
                 continue
             ops = [conv, op]
             reason = _conv_reason(conv) or op.reason
@@ -253,7 +257,8 @@ def fold_matches(view: View):
                 reason = (f"conv output has {view.readers(conv.output)} readers; folding the {op.label} "
                           "would change what the others see")
             if reason:
-                yield _declined("fold", conv, reason, ops)
+                before = _affine_before_conv(view, op) if view.readers(conv.output) > 1 else None
+                yield before if before is not None and before.reason is None else _declined("fold", conv, reason, ops)
                 continue
             yield Match("fold", conv.name, ops, [conv.conv, op.affine], conv.inputs[0], op.output)
         elif op.kind == "pad":
@@ -266,6 +271,17 @@ def fold_matches(view: View):
                 yield _declined("fold", conv, reason, ops)
                 continue
             yield Match("fold", conv.name, ops, [op.pad, conv.conv], op.inputs[0], conv.output)
+
+
+def _affine_before_conv(view: View, op: Op) -> Match | None:
+    """affine → conv, where the affine's output feeds only that conv (a pre-activation BatchNorm)."""
+    conv = view.sole_user(op.output)
+    if conv is None or conv.kind != "conv" or op.affine is None:
+        return None
+    reason = _conv_reason(conv)
+    if reason:
+        return _declined("fold", conv, reason, [op, conv])
+    return Match("fold", conv.name, [op, conv], [op.affine, conv.conv], op.inputs[0], conv.output)
 
 
 # -- factorize -------------------------------------------------------------------------------

@@ -200,3 +200,30 @@ def test_unalignable_branches_are_declined_with_the_reason(block, reason):
 def test_merge_pass_can_be_turned_off():
     fx, ox, (before, after) = both_formats(RepVggBlock(), passes=("fold",))
     assert not merges(fx) and not merges(ox) and before == after == 2
+
+
+# ------------------------------------------------------------------------- BatchNorm before a conv
+class PreActivation(nn.Module):
+    """BN → 1x1 conv (exact); BN → padded 3x3 conv (declined: the shift meets the padding); the
+    convs' outputs are also returned, so the BNs after them cannot fold back into them."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.bn1, self.pw = batchnorm(c, 1), nn.Conv2d(c, 2 * c, 1)
+        self.bn2, self.kxk = batchnorm(2 * c, 2), nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2)
+        self.bn3, self.head = batchnorm(2 * c, 3), nn.Conv2d(2 * c, c, 1, groups=c)
+
+    def forward(self, x):
+        p = self.pw(self.bn1(x))
+        y = self.kxk(self.bn2(p))
+        return self.head(self.bn3(y)), y, p
+
+
+def test_batchnorm_before_a_conv_folds_where_exact():
+    fx, ox, _ = both_formats(PreActivation(), shape=(2, 8, 9, 9), passes=("fold",))
+    for report in (fx, ox):
+        folds = [s for s in report.sites if s.kind == "fold"]
+        applied = [s.before for s in folds if s.status == "applied"]
+        declined = [s.reason for s in folds if s.status == "declined"]
+        assert sorted(applied) == sorted(["affine → pw 8->16", "affine → gconv1x1 g=8 16->8"]), str(report)
+        assert any("shift meets the conv's zero padding" in r for r in declined), str(report)

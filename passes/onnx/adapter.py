@@ -142,14 +142,17 @@ class OnnxAdapter:
     # -- helpers ---------------------------------------------------------------------------
 
     def _capture(self) -> None:
-        """Shapes and crops of the tensors the site checks read: conv and pad inputs, add and sub operands.
+        """Shapes and crops of the tensors the site checks read: conv, pad and BatchNorm inputs, the
+        operands of Add / Sub / Mul / Div.
         Without inputs (or when onnxruntime cannot run the graph), static shapes from shape
         inference and no activations."""
         if self.feeds is None:
             self.shapes = self.shapes or runtime.inferred_shapes(self.source)
             return
-        names = [n.inputs[0].name for n in self.graph.nodes if is_op(n, "Conv", "Pad", *QUANTIZED_CONVS) and n.inputs]
-        names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub") for t in n.inputs if isinstance(t, gs.Variable)]
+        names = [n.inputs[0].name for n in self.graph.nodes
+                 if is_op(n, "Conv", "Pad", "BatchNormalization", *QUANTIZED_CONVS) and n.inputs]
+        names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")
+                  for t in n.inputs if isinstance(t, gs.Variable)]
         self.progress("capturing activations")
         try:
             captured = runtime.capture(self.model(), [n for n in names if n], self.feeds)

@@ -4,6 +4,15 @@
 
 Exact in real arithmetic; computed in float64 and cast back to the weight's dtype.
 
+A per-channel affine before a conv (a BatchNorm in a pre-activation design) folds into it too:
+
+    conv(s ⊙ x + t; W, b) = conv(x; W', b'),  W'[o, i] = W[o, i]·s[c(o, i)],
+    b'[o] = b[o] + Σ_{i, kh, kw} W[o, i, kh, kw]·t[c(o, i)]
+
+where c(o, i) = group(o)·C_in/g + i is the input channel that weight column i of output o reads.
+Exact only when the conv does not pad or t = 0: the zero padding is added after the affine, so
+at the border the chain sees 0 where the folded conv would see t (check_fold_affine_before).
+
 A zero pad before a conv is absorbed into the conv's own (per-side) zero padding:
 
     conv(pad(x, p); W, b, padding q) = conv(x; W, b, padding p + q)
@@ -13,6 +22,8 @@ exact for any stride and dilation, since both sides read the same zero-extended 
 from __future__ import annotations
 
 from dataclasses import replace
+
+import torch
 
 from ..ir import Affine, ConvSpec, ZeroPad
 
@@ -26,6 +37,32 @@ def fold_affine(conv: ConvSpec, affine: Affine) -> ConvSpec:
     weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
     bias = shift if conv.bias is None else conv.bias.double() * scale + shift
     return replace(conv, weight=weight.to(dtype), bias=bias.to(dtype))
+
+
+def check_fold_affine_before(affine: Affine, conv: ConvSpec) -> str | None:
+    """None when affine → conv folds exactly, else why not."""
+    if affine.scale.numel() != conv.in_channels:
+        return f"affine has {affine.scale.numel()} channels, the conv reads {conv.in_channels}"
+    if any(conv.padding) and bool(affine.shift.any()):
+        return "the affine's shift meets the conv's zero padding (border outputs would change)"
+    return None
+
+
+def fold_affine_before(affine: Affine, conv: ConvSpec) -> ConvSpec:
+    """The conv that computes conv(affine(x))."""
+    reason = check_fold_affine_before(affine, conv)
+    if reason:
+        raise ValueError(reason)
+    g, cout = conv.groups, conv.out_channels
+    cin_g = conv.weight.shape[1]
+    channel = (torch.arange(cout) // (cout // g)).view(-1, 1) * cin_g + torch.arange(cin_g).view(1, -1)
+    scale, shift = affine.scale.double()[channel], affine.shift.double()[channel]     # [C_out, C_in/g]
+    weight = conv.weight.double()
+    bias = (weight * shift[:, :, None, None]).sum(dim=(1, 2, 3))
+    if conv.bias is not None:
+        bias = bias + conv.bias.double()
+    dtype = conv.weight.dtype
+    return replace(conv, weight=(weight * scale[:, :, None, None]).to(dtype), bias=bias.to(dtype))
 
 
 def absorb_pad(pad: ZeroPad, conv: ConvSpec) -> ConvSpec:
