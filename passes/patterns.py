@@ -8,7 +8,7 @@ cannot be rewritten (the real blocker, named in the graph's own terms). The rule
     merge      parallel linear branches from one x, summed (add / sub trees) → one conv
     fold       conv → affine (BatchNorm, per-channel scale/shift); affine → conv; zero pad → conv
     factorize  a dense KxK conv
-    reverse    dw → pw or pw → dw with nothing between
+    reverse    dw → pw, pw → dw, or a dense 1x1 next to any conv, with nothing between
     fuse       dw (+act1) (+squeeze-excitation) → pw (+act2) (+residual add)
 """
 from __future__ import annotations
@@ -310,20 +310,21 @@ def _between_reason(op: Op) -> str:
 
 
 def reverse_matches(view: View):
-    """dw → pw or pw → dw; with one op between them, declined with what it is."""
+    """A dense 1x1 next to another conv (dw → pw, pw → dw, pw → pw, KxK → pw, pw → KxK); a
+    separable pair with one op between them is declined with what it is."""
     for op in view.ops:
         if not op.liftable_conv or op.origin == "factorize":
-            continue
-        if not (op.conv.is_depthwise or op.conv.kernel_size == (1, 1)):
             continue
         nxt = view.sole_user(op.output)
         between = None
         if nxt is not None and nxt.kind != "conv":
             between, nxt = nxt, view.sole_user(nxt.output)
-        if nxt is None or not nxt.liftable_conv or not is_reversible_pair(op.conv, nxt.conv):
+        if nxt is None or not nxt.liftable_conv or nxt.origin == "factorize" or \
+                not is_reversible_pair(op.conv, nxt.conv):
             continue
         if between is not None:
-            yield _declined("reverse", op, _between_reason(between), [op, between, nxt])
+            if op.conv.is_depthwise or nxt.conv.is_depthwise:   # the separable pairs say what blocks them
+                yield _declined("reverse", op, _between_reason(between), [op, between, nxt])
             continue
         yield Match("reverse", op.name, [op, nxt], [op.conv, nxt.conv], op.inputs[0], nxt.output)
 

@@ -105,3 +105,28 @@ def test_float32_branches_merge_in_float64():
     x = torch.randn(1, c, 6, 6)
     want = sum(b.to(torch.float64).apply(x.double()) for b in branches)
     assert (merged.apply(x).double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+# ------------------------------------------------------------------------- collapse beyond dw/pw
+from rewrite.algebra import check_collapse_pair, collapse_pair  # noqa: E402
+
+
+@pytest.mark.parametrize("first, second", [
+    (conv(6, 10, 1, padding=(0,) * 4), conv(10, 4, 1, padding=(0,) * 4)),              # pw → pw
+    (conv(6, 8, 3), conv(8, 5, 1, padding=(0,) * 4)),                                   # KxK → pw
+    (conv(6, 8, 3, groups=2), conv(8, 5, 1, stride=2, padding=(0,) * 4)),              # grouped KxK → strided pw
+    (conv(6, 8, 1, padding=(0,) * 4, bias=False), conv(8, 8, 3, groups=4)),           # pw → grouped KxK
+    (conv(6, 8, 1, padding=(0,) * 4), conv(8, 4, 3, padding=(0,) * 4, stride=2)),     # pw (bias) → unpadded KxK
+], ids=["pw_pw", "kxk_pw", "gconv_spw", "pw_gconv", "pw_kxk_nopad"])
+def test_collapse_pair_is_exact(first, second):
+    x = torch.randn(2, 6, 11, 11, dtype=torch.float64)
+    merged = collapse_pair(first, second)
+    want = second.apply(first.apply(x))
+    assert (merged.apply(x) - want).abs().max() <= 1e-12 * want.abs().max()
+
+
+def test_collapse_pair_declines_with_the_reason():
+    assert "bias meets" in check_collapse_pair(conv(6, 8, 1, padding=(0,) * 4), conv(8, 8, 3))
+    assert "neither conv is a plain 1x1" in check_collapse_pair(conv(6, 8, 3), conv(8, 8, 3))
+    assert "strided 1x1" in check_collapse_pair(conv(6, 8, 1, stride=2, padding=(0,) * 4), conv(8, 8, 3))
+    assert "channel mismatch" in check_collapse_pair(conv(6, 8, 3), conv(6, 8, 1, padding=(0,) * 4))

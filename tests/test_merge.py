@@ -227,3 +227,24 @@ def test_batchnorm_before_a_conv_folds_where_exact():
         declined = [s.reason for s in folds if s.status == "declined"]
         assert sorted(applied) == sorted(["affine → pw 8->16", "affine → gconv1x1 g=8 16->8"]), str(report)
         assert any("shift meets the conv's zero padding" in r for r in declined), str(report)
+
+
+# ------------------------------------------------------------------------- conv → conv collapse beyond dw/pw
+class LinearPairs(nn.Module):
+    """conv3x3+BN → 1x1 (KxK → pw) and pw 8→32 → pw 32→8 (pw → pw) with nothing between."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.kxk, self.project = conv_bn(c, 4 * c, 3, seed=1), nn.Conv2d(4 * c, c, 1)
+        self.expand, self.squeeze = nn.Conv2d(c, 4 * c, 1), nn.Conv2d(4 * c, c, 1)
+
+    def forward(self, x):
+        return self.squeeze(self.expand(torch.relu(self.project(self.kxk(x)))))
+
+
+def test_a_1x1_next_to_a_conv_collapses_where_the_cost_model_predicts_a_win():
+    fx, ox, (before, after) = both_formats(LinearPairs(), shape=(2, 8, 12, 12))
+    for report in (fx, ox):
+        applied = sorted(s.before for s in report.sites if s.kind == "reverse" and s.status == "applied")
+        assert applied == ["conv3x3 8->32 → pw 32->8", "pw 8->32 → pw 32->8"], str(report)
+    assert (before, after) == (4, 2)

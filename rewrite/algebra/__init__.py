@@ -1,11 +1,13 @@
 """Pure functions over the chain IR: fold, rank test, factorize, collapse (float64 inside)."""
-from .collapse import check_collapse_dw_pw, check_collapse_pw_dw, collapse_dw_pw, collapse_pw_dw
+from .collapse import (check_collapse_dw_pw, check_collapse_pair, check_collapse_pw_dw, collapse_dw_pw, collapse_pair,
+                       collapse_pw_dw)
 from .factorize import dw_pw_rank_for_budget, factorize_dw_pw, factorize_pw_dw
 from .fold import absorb_pad, check_fold_affine_before, fold_affine, fold_affine_before
 from .rank import RankReport, rank_test, rank_tolerance
 
 __all__ = [
-    "check_collapse_dw_pw", "check_collapse_pw_dw", "collapse_dw_pw", "collapse_pw_dw",
+    "check_collapse_dw_pw", "check_collapse_pair", "check_collapse_pw_dw", "collapse_dw_pw", "collapse_pair",
+    "collapse_pw_dw",
     "absorb_pad", "check_fold_affine_before", "fold_affine_before", "dw_pw_rank_for_budget", "factorize_dw_pw", "factorize_pw_dw", "fold_affine",
     "RankReport", "rank_test", "rank_tolerance",
 ]

@@ -136,6 +136,11 @@ def _regroup(conv: ConvSpec, groups: int) -> torch.Tensor:
     return out
 
 
+def dense_weight(conv: ConvSpec) -> torch.Tensor:
+    """The conv's weight as a dense (groups = 1) float64 weight, block-diagonal across groups."""
+    return _regroup(conv, 1)
+
+
 def scaled(conv: ConvSpec, coefficient) -> ConvSpec:
     """a · conv(x) for a scalar or per-output-channel coefficient a (a sign, a layer scale)."""
     scale = torch.as_tensor(coefficient, dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""reverse (Fused-MBConv reversal): linear dw→pw or pw→dw ⇒ one dense KxK conv.
+"""reverse (Fused-MBConv reversal): linear dw→pw or pw→dw ⇒ one dense KxK conv; and the general
+case, a dense 1x1 next to any conv (pw→pw, KxK→pw, pw→KxK) ⇒ one conv.
 
 W[n, m] = Σ_i P[n, m·r+i] D[m·r+i] for dw→pw, W[e·r+i, m] = D[e·r+i] P[e, m] for pw→dw (see
 rewrite.algebra.collapse). Applied only where the cost model predicts the dense form is faster:
@@ -9,25 +10,26 @@ pair, the dense conv must also beat the fused kernel, which already saves that p
 """
 from __future__ import annotations
 
-from ..algebra import check_collapse_dw_pw, check_collapse_pw_dw, collapse_dw_pw, collapse_pw_dw
+from ..algebra import (check_collapse_dw_pw, check_collapse_pair, check_collapse_pw_dw, collapse_dw_pw, collapse_pair,
+                       collapse_pw_dw)
 from ..ir import ConvSpec, FusedSepConv
 from .fuse import check_fuse, fuse_enabled
 from .base import Decline, Plan
 
 
 def is_reversible_pair(first: ConvSpec, second: ConvSpec) -> bool:
-    """dw → dense 1x1, or dense 1x1 → dw: the pairs the reverse pass considers (and reports)."""
-    return (first.is_depthwise and second.kernel_size == (1, 1) and second.is_dense) or (
-        first.kernel_size == (1, 1) and first.is_dense and second.is_depthwise)
+    """A dense 1x1 on either side of a conv: dw → pw, pw → dw, pw → pw, KxK → pw, pw → KxK
+    (the pairs the reverse pass considers and reports)."""
+    return (second.kernel_size == (1, 1) and second.is_dense) or (first.kernel_size == (1, 1) and first.is_dense)
 
 
 def plan_reverse(first: ConvSpec, second: ConvSpec, input_shape, dtype, options) -> Plan | Decline:
     if first.is_depthwise:
         reason, build = check_collapse_dw_pw(first, second), collapse_dw_pw
-    elif first.is_pointwise:
+    elif first.is_pointwise and second.is_depthwise:
         reason, build = check_collapse_pw_dw(first, second), collapse_pw_dw
     else:
-        reason, build = f"first conv is neither depthwise nor pointwise ({first.describe()})", None
+        reason, build = check_collapse_pair(first, second), collapse_pair
     if reason:
         return Decline("reverse", reason, [first, second])
     after = [build(first, second)]
