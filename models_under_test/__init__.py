@@ -10,10 +10,10 @@ reference torchvision and timm implementations (``real``; those libraries are op
 """
 
 from .checkpoint import load_checkpoint
-from .real import REAL_MODELS, build_real, real_example_input, real_names
+from .real import REAL_MODELS, REPARAM_MODELS, build_real, real_example_input, real_names, reparam_names
 from .registry import ModelSpec, example_input, get, names, spec
 
 __all__ = [
-    "REAL_MODELS", "ModelSpec", "build_real", "example_input", "get", "load_checkpoint", "names",
-    "real_example_input", "real_names", "spec",
+    "REAL_MODELS", "REPARAM_MODELS", "ModelSpec", "build_real", "example_input", "get", "load_checkpoint", "names",
+    "real_example_input", "real_names", "reparam_names", "spec",
 ]

@@ -90,17 +90,38 @@ REAL_MODELS: dict[str, RealModel] = {
 }
 
 
+# Trained with parallel linear branches that sum to one conv at inference (structural
+# reparameterization); timm ships reparameterize_model() for them, the ideal to compare against.
+REPARAM_MODELS: dict[str, RealModel] = {
+    "timm/mobileone_s0": RealModel(
+        "timm", "mobileone_s0", 224, "MobileOne-S0: k dw/pw conv+BN branches, a 1x1 scale branch and a BN identity"),
+    "timm/repvgg_a0": RealModel(
+        "timm", "repvgg_a0", 224, "RepVGG-A0: 3x3+BN, 1x1+BN and BN identity branches, dense"),
+    "timm/repvit_m1": RealModel(
+        "timm", "repvit_m1", 224, "RepViT-M1: depthwise RepVGG token mixers inside MobileNetV3-style blocks"),
+    "timm/fastvit_t8": RealModel(
+        "timm", "fastvit_t8", 224, "FastViT-T8: RepMixer x + γ(BN(dw(x)) − BN(x)), MobileOne stem, RepCPE"),
+    "timm/repghostnet_100": RealModel(
+        "timm", "repghostnet_100", 224, "RepGhostNet 1.0: dw conv+BN plus a BN 'fusion' branch inside ghost modules"),
+}
+
+
 def real_names() -> list[str]:
     """Keys of ``REAL_MODELS``, torchvision's (``tv/...``) then timm's (``timm/...``)."""
     return list(REAL_MODELS)
 
 
+def reparam_names() -> list[str]:
+    """Keys of ``REPARAM_MODELS`` (built by ``build_real`` too)."""
+    return list(REPARAM_MODELS)
+
+
 def _entry(name: str) -> RealModel:
     try:
-        return REAL_MODELS[name]
+        return REAL_MODELS[name] if name in REAL_MODELS else REPARAM_MODELS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown real model {name!r}; valid names: {', '.join(REAL_MODELS)}") from None
+        raise KeyError(f"unknown real model {name!r}; valid names: "
+                       f"{', '.join(list(REAL_MODELS) + list(REPARAM_MODELS))}") from None
 
 
 def _constructor(entry: RealModel) -> Callable[..., nn.Module]:
