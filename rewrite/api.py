@@ -38,7 +38,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     opts = RewriteOptions.from_kwargs(options, "optimize")
     example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     dtype, output = _validate(model, example_inputs)
-    from passes.fx.pipeline import optimize_fx  # front end loaded on use: rewrite/ stays graph-free
+    from passes.fx.pipeline import Captured, optimize_fx  # front end loaded on use: rewrite/ stays graph-free
 
     reference_model = _float64_copy(model) if opts.check else None
     work = model if inplace else copy.deepcopy(model)
@@ -52,13 +52,14 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         baseline, _ = _compare(output, reference)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline)
     fresh = iter([work])        # the first run may rewrite `work` itself; later runs get a pristine copy
+    captured = Captured()       # ...and one capture serves every run
 
     def run(run_opts: RewriteOptions) -> Attempt:
         report = None
         try:
             start = next(fresh, None)
             start = _pristine(model, inplace, reference_model, dtype) if start is None else start
-            optimized, report = optimize_fx(start, example_inputs, run_opts, dtype)
+            optimized, report = optimize_fx(start, example_inputs, run_opts, dtype, captured=captured)
             with torch.no_grad():
                 out = optimized(*example_inputs)
             err, abs_err = _compare(out, reference)

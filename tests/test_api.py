@@ -115,9 +115,9 @@ def test_failed_attempt_is_reported_when_a_retry_passes(monkeypatch):
     real = pipeline.optimize_fx
     calls = []
 
-    def flaky(model, example_inputs, options, dtype):
+    def flaky(model, example_inputs, options, dtype, **kwargs):
         calls.append(options.skip_sites)
-        optimized, report = real(model, example_inputs, options, dtype)
+        optimized, report = real(model, example_inputs, options, dtype, **kwargs)
         if len(calls) == 1:
             optimized.forward = lambda *a: (_ for _ in ()).throw(RuntimeError("injected"))
         return optimized, report

@@ -130,3 +130,24 @@ def test_onnx_rolls_back_only_the_culprit(monkeypatch):
     assert report.model_rel_error <= report.model_tolerance
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 8, 10, 10)).astype(np.float32)}
     assert max_rel(torch.from_numpy(run(out, feeds)[0]), torch.from_numpy(run(model, feeds)[0])) < 1e-5
+
+
+def test_bisection_reuses_one_capture(monkeypatch):
+    """Every re-run of the passes starts from the same torch.export capture: export runs once."""
+    import passes.fx.pipeline as pipeline
+    from tests.fx_models import ControlFlow
+
+    exports = []
+    real = pipeline.capture_regions
+    monkeypatch.setattr(pipeline, "capture_regions", lambda *a, **k: exports.append(1) or real(*a, **k))
+    _corrupt_fx_site(monkeypatch, "b2.0")
+    model = ThreeBlocks().eval()
+    x = torch.randn(2, 8, 10, 10)
+    opt = optimize(model, x, passes=("fold",))
+    assert len(exports) == 1 and [s.status for s in opt.rewrite_report.sites].count("rolled_back") == 1
+    model = ControlFlow().eval()                # regions: the submodules torch.export can capture
+    x = torch.randn(2, 3, 12, 12)
+    opt = optimize(model, x, model_tolerance=1e-30)
+    assert len(exports) == 2 and not opt.rewrite_report.applied
+    with torch.no_grad():
+        assert torch.equal(opt(x), model(x))

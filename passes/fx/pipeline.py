@@ -2,6 +2,8 @@
 passes (passes/manager.py), clean up → channels_last layout when sites were fused."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -10,17 +12,38 @@ from rewrite.report import Report
 
 from ..manager import run_passes
 from .adapter import FxAdapter
-from .capture import capture_regions
+from .capture import Region, capture_regions
 from .layout import keep_channels_last, wants_channels_last
 
 
+class Captured:
+    """One torch.export capture of a model, replayed for every re-run of the passes (the
+    whole-model check's bisection re-runs them a few times): export is most of optimize()'s time.
+    The first call hands out the captured graphs themselves, later calls fresh copies of them
+    as they were before any pass ran."""
+
+    def __init__(self):
+        self.pristine: list | None = None
+        self.notes: list = []
+
+    def regions(self, model: nn.Module, example_inputs: tuple, dynamic_spatial: bool, notes: list) -> list:
+        if self.pristine is None:
+            regions = capture_regions(model, example_inputs, dynamic_spatial=dynamic_spatial, notes=self.notes)
+            self.pristine = [Region(r.path, copy.deepcopy(r.module), r.inputs) for r in regions]
+        else:
+            regions = [Region(r.path, copy.deepcopy(r.module), r.inputs) for r in self.pristine]
+        notes.extend(self.notes)
+        return regions
+
+
 def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions, dtype: torch.dtype,
-                progress=None) -> tuple[nn.Module, Report]:
+                progress=None, captured: Captured | None = None) -> tuple[nn.Module, Report]:
     """Rewrite `model` and return (new root, report). The root is the exported GraphModule, or
-    `model` itself with its exportable submodules replaced (then `model` is modified: pass a copy)."""
+    `model` itself with its exportable submodules replaced (then `model` is modified: pass a copy).
+    `captured`: a capture of the same model to reuse (see Captured)."""
     report = Report(target=getattr(getattr(options.cost_model, "profile", None), "name", options.target),
                     dtype=str(dtype).replace("torch.", ""))
-    regions = capture_regions(model, example_inputs, dynamic_spatial=options.dynamic_spatial, notes=report.notes)
+    regions = (captured or Captured()).regions(model, example_inputs, options.dynamic_spatial, report.notes)
     if not regions:
         report.notes.append("no part of the model could be captured by torch.export: nothing rewritten")
         return model, report
