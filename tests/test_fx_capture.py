@@ -163,3 +163,50 @@ def test_a_model_export_cannot_capture_is_returned_unchanged_with_the_reason():
     assert not opt.rewrite_report.sites
     with torch.no_grad():
         assert torch.equal(opt(x), model(x))
+
+
+def test_dynamic_spatial_survives_a_layer_of_size_one():
+    """Found by the fuzzer: a 7x9 input strided by 8 is 1x2, which export would pin."""
+    m = nn.Sequential(nn.Conv2d(3, 8, 1, stride=8)).eval()
+    fast = optimize(m, torch.randn(1, 3, 7, 9), dynamic_spatial=True)
+    x = torch.randn(2, 3, 10, 12)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), m(x), atol=1e-6)
+
+
+class _Cond(nn.Module):
+    def forward(self, x):
+        return x * 2 if x.mean() > 0 else x
+
+
+class _ListNet(nn.Module):
+    """Blocks in a ModuleList, iterated by a forward that export cannot capture (found by the fuzzer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)), _Cond()])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_fallback_capture_descends_into_module_lists():
+    m = _ListNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    fast = optimize(m, x)
+    assert [s.kind for s in fast.rewrite_report.applied] == ["fold"]
+    with torch.no_grad():
+        assert torch.allclose(fast(x), m(x), atol=1e-5)
+
+
+def test_dynamic_spatial_keeps_a_model_that_pins_its_resolution_at_its_own():
+    """A model whose flatten → linear fixes H×W: the enlarged export fails or specializes, so the
+    capture falls back to the example's own resolution."""
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    fast = optimize(m, x, dynamic_spatial=True)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), m(x), atol=1e-5)
+    assert [s.kind for s in fast.rewrite_report.applied] == ["fold"]

@@ -60,6 +60,8 @@ def _descend(module: nn.Module, path: str, calls: dict, dynamic_spatial: bool, n
     for name, child in module.named_children():
         child_path = f"{path}.{name}" if path else name
         if child_path not in calls:
+            if any(True for _ in child.children()):   # a container (ModuleList, ModuleDict) its owner iterates
+                _descend(child, child_path, calls, dynamic_spatial, notes, regions)
             continue            # never called in the example run: nothing to capture it with
         args = calls[child_path]
         gm, error = _export(child, args, dynamic_spatial)
@@ -92,17 +94,49 @@ def _child_arguments(model: nn.Module, example_inputs: tuple) -> dict[str, tuple
 
 
 def _export(module: nn.Module, args: tuple, dynamic_spatial: bool):
-    """(GraphModule, None) or (None, the first line of why export failed)."""
+    """(GraphModule, None) or (None, the first line of why export failed).
+
+    With dynamic_spatial, the export runs on the example enlarged to at least ROOMY_SIDE² first:
+    export specializes any dimension that is 1 at some layer (a 7² input after a stride of 8),
+    which would pin the result to the example's resolution."""
     args = tuple(_at_least_batch_2(a) for a in args)
     dynamic = tuple(_dynamic_dims(a, dynamic_spatial) for a in args)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-        return program.module(), None
-    except Exception as exc:  # noqa: BLE001 - export raises many unrelated types; all mean "not capturable"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return None, f"{type(exc).__name__}: {first[:160]}"
+    tries = ([tuple(_roomy(a) for a in args)] if dynamic_spatial else []) + [args]
+    error = None
+    for example in tries:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
+            if example is args or _spatial_is_dynamic(program):
+                return program.module(), None
+        except Exception as exc:  # noqa: BLE001 - export raises many unrelated types; all mean "not capturable"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            error = f"{type(exc).__name__}: {first[:160]}"   # the last try is the example as given
+    return None, error
+
+
+def _spatial_is_dynamic(program) -> bool:
+    """Whether H and W of every 4-d input stayed symbolic (else the model pins its resolution,
+    and the export at an enlarged example would pin it to the wrong one)."""
+    inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" and node.name in inputs else None
+        if isinstance(val, torch.Tensor) and val.dim() == 4 and not all(isinstance(d, torch.SymInt) for d in val.shape[2:]):
+            return False
+    return True
+
+
+ROOMY_SIDE = 64
+
+
+def _roomy(x):
+    """x with H and W enlarged (nearest) to at least ROOMY_SIDE, for a dynamic-spatial export."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point() or \
+            min(x.shape[2:]) >= ROOMY_SIDE:
+        return x
+    size = (max(x.shape[2], ROOMY_SIDE), max(x.shape[3], ROOMY_SIDE))
+    return torch.nn.functional.interpolate(x, size=size, mode="nearest")
 
 
 def _at_least_batch_2(x):
