@@ -211,9 +211,9 @@ def merge_matches(view: View):
             inner = (_sum_site(view, op) for op in site[3][1:] if op.kind in COMBINERS)
             site = next((s for s in inner if s is not None and not s[2]), site)
         x, mine, foreign, combiners, shift = site
-        convs = [op for (_, ops, _, _), _ in mine for op in ops if op.kind == "conv"]
-        name = _site_name([op.name for op in convs])
-        name = name if name not in used else convs[0].name
+        names = [op.name for (_, ops, _, _), _ in mine for op in ops if op.kind == "conv"] or [combiners[0].name]
+        name = _site_name(names)
+        name = name if name not in used else names[0]
         used.add(name)
         all_ops = [op for (_, ops, _, _), _ in mine for op in ops] + combiners[::-1]
         if foreign:

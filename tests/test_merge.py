@@ -248,3 +248,22 @@ def test_a_1x1_next_to_a_conv_collapses_where_the_cost_model_predicts_a_win():
         applied = sorted(s.before for s in report.sites if s.kind == "reverse" and s.status == "applied")
         assert applied == ["conv3x3 8->32 → pw 32->8", "pw 8->32 → pw 32->8"], str(report)
     assert (before, after) == (4, 2)
+
+
+class SharedConvBranch(nn.Module):
+    """The only conv branch's output is also returned: the site is declined, whatever is left."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.a, self.bn = conv_bn(c, c, 3, seed=1), batchnorm(c, 2)
+
+    def forward(self, x):
+        a = self.a(x)
+        return a + self.bn(x), a
+
+
+def test_a_declined_sum_without_a_mergeable_conv_is_named():
+    fx, ox, _ = both_formats(SharedConvBranch())
+    for report in (fx, ox):
+        (site,) = merges(report, "declined")
+        assert "a branch's output also feeds" in site.reason and site.name
