@@ -46,8 +46,9 @@ def _shape(text: str) -> tuple[str, tuple[int, ...]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rewrite-onnx",
-        description="Rewrite an ONNX CNN for speed: fold BatchNorm, factorize / collapse depthwise-separable "
-                    "convs, mark fused dw+pw groups; every rewrite checked in onnxruntime.",
+        description="Rewrite an ONNX CNN for speed: merge parallel linear branches (reparameterization), fold "
+                    "BatchNorm, factorize / collapse depthwise-separable convs, mark fused dw+pw groups; every "
+                    "rewrite checked in onnxruntime.",
         epilog="exit codes: 0 success, 1 whole-model check failed (nothing written), "
                "2 bad input or usage (nothing written), 3 internal error",
     )
