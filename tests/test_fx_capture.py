@@ -210,3 +210,46 @@ def test_dynamic_spatial_keeps_a_model_that_pins_its_resolution_at_its_own():
     with torch.no_grad():
         assert torch.allclose(fast(x), m(x), atol=1e-5)
     assert [s.kind for s in fast.rewrite_report.applied] == ["fold"]
+
+
+def test_dynamic_spatial_runs_where_a_layer_becomes_size_one():
+    """Found by the fuzzer: three stride-2 convs take 8² to 1²; the result must run at 8² (its
+    own example), at 11² and at 3²."""
+    m = nn.Sequential(*(nn.Conv2d(c, 8, 1, stride=2) for c in (4, 8, 8))).eval()
+    fast = optimize(m, torch.randn(1, 4, 8, 8), dynamic_spatial=True)
+    for side in (8, 11, 3):
+        x = torch.randn(3, 4, side, side)
+        with torch.no_grad():
+            assert torch.allclose(fast(x), m(x), atol=1e-6)
+
+
+class _Tap(nn.Identity):
+    pass
+
+
+class _InspectsItsBlocks(nn.Module):
+    """A forward that asks its blocks' types (found by the fuzzer): replacing a block by a
+    captured graph changes what the model returns, so nothing is installed."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)), _Tap(), _Cond()])
+
+    def forward(self, x):
+        taps = []
+        for block in self.blocks:
+            x = block(x)
+            if isinstance(block, _Tap):
+                taps.append(x)
+        return (x, *taps)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_forward_that_inspects_its_submodules_is_left_alone(check):
+    m = _InspectsItsBlocks().eval()
+    x = torch.randn(2, 3, 8, 8)
+    fast = optimize(m, x, check=check)
+    with torch.no_grad():
+        got, want = fast(x), m(x)
+    assert len(got) == len(want) == 2 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
+    assert any("depends on its submodules' types" in n for n in fast.rewrite_report.notes)

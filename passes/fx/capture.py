@@ -19,11 +19,13 @@ form, with the readers that come after them rewired to the new value.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+import torch.fx.experimental._config  # noqa: F401 - export's shape config (size-oblivious)
 import torch.nn as nn
 from torch.export import Dim
 
@@ -96,47 +98,41 @@ def _child_arguments(model: nn.Module, example_inputs: tuple) -> dict[str, tuple
 def _export(module: nn.Module, args: tuple, dynamic_spatial: bool):
     """(GraphModule, None) or (None, the first line of why export failed).
 
-    With dynamic_spatial, the export runs on the example enlarged to at least ROOMY_SIDE² first:
-    export specializes any dimension that is 1 at some layer (a 7² input after a stride of 8),
-    which would pin the result to the example's resolution."""
+    With dynamic_spatial, the export first runs size-oblivious: by default export specializes
+    any dimension that is 1 at some layer (a 7² input after a stride of 8), or guards it to stay
+    above 1, which would pin the result to part of the resolutions. Where the oblivious export
+    fails or leaves H and W static, the plain export follows."""
     args = tuple(_at_least_batch_2(a) for a in args)
     dynamic = tuple(_dynamic_dims(a, dynamic_spatial) for a in args)
-    tries = ([tuple(_roomy(a) for a in args)] if dynamic_spatial else []) + [args]
     error = None
-    for example in tries:
+    for oblivious in ((True, False) if dynamic_spatial and _SIZE_OBLIVIOUS else (False,)):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _size_oblivious(oblivious):
                 warnings.simplefilter("ignore")
-                program = torch.export.export(module, example, dynamic_shapes=dynamic, strict=False)
-            if example is args or _spatial_is_dynamic(program):
+                program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
+            if not oblivious or _spatial_is_dynamic(program):
                 return program.module(), None
         except Exception as exc:  # noqa: BLE001 - export raises many unrelated types; all mean "not capturable"
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            error = f"{type(exc).__name__}: {first[:160]}"   # the last try is the example as given
+            error = f"{type(exc).__name__}: {first[:160]}"   # the last try is the plain export
     return None, error
 
 
+_SIZE_OBLIVIOUS = hasattr(torch.fx.experimental._config, "backed_size_oblivious")
+
+
+def _size_oblivious(on: bool):
+    return torch.fx.experimental._config.patch(backed_size_oblivious=True) if on else contextlib.nullcontext()
+
+
 def _spatial_is_dynamic(program) -> bool:
-    """Whether H and W of every 4-d input stayed symbolic (else the model pins its resolution,
-    and the export at an enlarged example would pin it to the wrong one)."""
+    """Whether H and W of every 4-d input stayed symbolic (the model may pin its resolution)."""
     inputs = set(program.graph_signature.user_inputs)
     for node in program.graph.nodes:
         val = node.meta.get("val") if node.op == "placeholder" and node.name in inputs else None
         if isinstance(val, torch.Tensor) and val.dim() == 4 and not all(isinstance(d, torch.SymInt) for d in val.shape[2:]):
             return False
     return True
-
-
-ROOMY_SIDE = 64
-
-
-def _roomy(x):
-    """x with H and W enlarged (nearest) to at least ROOMY_SIDE, for a dynamic-spatial export."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point() or \
-            min(x.shape[2:]) >= ROOMY_SIDE:
-        return x
-    size = (max(x.shape[2], ROOMY_SIDE), max(x.shape[3], ROOMY_SIDE))
-    return torch.nn.functional.interpolate(x, size=size, mode="nearest")
 
 
 def _at_least_batch_2(x):

@@ -6,6 +6,7 @@ import copy
 
 import torch
 import torch.nn as nn
+from torch.utils._pytree import tree_flatten
 
 from rewrite.options import RewriteOptions
 from rewrite.report import Report
@@ -48,8 +49,21 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         report.notes.append("no part of the model could be captured by torch.export: nothing rewritten")
         return model, report
     root = model
-    for region in regions:
-        root = _install(root, region.path, region.module)
+    if regions[0].path:            # submodules replaced inside the user's model: check that it still works
+        with torch.no_grad():
+            before = model(*example_inputs)
+        replaced = [(region.path, model.get_submodule(region.path)) for region in regions]
+        for region in regions:
+            _install(root, region.path, region.module)
+        why = _disagreement(model, example_inputs, before)
+        if why:
+            for path, original in replaced:
+                _install(root, path, original)
+            report.notes.append(f"the model's forward depends on its submodules' types or attributes ({why} once "
+                                "the captured submodules were installed): nothing rewritten")
+            return model, report
+    else:
+        root = regions[0].module
     for region in regions:
         adapter = FxAdapter(region.module, region.inputs, region.path, progress)
         run_passes(adapter, options, report, dtype)
@@ -60,6 +74,30 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
     if wants_channels_last(options.channels_last, report):
         report.notes.append(keep_channels_last(root, example_inputs))
     return root, report
+
+
+def _disagreement(model: nn.Module, example_inputs: tuple, before) -> str | None:
+    """Why the model's output now differs from `before` (its structure, or its values), or None."""
+    try:
+        with torch.no_grad():
+            after = model(*example_inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure means the installed submodules do not fit
+        return f"it fails ({type(exc).__name__})"
+    (old, old_spec), (new, new_spec) = tree_flatten(before), tree_flatten(after)
+    if old_spec != new_spec:
+        return "it returns a different structure"
+    for a, b in zip(old, new):
+        if not isinstance(a, torch.Tensor):
+            continue
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return "its outputs change"
+        if not a.is_floating_point() or not a.numel():
+            same = torch.equal(a, b)
+        else:
+            same = torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(a.abs().max()), equal_nan=True)
+        if not same:
+            return "its outputs change"
+    return None
 
 
 def _install(model: nn.Module, path: str, module: nn.Module) -> nn.Module:
