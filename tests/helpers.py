@@ -43,7 +43,9 @@ def batchnorm(c, seed=0):
 
 
 def max_rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+    """max|a − b| / max|b|; 0 when both are all zero (a ReLU can zero a small output)."""
+    scale, diff = b.abs().max(), (a - b).abs().max()
+    return 0.0 if scale == 0 and diff == 0 else (diff / scale).item()
 
 
 def count_ops(module, name: str) -> int:

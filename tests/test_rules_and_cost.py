@@ -37,8 +37,11 @@ def test_reverse_must_beat_the_fused_kernel_when_fusion_runs():
 
 
 def test_reverse_declines_non_complementary_pair():
-    d = plan_reverse(pw_spec(8, 8), pw_spec(8, 8), (1, 8, 8, 8), F32, RewriteOptions())
-    assert isinstance(d, Decline) and "second conv is not depthwise" in d.reason
+    kxk = ConvSpec(rand(8, 8, 3, 3).float(), padding=(1, 1, 1, 1))
+    d = plan_reverse(kxk, kxk, (1, 8, 8, 8), F32, RewriteOptions())
+    assert isinstance(d, Decline) and "neither conv is a plain 1x1 conv" in d.reason
+    expand_project = plan_reverse(pw_spec(8, 32), pw_spec(32, 8), (1, 8, 8, 8), F32, RewriteOptions())
+    assert not isinstance(expand_project, Decline)     # pw → pw collapses (general pair)
 
 
 def test_factorize_declines_full_rank_and_grouped():
