@@ -106,3 +106,18 @@ def test_replay_by_seed_gives_the_same_verdict(capsys):
     assert cli.main(["--case", str(seed), "--formats", "fx,onnx"]) == 0
     out = capsys.readouterr().out
     assert f"case {seed}: [fx] ok" in out and f"case {seed}: [onnx] ok" in out
+
+
+# cases the fuzzer once failed on (all fixed): replayed by seed so they stay fixed
+FOUND = {
+    1927289342: "dynamic_spatial: a layer of size 1 pinned or guarded the resolution",
+    475058907: "dynamic_spatial: the same, through a functional pad",
+    1321987682: "a forward inspecting its blocks' types lost an output once a block was replaced",
+    935862349: "dynamic_spatial: the size-oblivious export guarded the batch to be >= 2",
+}
+
+
+@pytest.mark.parametrize("seed", list(FOUND), ids=list(FOUND.values()))
+def test_cases_the_fuzzer_found_stay_fixed(seed):
+    outcomes = run_case(random_case(seed), ("fx",))
+    assert [o.status for o in outcomes] == ["ok"], [(o.status, o.error) for o in outcomes]

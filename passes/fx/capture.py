@@ -110,8 +110,11 @@ def _export(module: nn.Module, args: tuple, dynamic_spatial: bool):
             with warnings.catch_warnings(), _size_oblivious(oblivious):
                 warnings.simplefilter("ignore")
                 program = torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
-            if not oblivious or _spatial_is_dynamic(program):
+            if not oblivious:
                 return program.module(), None
+            gm = program.module()
+            if _spatial_is_dynamic(program) and _runs_at_batch_1(gm, args):
+                return gm, None
         except Exception as exc:  # noqa: BLE001 - export raises many unrelated types; all mean "not capturable"
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             error = f"{type(exc).__name__}: {first[:160]}"   # the last try is the plain export
@@ -123,6 +126,16 @@ _SIZE_OBLIVIOUS = hasattr(torch.fx.experimental._config, "backed_size_oblivious"
 
 def _size_oblivious(on: bool):
     return torch.fx.experimental._config.patch(backed_size_oblivious=True) if on else contextlib.nullcontext()
+
+
+def _runs_at_batch_1(gm: fx.GraphModule, args: tuple) -> bool:
+    """A size-oblivious export may still guard the batch to be ≥ 2 (found by the fuzzer)."""
+    try:
+        with torch.no_grad():
+            gm(*(a[:1] if isinstance(a, torch.Tensor) and a.dim() else a for a in args))
+        return True
+    except Exception:  # noqa: BLE001 - a guard or any other failure: use the plain export
+        return False
 
 
 def _spatial_is_dynamic(program) -> bool:
