@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from rewrite.report import Report, Site
+from rewrite.retry import site_key
 from rewrite.rules import Decline, plan_factorize, plan_fold, plan_fuse, plan_merge, plan_reverse
 from rewrite.rules.fuse import fuse_enabled
 
@@ -104,7 +105,7 @@ def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtyp
     site = Site(name, plan.kind, "applied", plan.note, plan.predicted_speedup, None,
                 plan.describe_before, plan.describe_after)
     report.add(site)
-    key = f"{plan.kind}:{name}"
+    key = site_key(site)
     if key in options.skip_sites:
         site.status, site.reason = "rolled_back", "rolled back: the whole-model check failed with it applied"
         return 0
