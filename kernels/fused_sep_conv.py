@@ -11,6 +11,8 @@ first imported) the kernel runs on CPU tensors in Triton's interpreter. The kern
 builtins of triton.language (tl.full, not the @jit tl.zeros / tl.cdiv / tl.sigmoid), so that
 works even when Triton itself was imported without the interpreter.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Optional
 
@@ -27,8 +29,7 @@ _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, 
 # Autotune configs: (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, UNROLL_TAPS).
 # - BLOCK_N reaches 256 so the depthwise recompute factor ceil(N / BLOCK_N) stays <= 4 on the
 #   1024-channel layers; narrow BLOCK_N with tall BLOCK_M serves the memory-bound small-N
-#   projection layers (N = 24 ... 96); BLOCK_M = 32 gives 7x7 layers more programs; 128 x 256
-#   needs 16 warps to hold its fp32 accumulator without spilling.
+#   projection layers (N = 24 ... 96); BLOCK_M = 32 gives 7x7 layers more programs.
 # - UNROLL_TAPS=True unrolls all KSIZE^2 taps and runs with num_stages=2: Triton's pipeliner then
 #   prefetches the next K chunk's tap tiles into shared memory with cp.async, costing
 #   ~(KSIZE^2 * BLOCK_M * BLOCK_K + 2 * BLOCK_K * BLOCK_N) elements of shared memory (pruned when
@@ -36,14 +37,15 @@ _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, 
 #   nothing to pipeline across it): plain vectorised loads, KSIZE of them in flight, far fewer
 #   registers. Fully unrolled *without* pipelining was measured (ptxas) to spill: not offered.
 #   Deeper pipelines (num_stages 3, 4) multiply the tap buffers again: not offered either.
+# The list is the set of tiles that won at least one layer of the DESIGN.md suite (fp16 and tf32,
+# batch 64) on an H100 (results/gpu/2026-11-25, first campaign); eight others that never won were
+# dropped: each candidate costs a compile (~3 s) per specialisation the first time a model runs.
 # The interpreter gets one small config: autotuning there is slow and pointless.
 # ---------------------------------------------------------------------------------------------
-_TILES = [  # ptxas (sm_90, fp16, k=3): 114-201 registers, no spills (the 16-warp tile: 128, 8 bytes)
-    (64, 64, 32, 4, False), (64, 128, 32, 4, False), (64, 256, 32, 8, False), (64, 256, 64, 8, False),
-    (128, 32, 32, 8, False), (128, 64, 32, 8, False), (128, 128, 32, 8, False), (32, 256, 32, 4, False),
-    (128, 256, 32, 16, False),
-    (64, 32, 32, 4, True), (64, 64, 32, 4, True), (64, 128, 32, 4, True), (64, 256, 32, 8, True),
-    (128, 32, 32, 8, True), (128, 64, 32, 8, True), (128, 128, 32, 8, True),
+_TILES = [  # ptxas (sm_90, fp16, k=3): 114-201 registers, no spills
+    (64, 64, 32, 4, False), (64, 128, 32, 4, False), (64, 256, 64, 8, False), (32, 256, 32, 4, False),
+    (128, 32, 32, 8, False),
+    (64, 32, 32, 4, True), (64, 64, 32, 4, True), (64, 128, 32, 4, True),
 ]
 _INTERPRETER_TILE = (32, 32, 16, 4, False)
 _SMEM_BUDGET = 160 * 1024  # bytes; an H100 block can have 227 KB, leave room for a second block
@@ -68,7 +70,35 @@ def _prune(configs, named_args, **kwargs):
         return (bn <= max(32, n) and bk <= max(32, k) and 4 * bn >= min(n, 256)
                 and (unrolled_fits or not c.kwargs["UNROLL_TAPS"]))
 
-    return [c for c in configs if ok(c)] or [c for c in configs if not c.kwargs["UNROLL_TAPS"]][:1]
+    kept = [c for c in configs if ok(c)] or [c for c in configs if not c.kwargs["UNROLL_TAPS"]][:1]
+    if not _INTERPRETED and len(kept) > 1 and os.environ.get("DWSEP_PARALLEL_COMPILE", "1") != "0":
+        _precompile(kept, named_args, kwargs)
+    return kept
+
+
+def _precompile(configs, named_args, constexprs):
+    """Build every candidate tile at once before the autotuner's serial loop times them.
+
+    The autotuner compiles each candidate as it first launches it, one after another (~3 s each
+    on an H100 host); in threads the compiles overlap (ptxas runs as a subprocess and much of
+    LLVM outside the GIL: 1.6x on 2 cores, more with more). Prune runs once per new autotune key,
+    so this costs nothing once tuned. Best effort: a failure here leaves the serial path to try
+    again and report it.
+    """
+    jit = _fused_sep_conv_kernel.fn
+
+    def build(config):
+        jit.warmup(grid=(1,), **named_args, **constexprs, **config.all_kwargs())
+
+    global precompile_error
+    try:
+        with ThreadPoolExecutor(max_workers=min(len(configs), os.cpu_count() or 1)) as pool:
+            list(pool.map(build, configs))
+    except Exception as exc:  # noqa: BLE001 - the autotuner compiles (and raises) on its own below
+        precompile_error = exc
+
+
+precompile_error = None  # the last failure of _precompile, for diagnostics (tests/benchmarks/compile_time.py)
 
 
 # ---------------------------------------------------------------------------------------------

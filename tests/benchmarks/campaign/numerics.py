@@ -1,0 +1,117 @@
+"""The Triton kernels on the GPU against float64, over the option grid of the kernels' tests.
+
+The interpreter tests (tests/kernels) check the same grid on CPU; here the compiled kernels run
+it: every grid case (dtype x k x stride, mixed activations, bias, residual, layouts, padding, odd
+sizes) at two fixed tiles (rolled and unrolled tap loops: no autotuning, so one compile per
+case and tile; unrolled only where the launcher would offer it), every activation in both positions, the squeeze-excitation gate and the
+depthwise channel mean. Outputs are poisoned with NaN first: an unwritten element fails.
+"""
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from kernels.activations import ACTIVATIONS
+from kernels.reference import dw_channel_mean_reference, sep_conv_reference
+from tests.benchmarks.campaign.budget import Budget, error_text
+from tests.kernels.helpers import TOL, operands, poisoned_out, reference64, rel_err
+
+TILES = {"rolled": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, UNROLL_TAPS=False, num_warps=4, num_stages=1),
+         "unrolled": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, UNROLL_TAPS=True, num_warps=4, num_stages=2)}
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def grid_cases():
+    """(name, operands kwargs, output NHWC?) of the option grid (as tests/kernels builds it)."""
+    for i, (dtype, k, stride) in enumerate(itertools.product(DTYPES, (3, 5, 7), (1, 2))):
+        case = dict(dtype=dtype, k=k, stride=stride, r=1 + i % 2, act1=ACTIVATIONS[i % 6],
+                    act2=ACTIVATIONS[(5 * i + 1) % 6], bias=i % 3 != 2, residual=(i // 2) % 2 == 0,
+                    channels_last=i % 4 != 1, padding=(k // 2, k // 2, k // 2, k // 2 + 1, k // 2, 0)[i % 6],
+                    B=2 + i % 2, C=(5, 6, 9, 40)[i % 4], H=(9, 11, 7)[i % 3], W=(7, 9, 13)[i % 3],
+                    N=(40, 24, 10, 72)[i % 4])
+        yield f"{str(dtype)[6:]}-k{k}-s{stride}-i{i}", case, i % 3 != 1
+
+
+def _on(device, a: dict) -> dict:
+    return {n: v.to(device) if isinstance(v, torch.Tensor) else v for n, v in a.items()}
+
+
+def _check(fsc, a, out_nhwc, config, dtype, gate=None) -> dict:
+    ref = reference64(a) if gate is None else sep_conv_reference(
+        *(None if t is None else t.double() for t in (a["x"], a["dw_w"], a["dw_b"], a["pw_w"], a["pw_b"])),
+        a["stride"], a["padding"], a["act1"], a["act2"],
+        None if a["residual"] is None else a["residual"].double(), gate.double())
+    g = _on("cuda", a)
+    out = poisoned_out(a, channels_last=out_nhwc).to("cuda")
+    y = fsc.fused_sep_conv(**g, out=out, config=config, gate=None if gate is None else gate.cuda())
+    torch.cuda.synchronize()
+    err = rel_err(y.cpu(), ref)
+    return dict(error=err, tolerance=TOL[dtype], passed=err <= TOL[dtype])
+
+
+def _fits(config: dict, k: int, r: int, dtype: torch.dtype) -> bool:
+    """Whether the launcher's own pruning would offer this tile (unrolled taps need shared memory)."""
+    if not config["UNROLL_TAPS"]:
+        return True
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    from kernels.fused_sep_conv import _SMEM_BUDGET
+    return r == 1 and (k * k * bm * bk + 2 * bk * bn) * torch.finfo(dtype).bits // 8 <= _SMEM_BUDGET
+
+
+def _jobs():
+    """(name, make) pairs; make() -> (operands, out NHWC?, tile or None (autotuned), dtype, gate)."""
+    for name, case, out_nhwc in grid_cases():
+        for tile, config in TILES.items():
+            if _fits(config, case["k"], case["r"], case["dtype"]):
+                yield f"grid/{name}/{tile}", lambda c=case, o=out_nhwc, t=config: (operands(**c), o, t, c["dtype"], None)
+    for act, tile in itertools.product(ACTIVATIONS, TILES):
+        def wide(act=act, tile=tile):
+            a = operands(B=1, C=4, H=5, W=6, N=20, act1=act, act2=act)
+            a["x"] = a["x"] * 4  # every branch of the activations
+            return a, True, TILES[tile], torch.float32, None
+        yield f"activation/{act}/{tile}", wide
+    for d in DTYPES:
+        yield f"autotuned/{str(d)[6:]}", lambda d=d: (
+            operands(B=4, C=96, H=30, W=30, k=5, stride=2, N=48, dtype=d, act1="silu", residual=False),
+            True, None, d, None)
+        yield f"se-gate/{str(d)[6:]}", lambda d=d: (
+            operands(B=3, C=6, r=2, N=24, dtype=d, act1="silu", act2="relu", residual=True), True, None, d,
+            torch.rand(3, 12) + 0.1)
+
+
+def _channel_mean(dcm, dtype) -> dict:
+    a = operands(B=3, C=40, r=2, H=33, W=31, k=5, stride=2, dtype=dtype, act1="hardswish")
+    mean = dcm.dw_channel_mean(a["x"].cuda(), a["dw_w"].cuda(), a["dw_b"].cuda(), stride=2, padding=a["padding"],
+                               act1="hardswish").cpu()
+    ref = dw_channel_mean_reference(a["x"].double(), a["dw_w"].double(), a["dw_b"].double(), 2, a["padding"],
+                                    "hardswish")
+    err = rel_err(mean, ref)
+    return dict(error=err, tolerance=TOL[torch.float32], passed=err <= TOL[torch.float32])
+
+
+def run(budget: Budget, threads: int = 8) -> dict:
+    """{cases: [...], passed, failed, skipped}; a case that raises is a failure with its error.
+    Fixed-tile cases run in threads: each is its own compile (~3 s), and compiles overlap."""
+    import kernels.dw_channel_mean as dcm
+    import kernels.fused_sep_conv as fsc
+
+    torch.manual_seed(0)
+    jobs = [(n, lambda m=m: _check(fsc, *m())) for n, m in _jobs()]
+    jobs += [(f"channel-mean/{str(d)[6:]}", lambda d=d: _channel_mean(dcm, d)) for d in DTYPES]
+
+    def one(job):
+        name, check = job
+        if budget.spent():
+            return dict(case=name, skipped="time budget")
+        try:
+            return dict(case=name, **check())
+        except Exception as exc:  # noqa: BLE001 - a kernel that fails to build or run is a failed case
+            return dict(case=name, passed=False, error=float("inf"), exception=error_text(exc))
+
+    # Triton's autotuner keeps per-call state on itself: autotuned launches must not overlap
+    tuned = [j for j in jobs if j[0].startswith(("autotuned/", "se-gate/"))]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        cases = list(pool.map(one, [j for j in jobs if j not in tuned]))
+    cases += [one(j) for j in tuned]
+    return dict(cases=cases, passed=sum(c.get("passed") is True for c in cases),
+                failed=sum(c.get("passed") is False for c in cases), skipped=sum("skipped" in c for c in cases))
