@@ -18,6 +18,15 @@ An adapter provides:
     reference_is_lifted: bool              reference() evaluates the lifted IR, not the original ops
     site_name(match) -> str                the site's name in the user's model, for the report
     progress(message)                      a one-line progress message
+    timed(match, lowered) -> (f, g, xs)    callables running the original and the replacement as
+                                           they will run (onnxruntime: optimizations on), and random
+                                           inputs of the full shapes reaching the site
+    runtime: str                           the libraries that run the forms, for the timing cache
+
+With a measured cost model (options.measured), a site of MEASURED_KINDS that passed its check is
+then timed both ways (rewrite.measure) on random inputs of the full shapes that reach it, and
+applied only if it is at least min_speedup times faster; rules do not decline such sites on a
+prediction. Re-runs of the whole-model retry find the same timings in the cost model's cache.
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ from .patterns import MATCHERS, Match
 from .verify import check_site
 
 MAX_SWEEPS = 4
+MEASURED_KINDS = ("merge", "factorize", "reverse", "fuse")   # a fold only removes work: never timed
 PROGRESS_MIN_SITES = 50    # a sweep over more sites than this reports each one (a verbose run always does)
 NOT_IN_CHECKED_SET = ("not applied: this site appeared only once other sites were rolled back, after the "
                       "whole-model check; it was not part of the set that passed")
@@ -54,7 +64,7 @@ def run_passes(adapter, options, report: Report, dtype: torch.dtype, verbose: bo
             applied = 0
             matches = list(MATCHERS[kind](view))
             per_site = verbose or len(matches) > PROGRESS_MIN_SITES
-            for i, match in enumerate(matches, 1):
+            for i, match in _progress_bar(enumerate(matches, 1), len(matches), kind, options):
                 head = match.ops[0].nodes[0]
                 if not adapter.live(match) or (kind, id(head)) in visited:
                     continue
@@ -66,6 +76,17 @@ def run_passes(adapter, options, report: Report, dtype: torch.dtype, verbose: bo
             if not applied:
                 break
     return total
+
+
+def _progress_bar(items, total: int, kind: str, options):
+    """A tqdm bar over a sweep's sites while they are timed, on a terminal only (and if tqdm is there)."""
+    if not options.measured or kind not in MEASURED_KINDS:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, desc=f"{kind}: timing sites", unit="site", leave=False, disable=None)
 
 
 def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
@@ -130,5 +151,30 @@ def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtyp
         if not passed:
             adapter.discard(lowered)
             return 0
+        if options.measured and plan.kind in MEASURED_KINDS and not _faster(adapter, site, match, plan, lowered,
+                                                                             options, dtype):
+            adapter.discard(lowered)
+            return 0
     adapter.commit(match, plan, lowered)
     return 1
+
+
+def _faster(adapter, site: Site, match: Match, plan, lowered, options, dtype) -> bool:
+    """Time both forms (or take them from the timing cache); decline the site when the rewrite is
+    not min_speedup times faster."""
+    model = options.cost_model
+    before, after, full_inputs = adapter.timed(match, lowered)
+    shapes = tuple(tuple(x.shape) for x in full_inputs)
+    predicted_after = model.chain_time(plan.after, shapes[0], dtype)
+    site.predicted_s = [predicted_after * plan.predicted_speedup, predicted_after]
+    key = (adapter.runtime, str(dtype).replace("torch.", ""), plan.kind, plan.describe_before, plan.describe_after,
+           shapes)
+    before_s, after_s, cached = model.times(key, before, after, full_inputs)
+    site.measured_s, site.measured_cached = [before_s, after_s], cached
+    speedup = before_s / after_s
+    if speedup >= options.min_speedup:
+        return True
+    site.status = "declined"
+    site.reason = (f"measured {speedup:.2f}x (< {options.min_speedup:g}x): {before_s * 1e6:.0f} µs as it is, "
+                   f"{after_s * 1e6:.0f} µs rewritten" + (" (timing cache)" if cached else ""))
+    return False

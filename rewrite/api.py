@@ -38,6 +38,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     opts = RewriteOptions.from_kwargs(options, "optimize")
     example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     dtype, output = _validate(model, example_inputs)
+    opts = opts.resolved(_device(model, example_inputs))
     from passes.fx.pipeline import Captured, optimize_fx  # front end loaded on use: rewrite/ stays graph-free
 
     reference_model = _float64_copy(model) if opts.check else None
@@ -46,6 +47,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         optimized, report = optimize_fx(work, example_inputs, opts, dtype)
         optimized.rewrite_report = report
         return optimized
+    original = None if inplace else model
 
     with torch.no_grad():
         reference = reference_model(*tree_map(_to_float64, example_inputs))
@@ -79,8 +81,28 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         with torch.no_grad():
             report.model_rel_error, report.model_max_abs_error = _compare(optimized(*example_inputs), reference)
         report.notes.append("returned the original model unchanged")
+    if opts.measured:
+        finish_measured(report, opts.cost_model, original, optimized, example_inputs)
     optimized.rewrite_report = report
     return optimized
+
+
+def finish_measured(report: Report, cost_model, original, optimized, inputs) -> None:
+    """Save the timing cache; time the whole model both ways (unless the original was rewritten
+    in place, None here); say what was measured."""
+    cost_model.save()
+    report.notes.append(f"cost model: measured on {cost_model.device_name()} ({cost_model.measured} site(s) timed, "
+                        f"{cost_model.cached} from the timing cache)")
+    if original is not None:
+        from .measure import paired_medians
+        report.model_measured_s = list(paired_medians(original, optimized, inputs, budget_s=2.0))
+
+
+def _device(model: nn.Module, example_inputs: tuple) -> torch.device:
+    """Where the model runs: its parameters' device, else its first input's."""
+    for t in list(model.parameters()) + [x for x in tree_flatten(example_inputs)[0] if isinstance(x, torch.Tensor)]:
+        return t.device
+    return torch.device("cpu")
 
 
 def _validate(model: nn.Module, example_inputs: tuple) -> tuple[torch.dtype, object]:

@@ -57,12 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
     p.add_argument("--passes", type=_passes, default=PASSES, metavar="P[,P...]",
                    help=f"rewrite passes to run, in pipeline order (default: {','.join(PASSES)})")
-    p.add_argument("--target", default="h100", choices=sorted(PROFILES),
-                   help="device the cost model predicts for; fuse marking needs a GPU target (default: h100)")
+    p.add_argument("--target", default=None, choices=sorted(PROFILES),
+                   help="device to optimize for; fuse marking needs a GPU target (default: cpu, where onnxruntime "
+                        "runs here, with the sites timed in it)")
+    p.add_argument("--cost-model", choices=("measured", "analytic"), default=None,
+                   help="time each site's forms in onnxruntime (measured), or predict with the target's roofline "
+                        "(analytic); default: measured for the cpu target, analytic for a GPU target")
+    p.add_argument("--timing-cache", type=Path, default=None, metavar="JSON",
+                   help="timing cache file (default: $DWSEP_TIMING_CACHE or ~/.cache/dwsep-rewrite/timings.json)")
+    p.add_argument("--no-timing-cache", action="store_true", help="measure every site afresh, keep nothing")
     p.add_argument("--force-fuse", action="store_true", help="mark fused groups even for --target cpu")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="verify each rewrite and the whole model in onnxruntime (default: on)")
-    p.add_argument("--min-speedup", type=float, default=1.05, help="least predicted speedup to apply a site")
+    p.add_argument("--min-speedup", type=float, default=1.05,
+                   help="least speedup (measured, or predicted) to apply a merge / factorize / reverse / fuse site")
     p.add_argument("--factorize-error-budget", type=float, default=None, metavar="REL",
                    help="opt in to approximate (SVD-truncated) factorization within this relative error")
     p.add_argument("--site-tolerance", type=float, default=None, help="per-site relative error tolerance")
@@ -101,9 +109,10 @@ def main(argv=None) -> int:
         return fail(EXIT_BAD_INPUT, f"{exc}; install the ONNX extra: pip install 'dwsep-rewrite[onnx]'")
     options = dict(passes=args.passes, target=args.target, force_fuse=args.force_fuse, check=args.check,
                    min_speedup=args.min_speedup, factorize_error_budget=args.factorize_error_budget,
-                   site_tolerance=args.site_tolerance, model_tolerance=args.model_tolerance)
+                   site_tolerance=args.site_tolerance, model_tolerance=args.model_tolerance,
+                   cost_model=args.cost_model, timing_cache=False if args.no_timing_cache else args.timing_cache)
     try:
-        RewriteOptions(**options)
+        RewriteOptions(**options).resolved("cpu")
     except ValueError as exc:
         return fail(EXIT_BAD_INPUT, str(exc))
     if args.batch < 1:

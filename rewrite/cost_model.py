@@ -142,3 +142,60 @@ class RooflineCostModel:
 
     def speedup(self, before, after, input_shape, dtype: torch.dtype) -> float:
         return self.chain_time(before, input_shape, dtype) / self.chain_time(after, input_shape, dtype)
+
+
+class MeasuredCostModel:
+    """Decides by timing: each site's original and rewritten forms run on `device` at the site's
+    shapes and dtype (rewrite.measure.paired_medians), the timings kept in a TimingCache.
+
+    Predictions (chain_time) still come from the roofline of `profile`: they are reported beside
+    the measured times, and the fuse pass runs only for a GPU profile.
+    """
+
+    def __init__(self, profile, device, timing_cache=None):
+        from .timing_cache import TimingCache
+
+        self.profile = profile_for(profile)
+        self.device = torch.device(device)
+        self.analytic = RooflineCostModel(self.profile)
+        self.cache = None if timing_cache is False else (
+            timing_cache if hasattr(timing_cache, "get") and hasattr(timing_cache, "put") else TimingCache(timing_cache))
+        self.measured = self.cached = 0
+
+    def __repr__(self):
+        return f"MeasuredCostModel({self.device}, {self.profile.name})"
+
+    def chain_time(self, layers, input_shape, dtype: torch.dtype) -> float:
+        return self.analytic.chain_time(layers, input_shape, dtype)
+
+    def elementwise_time(self, shape, dtype: torch.dtype, tensors: int = 2) -> float:
+        return self.analytic.elementwise_time(shape, dtype, tensors)
+
+    def speedup(self, before, after, input_shape, dtype: torch.dtype) -> float:
+        return self.analytic.speedup(before, after, input_shape, dtype)
+
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        import platform
+        return f"cpu {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+    def times(self, key_parts: tuple, before, after, inputs) -> tuple[float, float, bool]:
+        """(before_s, after_s, from_cache) for the two callables on `inputs`."""
+        from .measure import paired_medians
+        from .timing_cache import entry_key
+
+        key = entry_key(self.device_name(), *key_parts)
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            self.cached += 1
+            return hit[0], hit[1], True
+        before_s, after_s = paired_medians(before, after, inputs)
+        self.measured += 1
+        if self.cache is not None:
+            self.cache.put(key, before_s, after_s)
+        return before_s, after_s, False
+
+    def save(self) -> None:
+        if self.cache is not None:
+            self.cache.save()

@@ -1,4 +1,4 @@
-"""`python -m rewrite.demo [MODEL] [--target h100|cpu] [--full-size] [--json PATH]`
+"""`python -m rewrite.demo [MODEL] [--target cpu|h100] [--full-size] [--json PATH]`
 
 The main job end to end on a built-in example: build a model from `models_under_test` (a real
 torchvision / timm model such as `tv/mobilenet_v2`, random init and calibrated BatchNorm, or one
@@ -32,7 +32,9 @@ def _median_ms(fn, x, repeats: int = 5) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="tv/mobilenet_v2", choices=zoo.real_names() + zoo.names())
-    parser.add_argument("--target", default="h100", help="cost-model profile: h100 or cpu (default h100)")
+    parser.add_argument("--target", default=None, choices=["cpu", "h100"],
+                        help="optimize for this device profile (default: where the model runs, this CPU, with "
+                             "every candidate site timed); h100 predicts for that GPU ahead of time")
     parser.add_argument("--full-size", action="store_true", help="use the model's full input size")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the report as JSON here")
@@ -45,7 +47,8 @@ def main(argv=None) -> int:
     else:
         model = zoo.get(args.model)
         x = zoo.example_input(args.model, batch=args.batch, small=not args.full_size)
-    print(f"optimizing {args.model} on input {tuple(x.shape)} for target {args.target} ...", flush=True)
+    print(f"optimizing {args.model} on input {tuple(x.shape)} for target {args.target or 'cpu (this machine)'} ...",
+          flush=True)
     start = time.perf_counter()
     fast = optimize(model, x, target=args.target)
     print(f"done in {time.perf_counter() - start:.1f}s\n")

@@ -61,7 +61,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
     """
-    opts = RewriteOptions.from_kwargs(options, "optimize_onnx")
+    opts = RewriteOptions.from_kwargs(options, "optimize_onnx").resolved("cpu")   # onnxruntime's CPU provider
     say = progress or (lambda message: None)
     loaded = io.load(src)
     io.validate(loaded)
@@ -98,11 +98,26 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     if not final.passed:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)
+    if opts.measured:
+        _finish_measured(report, opts.cost_model, model, optimized, feeds)
     if dst is not None:
         external = external_data if external_data is not None else (loaded.external or io.too_big(optimized))
         say(f"writing {dst}" + (" (external data)" if external else ""))
         io.save(optimized, dst, external)
     return optimized, report
+
+
+def _finish_measured(report: Report, cost_model, model: onnx.ModelProto, optimized: onnx.ModelProto, feeds) -> None:
+    """Save the timing cache; time both whole models in optimized onnxruntime sessions."""
+    from .measure import paired_medians
+
+    cost_model.save()
+    report.notes.append(f"cost model: measured in onnxruntime on {cost_model.device_name()} "
+                        f"({cost_model.measured} site(s) timed, {cost_model.cached} from the timing cache)")
+    if feeds is not None and not io.too_big(model):
+        original, rewritten = runtime.session(model, optimized=True), runtime.session(optimized, optimized=True)
+        report.model_measured_s = list(paired_medians(lambda: original.run(None, feeds),
+                                                      lambda: rewritten.run(None, feeds), (), budget_s=2.0))
 
 
 def model_dtype(model: onnx.ModelProto) -> torch.dtype:

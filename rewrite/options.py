@@ -1,11 +1,14 @@
 """Options shared by every front end (FX and ONNX)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
-from .cost_model import RooflineCostModel, profile_for
+import torch
+
+from .cost_model import MeasuredCostModel, RooflineCostModel, profile_for
 
 PASSES = ("merge", "fold", "factorize", "reverse", "fuse")
+COST_MODELS = ("measured", "analytic")
 DEFAULT_PASSES = PASSES
 
 
@@ -33,8 +36,9 @@ class RewriteOptions:
     """
 
     passes: tuple[str, ...] = DEFAULT_PASSES
-    target: str = "h100"
+    target: str | None = None
     cost_model: object = None
+    timing_cache: object = None
     min_speedup: float = 1.05
     factorize_error_budget: float | None = None
     site_tolerance: float | None = None
@@ -60,10 +64,43 @@ class RewriteOptions:
         if unknown:
             raise ValueError(f"unknown pass(es) {sorted(unknown)}; known: {list(PASSES)}")
         self.passes = tuple(p for p in PASSES if p in self.passes)
-        profile_for(self.target)  # fails early on an unknown target
-        if self.cost_model is None:
-            self.cost_model = RooflineCostModel(self.target)
+        if self.target is not None:
+            profile_for(self.target)  # fails early on an unknown target
+        if isinstance(self.cost_model, str) and self.cost_model not in COST_MODELS:
+            raise ValueError(f"cost_model={self.cost_model!r}; expected one of {COST_MODELS} or an object with "
+                             "chain_time(layers, input_shape, dtype)")
+        if not isinstance(self.cost_model, (str, type(None))) and not hasattr(self.cost_model, "chain_time"):
+            raise TypeError(f"cost_model {self.cost_model!r} has no chain_time(layers, input_shape, dtype)")
         if self.channels_last not in (None, True, False):
             raise TypeError(f"channels_last must be None, True or False, got {self.channels_last!r}")
         if self.factorize_error_budget is not None and not 0 < self.factorize_error_budget < 1:
             raise ValueError("factorize_error_budget must be in (0, 1)")
+
+    @property
+    def measured(self) -> bool:
+        """Sites are decided by timing their forms (after resolved())."""
+        return isinstance(self.cost_model, MeasuredCostModel)
+
+    def resolved(self, device) -> "RewriteOptions":
+        """These options with a concrete target and cost model for a model on `device`."""
+        if self.target is not None and not isinstance(self.cost_model, (str, type(None))):
+            return self
+        device = torch.device(device)
+        target = self.target or ("cpu" if device.type == "cpu" else "h100")
+        profile = profile_for(target)
+        on_target = profile.is_gpu == (device.type == "cuda")
+        kind = self.cost_model or ("measured" if on_target and self.check else "analytic")
+        if kind == "measured" and not self.check:
+            raise ValueError("cost_model='measured' times each site on the activations captured for its check; "
+                             "it needs check=True")
+        if kind == "measured" and not on_target:
+            raise ValueError(f"cost_model='measured' times each site where the model runs ({device}), but "
+                             f"target={target!r} is a {'GPU' if profile.is_gpu else 'CPU'} profile; move the model "
+                             "to the target device, or use cost_model='analytic' to optimize ahead of time")
+        if kind == "measured":
+            model = MeasuredCostModel(profile, device, self.timing_cache)
+        elif kind == "analytic":
+            model = RooflineCostModel(profile)
+        else:
+            model = kind
+        return replace(self, target=target, cost_model=model)

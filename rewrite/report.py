@@ -20,6 +20,13 @@ class Site:
     rel_error: float | None = None
     before: str = ""              # the chain as found, e.g. "dw3x3 32->32 → pw 32->64"
     after: str = ""               # the form it took
+    predicted_s: list | None = None   # [original, rewritten] seconds, analytic roofline
+    measured_s: list | None = None    # [original, rewritten] seconds, timed on the device
+    measured_cached: bool = False     # measured_s came from the timing cache
+
+    @property
+    def measured_speedup(self) -> float | None:
+        return None if not self.measured_s else self.measured_s[0] / self.measured_s[1]
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -37,6 +44,7 @@ class Report:
     model_max_abs_error: float | None = None
     model_tolerance: float | None = None
     model_baseline_error: float | None = None   # the original model's own error vs float64
+    model_measured_s: list | None = None        # [original, optimized] seconds per run, measured cost model
     notes: list[str] = field(default_factory=list)
 
     def add(self, site: Site) -> Site:
@@ -61,6 +69,7 @@ class Report:
             "target": self.target, "dtype": self.dtype,
             "model_rel_error": self.model_rel_error, "model_max_abs_error": self.model_max_abs_error,
             "model_tolerance": self.model_tolerance, "model_baseline_error": self.model_baseline_error,
+            "model_measured_s": self.model_measured_s,
             "notes": list(self.notes),
             "counts": self.counts(), "sites": [asdict(s) for s in self.sites],
         }
@@ -69,19 +78,31 @@ class Report:
         return json.dumps(self.to_dict(), indent=kwargs.pop("indent", 2), **kwargs)
 
     def __str__(self) -> str:
-        header = ("site", "kind", "status", "speedup", "rel_err", "before → after / reason")
+        """The table of sites (declines that share a reason at GROUP_AT or more sites on one row),
+        the counts, the whole-model check and the notes."""
+        header = ("site", "kind", "status", "predicted", "measured", "rel_err", "before → after / reason")
         rows = [header]
-        for s in self.sites:
+        for group in _grouped(self.sites):
+            s = group[0]
             change = f"{s.before} ⇒ {s.after}" if s.after else s.before
             why = f"{change}: {s.reason}" if s.reason else change
-            rows.append((s.name, s.kind, s.status, _fmt(s.predicted_speedup, "{:.2f}x"), _fmt(s.rel_error, "{:.1e}"), why))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows]
+            if len(group) > 1:
+                names = ", ".join(g.name for g in group[:3]) + (", ..." if len(group) > 3 else "")
+                rows.append((f"{len(group)} sites", s.kind, s.status, "", "", "", f"{s.reason} ({names})"))
+                continue
+            rows.append((s.name, s.kind, s.status, _fmt(s.predicted_speedup, "{:.2f}x"),
+                         _fmt(s.measured_speedup, "{:.2f}x") + ("*" if s.measured_cached else ""),
+                         _fmt(s.rel_error, "{:.1e}"), why))
+        n = len(header) - 1
+        widths = [max(len(r[i]) for r in rows) for i in range(n)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:n], widths)) + "  " + r[n] for r in rows]
         lines.insert(1, "-" * min(160, len(lines[0])))
         summary = ", ".join(
             f"{kind}: " + " ".join(f"{n} {st}" for st, n in c.items() if n) for kind, c in self.counts().items()
         ) or "no candidate sites"
         lines.append("")
+        if any(s.measured_cached for s in self.sites):
+            lines.append("(* measured speedup from the timing cache)")
         lines.append(f"target {self.target}, dtype {self.dtype}; {summary}")
         if self.model_rel_error is not None:
             lines.append(
@@ -90,8 +111,34 @@ class Report:
                 + (f"; the original itself is at {self.model_baseline_error:.1e}" if self.model_baseline_error else "")
                 + ")"
             )
+        if self.model_measured_s:
+            before, after = self.model_measured_s
+            lines.append(f"whole model, measured: {before * 1e3:.2f} ms original, {after * 1e3:.2f} ms optimized "
+                         f"({before / after:.2f}x)")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+GROUP_AT = 3
+
+
+def _grouped(sites: list[Site]) -> list[list[Site]]:
+    """Sites in order, except that declines sharing (kind, reason) at GROUP_AT or more sites come as
+    one group, where the first of them stood."""
+    by_reason: dict = {}
+    for s in sites:
+        if s.status == "declined":
+            by_reason.setdefault((s.kind, s.reason), []).append(s)
+    out, seen = [], set()
+    for s in sites:
+        group = by_reason.get((s.kind, s.reason)) if s.status == "declined" else None
+        if group is not None and len(group) >= GROUP_AT:
+            if (s.kind, s.reason) not in seen:
+                seen.add((s.kind, s.reason))
+                out.append(group)
+        else:
+            out.append([s])
+    return out
 
 
 def _fmt(value, pattern: str) -> str:

@@ -15,38 +15,38 @@ X8 = torch.randn(2, 8, 12, 12)
 def test_input_model_untouched_unless_inplace():
     m = ConvBN().eval()
     before = copy.deepcopy(m.state_dict())
-    opt = optimize(m, X8)
+    opt = optimize(m, X8, target="h100")
     assert opt is not m and isinstance(m.bn, nn.BatchNorm2d)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
-    opt2 = optimize(m, X8, inplace=True)
+    opt2 = optimize(m, X8, inplace=True, target="h100")
     assert isinstance(opt2.rewrite_report, Report)
 
 
 def test_training_mode_is_a_clear_error():
     with pytest.raises(ValueError, match=r"training mode.*model\.eval\(\)"):
-        optimize(ConvBN().train(), X8)
+        optimize(ConvBN().train(), X8, target="h100")
 
 
 def test_non_float_model_and_inputs_are_clear_errors():
     m = ConvBN().eval()
     m.register_parameter("q", nn.Parameter(torch.zeros(3, dtype=torch.int8), requires_grad=False))
     with pytest.raises(TypeError, match="float models"):
-        optimize(m, X8)
+        optimize(m, X8, target="h100")
     with pytest.raises(TypeError, match="float inputs"):
-        optimize(ConvBN().eval(), X8.to(torch.int32))
+        optimize(ConvBN().eval(), X8.to(torch.int32), target="h100")
     with pytest.raises(TypeError, match="at least one tensor"):
-        optimize(ConvBN().eval(), (3,))
+        optimize(ConvBN().eval(), (3,), target="h100")
 
 
 def test_unknown_option_is_a_clear_error():
     with pytest.raises(TypeError, match="unknown option"):
-        optimize(ConvBN().eval(), X8, passes_to_run=("fold",))
+        optimize(ConvBN().eval(), X8, passes_to_run=("fold",), target="h100")
     with pytest.raises(TypeError, match="nn.Module"):
-        optimize(lambda x: x, X8)
+        optimize(lambda x: x, X8, target="h100")
 
 
 def test_report_api():
-    opt = optimize(SeparableConv(32, 64).eval(), torch.randn(8, 32, 56, 56))
+    opt = optimize(SeparableConv(32, 64).eval(), torch.randn(8, 32, 56, 56), target="h100")
     r = opt.rewrite_report
     d = r.to_dict()
     assert {"sites", "counts", "model_rel_error", "target", "dtype"} <= set(d)
@@ -59,7 +59,7 @@ def test_report_api():
 def test_whole_model_failure_retries_and_never_returns_a_wrong_model():
     m = SeparableConv(32, 64).eval()
     x = torch.randn(8, 32, 56, 56)
-    opt = optimize(m, x, model_tolerance=1e-30)
+    opt = optimize(m, x, model_tolerance=1e-30, target="h100")
     r = opt.rewrite_report
     assert any("whole-model check failed" in n for n in r.notes)
     assert not r.applied and any(s.status == "rolled_back" for s in r.sites)
@@ -78,7 +78,7 @@ def test_multiple_outputs_and_float64_model():
 
     m = Two().eval().double()
     x = X8.double()
-    opt = optimize(m, x)
+    opt = optimize(m, x, target="h100")
     assert opt.rewrite_report.dtype == "float64"
     assert len(opt.rewrite_report.applied) == 2 and opt.rewrite_report.model_rel_error < 1e-8
     out, ref = opt(x), m(x)
@@ -92,7 +92,7 @@ def test_half_precision_model_is_held_to_its_own_accuracy(dtype):
 
     model = zoo.get("mobilenet_v1").to(dtype)
     x = zoo.example_input("mobilenet_v1").to(dtype)
-    opt = optimize(model, x)
+    opt = optimize(model, x, target="h100", force_fuse=True)   # every site, the 7x7 ones too
     r = opt.rewrite_report
     assert r.dtype == str(dtype).replace("torch.", "")
     assert all(s.status == "applied" for s in r.sites if s.kind in ("fold", "fuse"))
@@ -103,7 +103,7 @@ def test_half_precision_model_is_held_to_its_own_accuracy(dtype):
 
 def test_returned_original_is_not_reported_as_passing():
     m = SeparableConv(32, 64).eval()
-    opt = optimize(m, torch.randn(8, 32, 56, 56), model_tolerance=1e-30)
+    opt = optimize(m, torch.randn(8, 32, 56, 56), model_tolerance=1e-30, target="h100")
     assert not any("passed the whole-model check" in n for n in opt.rewrite_report.notes)
     assert "returned the original model unchanged" in opt.rewrite_report.notes
 
@@ -125,7 +125,7 @@ def test_failed_attempt_is_reported_when_a_retry_passes(monkeypatch):
     monkeypatch.setattr(pipeline, "optimize_fx", flaky)
     m = SeparableConv(32, 64).eval()
     x = torch.randn(8, 32, 56, 56)
-    opt = optimize(m, x)
+    opt = optimize(m, x, target="h100")
     notes = opt.rewrite_report.notes
     # first run, two bisection re-runs, then the final run without the culprit (the later site)
     assert len(calls) == 4 and calls[-1] == {"fuse:dw"}
@@ -141,7 +141,7 @@ def test_inplace_rollback_rebuilds_the_original():
     x = torch.randn(8, 32, 56, 56)
     with torch.no_grad():
         expected = m(x)
-    opt = optimize(m, x, inplace=True, model_tolerance=1e-30)
+    opt = optimize(m, x, inplace=True, model_tolerance=1e-30, target="h100")
     assert "returned the original model unchanged" in opt.rewrite_report.notes
     with torch.no_grad():
         assert torch.equal(opt(x), expected)

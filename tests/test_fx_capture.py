@@ -36,7 +36,7 @@ def reference(model, x):
 def test_functional_convs_inplace_ops_and_pads_are_rewritten():
     model = Functional().eval()
     x = torch.randn(2, 8, 20, 20)
-    opt = optimize(model, x, target="cpu")
+    opt = optimize(model, x, target="cpu", cost_model="analytic")
     report = opt.rewrite_report
     folds = [s for s in report.sites if s.kind == "fold"]
     assert len(folds) == 3 and all(s.status == "applied" for s in folds), str(report)
@@ -50,10 +50,10 @@ def test_functional_convs_inplace_ops_and_pads_are_rewritten():
 
 def test_state_dict_keeps_the_conv_keys_and_loads_back():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), batchnorm(8), nn.ReLU()).eval()
-    opt = optimize(model, torch.randn(1, 3, 16, 16), target="cpu")
+    opt = optimize(model, torch.randn(1, 3, 16, 16), target="cpu", cost_model="analytic")
     keys = set(opt.state_dict())
     assert {"0.weight", "0.bias"} <= keys and not any(k.startswith("1.") for k in keys)
-    clone = optimize(model, torch.randn(1, 3, 16, 16), target="cpu")
+    clone = optimize(model, torch.randn(1, 3, 16, 16), target="cpu", cost_model="analytic")
     clone.load_state_dict(opt.state_dict())
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_state_dict_keeps_the_conv_keys_and_loads_back():
 def test_any_batch_size_and_export_and_compile_keep_working():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), batchnorm(8), nn.ReLU6(inplace=True),
                           nn.Conv2d(8, 8, 3, padding=1, groups=8), batchnorm(8, 3), nn.Conv2d(8, 4, 1)).eval()
-    opt = optimize(model, torch.randn(1, 3, 16, 16), target="cpu")
+    opt = optimize(model, torch.randn(1, 3, 16, 16), target="cpu", cost_model="analytic")
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         expected = opt(x)
@@ -90,7 +90,7 @@ class DataDependent(nn.Module):
 def test_data_dependent_control_flow_falls_back_to_submodules():
     model = DataDependent().eval()
     x = torch.randn(2, 3, 16, 16)
-    opt = optimize(model, x, target="cpu")
+    opt = optimize(model, x, target="cpu", cost_model="analytic")
     notes = " ".join(opt.rewrite_report.notes)
     assert "<model> could not be captured by torch.export" in notes
     assert sum(s.status == "applied" and s.kind == "fold" for s in opt.rewrite_report.sites) == 2
@@ -119,7 +119,7 @@ def test_tied_weights_fold_on_a_private_copy(check):
     reads the original ones, checks on or off."""
     model = Tied().eval()
     x = torch.randn(2, 8, 12, 12)
-    opt = optimize(model, x, target="cpu", check=check)
+    opt = optimize(model, x, target="cpu", check=check, cost_model="analytic")
     folds = [s for s in opt.rewrite_report.sites if s.kind == "fold"]
     assert len(folds) == 1 and folds[0].status == "applied"
     assert count_ops(opt, "batch_norm") == 0
@@ -139,7 +139,7 @@ def test_input_model_is_left_untouched():
 def test_wrong_input_rank_is_a_clear_error():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), batchnorm(8)).eval()
     with pytest.raises(ValueError, match="fails on the example inputs"):
-        optimize(model, torch.randn(3, 16, 16, 1, 1))
+        optimize(model, torch.randn(3, 16, 16, 1, 1), target="h100")
 
 
 class Uncapturable(nn.Module):
@@ -157,7 +157,7 @@ class Uncapturable(nn.Module):
 def test_a_model_export_cannot_capture_is_returned_unchanged_with_the_reason():
     model = Uncapturable().eval()
     x = torch.randn(2, 3, 8, 8)
-    opt = optimize(model, x)
+    opt = optimize(model, x, target="h100")
     notes = " ".join(opt.rewrite_report.notes)
     assert "could not be captured by torch.export" in notes and "nothing rewritten" in notes
     assert not opt.rewrite_report.sites
@@ -168,7 +168,7 @@ def test_a_model_export_cannot_capture_is_returned_unchanged_with_the_reason():
 def test_dynamic_spatial_survives_a_layer_of_size_one():
     """Found by the fuzzer: a 7x9 input strided by 8 is 1x2, which export would pin."""
     m = nn.Sequential(nn.Conv2d(3, 8, 1, stride=8)).eval()
-    fast = optimize(m, torch.randn(1, 3, 7, 9), dynamic_spatial=True)
+    fast = optimize(m, torch.randn(1, 3, 7, 9), dynamic_spatial=True, target="h100")
     x = torch.randn(2, 3, 10, 12)
     with torch.no_grad():
         assert torch.allclose(fast(x), m(x), atol=1e-6)
@@ -195,7 +195,7 @@ class _ListNet(nn.Module):
 def test_fallback_capture_descends_into_module_lists():
     m = _ListNet().eval()
     x = torch.randn(2, 3, 8, 8)
-    fast = optimize(m, x)
+    fast = optimize(m, x, target="h100")
     assert [s.kind for s in fast.rewrite_report.applied] == ["fold"]
     with torch.no_grad():
         assert torch.allclose(fast(x), m(x), atol=1e-5)
@@ -206,7 +206,7 @@ def test_dynamic_spatial_keeps_a_model_that_pins_its_resolution_at_its_own():
     capture falls back to the example's own resolution."""
     m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
     x = torch.randn(2, 3, 8, 8)
-    fast = optimize(m, x, dynamic_spatial=True)
+    fast = optimize(m, x, dynamic_spatial=True, target="h100")
     with torch.no_grad():
         assert torch.allclose(fast(x), m(x), atol=1e-5)
     assert [s.kind for s in fast.rewrite_report.applied] == ["fold"]
@@ -216,7 +216,7 @@ def test_dynamic_spatial_runs_where_a_layer_becomes_size_one():
     """Found by the fuzzer: three stride-2 convs take 8² to 1²; the result must run at 8² (its
     own example), at 11² and at 3²."""
     m = nn.Sequential(*(nn.Conv2d(c, 8, 1, stride=2) for c in (4, 8, 8))).eval()
-    fast = optimize(m, torch.randn(1, 4, 8, 8), dynamic_spatial=True)
+    fast = optimize(m, torch.randn(1, 4, 8, 8), dynamic_spatial=True, target="h100")
     for side in (8, 11, 3):
         x = torch.randn(3, 4, side, side)
         with torch.no_grad():
@@ -248,7 +248,7 @@ class _InspectsItsBlocks(nn.Module):
 def test_a_forward_that_inspects_its_submodules_is_left_alone(check):
     m = _InspectsItsBlocks().eval()
     x = torch.randn(2, 3, 8, 8)
-    fast = optimize(m, x, check=check)
+    fast = optimize(m, x, check=check, target="h100")
     with torch.no_grad():
         got, want = fast(x), m(x)
     assert len(got) == len(want) == 2 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))

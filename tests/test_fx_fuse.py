@@ -64,7 +64,7 @@ def check(opt, model, tol=1e-5):
 @pytest.mark.parametrize("k, stride", [(3, 1), (5, 2), (7, 1)])
 def test_separable_block_fuses_into_one_module(act, k, stride):
     model = Stem(SepBlock(k=k, stride=stride, act=act, n=24)).eval()
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     (site,) = fuse_sites(opt)
     assert site.status == "applied" and site.predicted_speedup > 1 and site.rel_error < 1e-5
     fused = [m for m in opt.modules() if isinstance(m, FusedSepConv2d)]
@@ -75,7 +75,7 @@ def test_separable_block_fuses_into_one_module(act, k, stride):
 
 def test_residual_is_fused_when_its_value_is_known():
     model = Stem(SepBlock(residual=True)).eval()
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     (site,) = fuse_sites(opt)
     assert site.status == "applied" and "+res" in site.after
     assert count_ops(opt, "add") == 0
@@ -84,7 +84,7 @@ def test_residual_is_fused_when_its_value_is_known():
 
 def test_gate_without_an_excitation_mlp_blocks_fusion_with_its_reason():
     model = Stem(SepBlock(se=True)).eval()  # x · sigmoid(conv(pool(x))): one conv, not reduce/act/expand
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     (site,) = fuse_sites(opt)
     assert site.status == "declined" and "squeeze-excitation expand is not a rewritable conv" in site.reason
     check(opt, model)
@@ -127,7 +127,7 @@ class MBConvSE(nn.Module):
 @pytest.mark.parametrize("k, stride", [(3, 1), (5, 2)])
 def test_squeeze_excitation_is_fused_through(se, act, k, stride):
     model = Stem(MBConvSE(k=k, stride=stride, act=act, se=se, residual=stride == 1)).eval()
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     (site,) = fuse_sites(opt)
     assert site.status == "applied" and "SE(" in site.after and site.rel_error < 1e-5, site
     assert site.predicted_speedup > 1
@@ -138,7 +138,7 @@ def test_squeeze_excitation_is_fused_through(se, act, k, stride):
 
 def test_squeeze_excitation_whose_gate_is_used_elsewhere_is_declined():
     model = Stem(MBConvSE(se=MeanSE(16, 4, leak_gate=True))).eval()
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     (site,) = fuse_sites(opt)
     assert site.status == "declined" and "does not scale the depthwise output alone" in site.reason
     check(opt, model)
@@ -146,22 +146,22 @@ def test_squeeze_excitation_whose_gate_is_used_elsewhere_is_declined():
 
 def test_dilated_depthwise_is_declined():
     model = Stem(SepBlock(dilation=2)).eval()
-    (site,) = fuse_sites(optimize(model, X, target="h100"))
+    (site,) = fuse_sites(optimize(model, X, target="h100", force_fuse=True))
     assert site.status == "declined" and "dilated" in site.reason
 
 
 def test_cpu_target_skips_fusion_unless_forced():
     model = Stem(SepBlock()).eval()
-    opt = optimize(model, X, target="cpu")
+    opt = optimize(model, X, target="cpu", cost_model="analytic")
     assert not fuse_sites(opt) and any("fuse pass skipped" in n for n in opt.rewrite_report.notes)
-    forced = optimize(model, X, target="cpu", force_fuse=True)
+    forced = optimize(model, X, target="cpu", force_fuse=True, cost_model="analytic")
     assert fuse_sites(forced)[0].status == "applied"
     check(forced, model)
 
 
 def test_fused_model_round_trips_state_dict_and_channels_last():
     model = Stem(SepBlock(residual=True)).eval()
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     fresh = torch.randn(2, 3, 15, 13)
     with torch.no_grad():
         out = opt(fresh.contiguous(memory_format=torch.channels_last))
@@ -172,7 +172,7 @@ def test_fused_model_round_trips_state_dict_and_channels_last():
 def test_exported_fused_model_keeps_one_op_per_fused_site():
     """Traced on CPU, the optimized model still carries the fused op (it runs Triton on CUDA)."""
     model = Stem(SepBlock(residual=True)).eval()
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     ep = torch.export.export(opt, (X,))
     ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
     assert sum("dwsep.fused_sep_conv" in t for t in ops) == 1
@@ -197,18 +197,18 @@ def _fused_inputs_nhwc(opt):
 
 def test_fused_model_keeps_activations_channels_last():
     model = Stem(SepBlock(residual=True)).eval()
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     assert opt.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the dense 3x3 stem
     assert model.conv.weight.is_contiguous()  # the input model is untouched
     assert _fused_inputs_nhwc(opt) == [True]
     assert any(n.startswith("channels_last: 1 conv weight") for n in opt.rewrite_report.notes)
     check(opt, model)
-    off = optimize(model, X, target="h100", channels_last=False)
+    off = optimize(model, X, target="h100", force_fuse=True, channels_last=False)
     assert off.conv.weight.is_contiguous() and _fused_inputs_nhwc(off) == [False]
-    unfused = optimize(model, X, target="cpu")
+    unfused = optimize(model, X, target="cpu", cost_model="analytic")
     assert unfused.conv.weight.is_contiguous() and not any("channels_last" in n for n in unfused.rewrite_report.notes)
     with pytest.raises(TypeError, match="channels_last must be"):
-        optimize(model, X, channels_last="yes")
+        optimize(model, X, channels_last="yes", target="h100", force_fuse=True)
 
 
 class Flatten4d(nn.Module):
@@ -228,7 +228,7 @@ def test_channels_last_is_dropped_when_the_model_cannot_run_with_it():
     with pytest.raises(RuntimeError):
         model.to(memory_format=torch.channels_last)(X)
     model.to(memory_format=torch.contiguous_format)
-    opt = optimize(model, X, target="h100")
+    opt = optimize(model, X, target="h100", force_fuse=True)
     assert fuse_sites(opt)[0].status == "applied"
     assert any(n.startswith("channels_last: not kept") for n in opt.rewrite_report.notes)
     assert opt.body.conv.weight.is_contiguous()

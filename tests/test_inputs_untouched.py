@@ -70,7 +70,7 @@ def test_real_model_left_byte_identical():
     model = timm.create_model("mobilenetv3_small_050", pretrained=False).eval()
     x = torch.randn(1, 3, 64, 64)
     before = snapshot(model)
-    optimize(model, x)
+    optimize(model, x, target="h100")
     assert snapshot(model) == before
 
 
@@ -86,8 +86,8 @@ def test_onnx_file_and_proto_left_byte_identical(tmp_path):
 
     proto = onnx.load(str(path))
     proto_bytes = proto.SerializeToString()
-    optimize_onnx(proto, model_tolerance=0.0)            # a rollback on the way
-    optimize_onnx(str(path), tmp_path / "out.onnx", check=False)
+    optimize_onnx(proto, model_tolerance=0.0, target="h100")            # a rollback on the way
+    optimize_onnx(str(path), tmp_path / "out.onnx", check=False, target="h100")
     assert proto.SerializeToString() == proto_bytes and path.read_bytes() == data
     result = subprocess.run([sys.executable, "-m", "rewrite", str(path), "-o", str(tmp_path / "cli.onnx"), "-q"],
                             capture_output=True, text=True)

@@ -25,10 +25,10 @@ def both(request, tmp_path_factory):
     name = request.param
     model = zoo.build_real(name)
     x = zoo.real_example_input(name, batch=1, seed=3)
-    fx_report = optimize(model, x).rewrite_report
+    fx_report = optimize(model, x, target="h100").rewrite_report
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
-    _, onnx_report = optimize_onnx(path, inputs={"x": x.numpy()})
+    _, onnx_report = optimize_onnx(path, inputs={"x": x.numpy()}, target="h100")
     return name, fx_report, onnx_report
 
 

@@ -44,7 +44,7 @@ def case(request):
 
 def test_fx_merges_every_branch_sum(case):
     name, model, x, fresh, want, tolerance = case
-    optimized = optimize(model, x, target="cpu")
+    optimized = optimize(model, x, target="cpu", cost_model="analytic")
     report = optimized.rewrite_report
     merges = [s for s in report.sites if s.kind == "merge"]
     assert len(merges) == MERGES[name] and all(s.status == "applied" for s in merges), str(report)
@@ -59,7 +59,7 @@ def test_onnx_merges_every_branch_sum(case):
     buffer = io.BytesIO()
     torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["x"],
                       dynamic_axes={"x": {0: "N"}})
-    out, report = optimize_onnx(onnx.load_from_string(buffer.getvalue()), target="cpu")
+    out, report = optimize_onnx(onnx.load_from_string(buffer.getvalue()), target="cpu", cost_model="analytic")
     merges = [s for s in report.sites if s.kind == "merge"]
     assert len(merges) == MERGES[name] and all(s.status == "applied" for s in merges), str(report)
     ideal_buffer = io.BytesIO()

@@ -77,7 +77,7 @@ def test_fx_rolls_back_only_the_culprit(monkeypatch):
     model = ThreeBlocks().eval()
     x = torch.randn(2, 8, 10, 10)
     _corrupt_fx_site(monkeypatch, "b2.0")
-    opt = optimize(model, x, passes=("fold",))
+    opt = optimize(model, x, passes=("fold",), target="h100")
     r = opt.rewrite_report
     status = {s.name: s.status for s in r.sites}
     assert status == {"b1.0": "applied", "b2.0": "rolled_back", "b3.0": "applied"}
@@ -93,7 +93,7 @@ def test_fx_rolls_back_only_the_culprit(monkeypatch):
 def test_fx_tolerance_nothing_meets_returns_the_original():
     model = ThreeBlocks().eval()
     x = torch.randn(2, 8, 10, 10)
-    opt = optimize(model, x, passes=("fold",), model_tolerance=1e-30)
+    opt = optimize(model, x, passes=("fold",), model_tolerance=1e-30, target="h100")
     r = opt.rewrite_report
     assert not r.applied and {s.status for s in r.sites} == {"rolled_back"}
     with torch.no_grad():
@@ -123,7 +123,7 @@ def test_onnx_rolls_back_only_the_culprit(monkeypatch):
         return real(self, match, plan, lowered)
     monkeypatch.setattr(OnnxAdapter, "commit", commit)
 
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert len(sites(report, "fold", "applied")) == 2, str(report)
     (culprit,) = sites(report, "fold", "rolled_back")
     assert "found by bisection" in culprit.reason
@@ -143,11 +143,11 @@ def test_bisection_reuses_one_capture(monkeypatch):
     _corrupt_fx_site(monkeypatch, "b2.0")
     model = ThreeBlocks().eval()
     x = torch.randn(2, 8, 10, 10)
-    opt = optimize(model, x, passes=("fold",))
+    opt = optimize(model, x, passes=("fold",), target="h100")
     assert len(exports) == 1 and [s.status for s in opt.rewrite_report.sites].count("rolled_back") == 1
     model = ControlFlow().eval()                # regions: the submodules torch.export can capture
     x = torch.randn(2, 3, 12, 12)
-    opt = optimize(model, x, model_tolerance=1e-30)
+    opt = optimize(model, x, model_tolerance=1e-30, target="h100")
     assert len(exports) == 2 and not opt.rewrite_report.applied
     with torch.no_grad():
         assert torch.equal(opt(x), model(x))

@@ -72,6 +72,24 @@ class FxAdapter:
             return lowered[-1](x, *extras)
         return run
 
+    @property
+    def runtime(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            triton = f" triton {version('triton')}"
+        except PackageNotFoundError:
+            triton = ""
+        return f"torch {torch.__version__}{triton}"
+
+    def timed(self, match, lowered: list):
+        """The site's original nodes and its replacement, and random inputs of the full shapes that
+        reach the site (channels_last on CUDA, where the fused kernel keeps activations NHWC)."""
+        crops = [self.values[v] for v in match.runtime_inputs]
+        inputs = [torch.randn(self.shapes[v], dtype=c.dtype, device=c.device) for v, c in
+                  zip(match.runtime_inputs, crops)]
+        inputs = [x.contiguous(memory_format=torch.channels_last) if x.is_cuda and x.dim() == 4 else x for x in inputs]
+        return self.original(match), self.candidate(lowered, match), inputs
+
     def discard(self, lowered) -> None:
         pass                               # nothing entered the graph
 

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 import torch
 
 from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, run_chain
@@ -25,7 +26,7 @@ from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
 from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node
-from .verify import FUNCTION_IR_VERSION, run_site
+from .verify import FUNCTION_IR_VERSION, run_site, site_model
 from .view import OnnxViewBuilder
 
 
@@ -167,6 +168,27 @@ class OnnxAdapter:
 
     def _tensor(self, name: str) -> gs.Tensor:
         return self.graph.tensors()[name]
+
+    @property
+    def runtime(self) -> str:
+        return f"onnxruntime {ort.__version__} CPUExecutionProvider"
+
+    def timed(self, match, lowered: list):
+        """The site's original nodes and their replacement as two optimized onnxruntime sessions,
+        and random inputs of the full shapes that reach the site."""
+        inputs = [self._tensor(v) for v in match.runtime_inputs]
+        rng = np.random.default_rng(0)
+        dtype = np.dtype(torch.empty((), dtype=self.dtype).numpy().dtype)
+        arrays = [rng.standard_normal(self.shapes[v]).astype(dtype) for v in match.runtime_inputs]
+
+        def runner(nodes, output):
+            model = site_model(nodes, inputs, arrays, output, self.graph.import_domains, self.source.ir_version,
+                               self.functions)
+            sess = runtime.session(model, optimized=True)
+            names = [t.name for t in inputs]
+            return lambda *xs: sess.run([output.name], dict(zip(names, xs)))
+        out = self._tensor(match.output)
+        return runner(match.nodes_in(self.graph.nodes), out), runner(lowered, lowered[-1].outputs[0]), arrays
 
     def _runner(self, nodes: list, match, output: gs.Tensor):
         """A callable running `nodes` alone in onnxruntime on (input, residual) torch tensors."""

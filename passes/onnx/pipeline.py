@@ -20,6 +20,7 @@ def optimize_graph(model: onnx.ModelProto, options: RewriteOptions, dtype: torch
                    progress: Callable | None = None, verbose: bool = False) -> tuple[onnx.ModelProto, Report]:
     """Rewrite `model` into a new ModelProto; `feeds` are the inputs the site checks capture
     activations with (None: static shapes only). `model` itself is read, never changed."""
+    options = options.resolved("cpu")   # onnxruntime's CPU provider
     profile = getattr(getattr(options.cost_model, "profile", None), "name", options.target)
     report = Report(target=profile, dtype=str(dtype).replace("torch.", ""))
     with G_LOGGER.suppress(G_LOGGER.ERROR):   # e.g. duplicate node names: the model's, not ours

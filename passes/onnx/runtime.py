@@ -1,7 +1,8 @@
 """onnxruntime sessions, model inputs, and the activations (or static shapes) that reach each site.
 
-Sessions run on the CPU provider with graph optimizations off, so what is measured is the
-model as written, not onnxruntime's own fusions of it. Inputs are seeded random tensors of the
+Sessions run on the CPU provider with graph optimizations off, so what is checked is the
+model as written, not onnxruntime's own fusions of it; sessions that time a site's forms turn
+them on, as a user would run the model. Inputs are seeded random tensors of the
 declared shapes (a symbolic batch dimension takes `batch`, other symbolic dimensions 1, unless
 the caller gives shapes) or the caller's arrays, checked against the declaration.
 """
@@ -17,9 +18,12 @@ import onnxruntime as ort
 from .io import OnnxInputError, too_big
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
+def session(model: onnx.ModelProto, optimized: bool = False) -> ort.InferenceSession:
+    """A CPU session; `optimized` turns onnxruntime's graph optimizations on, as a user runs it
+    (for timing forms), instead of off (for checking the model as written)."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     options.log_severity_level = 3
     # Idle onnxruntime threads must not spin: the float64 torch references run right after.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -47,7 +47,7 @@ def plan_factorize(conv: ConvSpec, input_shape, dtype, options) -> Plan | Declin
     for plan in candidates:
         plan.predicted_speedup = before / options.cost_model.chain_time(plan.after, input_shape, dtype)
     best = max(candidates, key=lambda p: p.predicted_speedup)
-    if best.predicted_speedup < options.min_speedup:
+    if not options.measured and best.predicted_speedup < options.min_speedup:
         return Decline(
             "factorize",
             f"{best.note}, but the cost model predicts {best.predicted_speedup:.2f}x (< {options.min_speedup:g}x)",

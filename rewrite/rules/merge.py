@@ -36,7 +36,7 @@ def plan_merge(parallel: ParallelBranches, input_shape, dtype, options) -> Plan 
     before = sum(model.chain_time(list(branch), input_shape, dtype) for branch in parallel.branches if branch)
     before += (len(parallel.branches) - 1) * model.elementwise_time((b, merged.out_channels, oh, ow), dtype, 3)
     speedup = before / model.chain_time([merged], input_shape, dtype)
-    if speedup < 1.0:
+    if not options.measured and speedup < 1.0:
         return Decline("merge", f"cost model predicts the merged {merged.describe()} at {speedup:.2f}x against the "
                        "separate branches (their groups differ, so merging densifies)", [parallel], speedup)
     kernels = sorted({f"{c.kernel_size[0]}x{c.kernel_size[1]}" for c in parallel.convs})

@@ -23,7 +23,7 @@ def small_mobilenet():
 def test_fused_model_runs_the_triton_kernel_and_matches(fsc):
     model = small_mobilenet()
     x = torch.randn(2, 3, 17, 15)
-    opt = optimize(model, x, target="h100")
+    opt = optimize(model, x, target="h100", force_fuse=True)
     fused = [m for m in opt.modules() if isinstance(m, FusedSepConv2d)]
     assert len(fused) == 2 and all(s.status == "applied" for s in opt.rewrite_report.sites if s.kind == "fuse")
     fresh = torch.randn(3, 3, 17, 15)
@@ -45,7 +45,7 @@ def test_fused_model_runs_the_triton_kernel_and_matches(fsc):
 def test_whole_model_converted_to_channels_last_still_matches(fsc):
     model = small_mobilenet()
     x = torch.randn(2, 3, 17, 15)
-    opt = optimize(model, x, target="h100").to(memory_format=torch.channels_last)
+    opt = optimize(model, x, target="h100", force_fuse=True).to(memory_format=torch.channels_last)
     fresh = torch.randn(2, 3, 17, 15)
     with torch.no_grad():
         out = opt(fresh.contiguous(memory_format=torch.channels_last))
@@ -67,7 +67,7 @@ def test_squeeze_excitation_blocks_run_both_kernels_and_match(fsc, dcm):
         InvertedResidual(8, 12, expanded=24, stride=2, act=nn.Hardswish, se_channels=8),
     ).eval()
     x = torch.randn(2, 3, 17, 15)
-    opt = optimize(model, x, target="h100")
+    opt = optimize(model, x, target="h100", force_fuse=True)
     assert sum(isinstance(m, FusedSepConvSE2d) for m in opt.modules()) == 2
     assert all(s.status == "applied" for s in opt.rewrite_report.sites if s.kind == "fuse")
     means, real = [], dcm.dw_channel_mean

@@ -20,7 +20,7 @@ def test_conv_weight_from_a_graph_input_is_declined_per_site():
     g.output(g.bn(c, 16))
     g.output(g.bn(g.conv("x", 8, 16), 16))
     w_value = RNG.standard_normal((16, 8, 3, 3)).astype(np.float32)
-    out, report = optimize_onnx(g.model(), passes=("fold", "factorize"), inputs={"x": X, "w": w_value})
+    out, report = optimize_onnx(g.model(), passes=("fold", "factorize"), inputs={"x": X, "w": w_value}, target="h100")
     declined = sites(report, "fold", "declined")
     assert len(declined) == 1 and "not a constant initializer (it is the graph input 'w')" in declined[0].reason
     assert len(sites(report, "fold", "applied")) == 1
@@ -34,7 +34,7 @@ def test_qdq_weight_is_declined_with_its_reason():
         g.add_raw(numpy_helper.from_array(RNG.integers(-100, 100, (16, 8, 3, 3)).astype(np.int8), "wq")),
         g.init("ws", 0.01), g.add_raw(numpy_helper.from_array(np.array(0, np.int8), "wz"))])
     g.output(g.bn(g.node("Conv", [g.input("x", [1, 8, 12, 12]), q], pads=[1] * 4), 16))
-    _, report = optimize_onnx(g.model(), passes=("fold",))
+    _, report = optimize_onnx(g.model(), passes=("fold",), target="h100")
     assert "DequantizeLinear (a quantized QDQ model)" in sites(report, "fold", "declined")[0].reason
 
 
@@ -57,7 +57,7 @@ def _quantized_conv_model(op):
 @pytest.mark.parametrize("op", ["QLinearConv", "ConvInteger"])
 def test_integer_and_quantized_convs_are_declined(op):
     model = _quantized_conv_model(op)
-    out, report = optimize_onnx(model)
+    out, report = optimize_onnx(model, target="h100")
     [site] = sites(report, "factorize", "declined")
     assert f"integer/quantized conv ({op})" in site.reason
     assert ops(out) == [op]
@@ -71,7 +71,7 @@ def test_initializers_listed_as_graph_inputs_are_not_constant():
     # IR 3 style: every initializer is also a graph input (the caller may override it)
     model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in model.graph.initializer)
     names = [i.name for i in model.graph.input]
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert "is a graph input (an initializer the caller may override)" in sites(report, "fold", "declined")[0].reason
     assert [i.name for i in out.graph.input] == names
     assert any("overridable" in n for n in report.notes)
@@ -85,8 +85,8 @@ def test_unknown_ops_are_left_alone():
     graph = helper.make_graph(g.nodes, "test", g.inputs, g.outputs, g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)])
     with pytest.raises(OnnxInputError, match="onnxruntime cannot run the model.*--no-check"):
-        optimize_onnx(model)
-    out, report = optimize_onnx(model, check=False, passes=("fold",))
+        optimize_onnx(model, target="h100")
+    out, report = optimize_onnx(model, check=False, passes=("fold",), target="h100")
     assert [(n.domain, n.op_type) for n in out.graph.node if n.op_type == "Foo"] == [("my.ops", "Foo")]
     assert {(i.domain, i.version) for i in out.opset_import} == {("", 17), ("my.ops", 1)}
     assert len(sites(report, "fold", "applied")) == 1
@@ -102,7 +102,7 @@ def test_shared_initializer_is_never_changed_in_place():
     g.output(conv())
     model = g.model()
     before = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "shared_w")).copy()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert len(sites(report, "fold", "applied")) == 2
     inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
     assert np.array_equal(inits["shared_w"], before)
@@ -118,7 +118,7 @@ def test_non_2d_convs_are_declined(dims):
     shape = [1, 4] + [6] * dims
     w = g.init("w", g.weight((8, 4) + (3,) * dims))
     g.output(g.node("Conv", [g.input("x", shape), w], pads=[1] * 2 * dims))
-    _, report = optimize_onnx(g.model(), passes=("factorize",))
+    _, report = optimize_onnx(g.model(), passes=("factorize",), target="h100")
     assert f"Conv{dims}d (only 2-D convs are rewritten)" in sites(report, "factorize", "declined")[0].reason
 
 
@@ -126,7 +126,7 @@ def test_float16_model():
     g = G(dtype=np.float16)
     g.output(g.relu6(g.bn(g.conv(g.input("x", ["N", 8, 12, 12]), 8, 16), 16)))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert report.dtype == "float16" and len(sites(report, "fold", "applied")) == 1
     assert "widened to float32" in report.notes[0] and report.model_rel_error < 1e-2
     x16 = {"x": X.astype(np.float16)}
@@ -138,6 +138,6 @@ def test_unknown_options_are_refused():
     g.output(g.conv(g.input("x", [1, 8, 12, 12]), 8, 8))
     model = g.model()
     with pytest.raises(TypeError, match="unknown option"):
-        optimize_onnx(model, speed="max")
+        optimize_onnx(model, speed="max", target="h100")
     with pytest.raises(ValueError, match="unknown pass"):
-        optimize_onnx(model, passes=("fold", "magic"))
+        optimize_onnx(model, passes=("fold", "magic"), target="h100")

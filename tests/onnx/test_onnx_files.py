@@ -47,7 +47,7 @@ def test_bad_files_are_refused_and_nothing_written(tmp_path, model_file, content
     bad.write_bytes(model_file.read_bytes()[: len(model_file.read_bytes()) // 2] if content is None else content)
     before = _listing(tmp_path)
     with pytest.raises(OnnxInputError, match=message) as info:
-        optimize_onnx(bad, tmp_path / "out.onnx")
+        optimize_onnx(bad, tmp_path / "out.onnx", target="h100")
     assert str(bad) in str(info.value)
     assert _listing(tmp_path) == before
     assert isinstance(info.value, ValueError)
@@ -55,28 +55,28 @@ def test_bad_files_are_refused_and_nothing_written(tmp_path, model_file, content
 
 def test_missing_file_directory_and_checker_failure(tmp_path):
     with pytest.raises(OnnxInputError, match="no such file"):
-        optimize_onnx(tmp_path / "nope.onnx")
+        optimize_onnx(tmp_path / "nope.onnx", target="h100")
     with pytest.raises(OnnxInputError, match="not a file"):
-        optimize_onnx(tmp_path)
+        optimize_onnx(tmp_path, target="h100")
     model = block_model()
     model.graph.node[0].input[0] = "undefined_tensor"
     with pytest.raises(OnnxInputError, match="fails the ONNX checker"):
-        optimize_onnx(model)
+        optimize_onnx(model, target="h100")
     g = G(opset=10)
     g.output(g.bn(g.conv(g.input("x", [1, 8, 12, 12]), 8, 16), 16))
     old = g.model()
     with pytest.raises(OnnxInputError, match="opset 10 is older than 11"):
-        optimize_onnx(old)
+        optimize_onnx(old, target="h100")
 
 
 def test_input_file_is_never_overwritten_unless_asked(model_file):
     data, mtime = model_file.read_bytes(), model_file.stat().st_mtime_ns
     with pytest.raises(OnnxInputError, match="refusing to overwrite"):
-        optimize_onnx(model_file, model_file)
+        optimize_onnx(model_file, model_file, target="h100")
     with pytest.raises(OnnxInputError, match="refusing to overwrite"):
-        optimize_onnx(str(model_file), model_file.parent / "." / model_file.name)
+        optimize_onnx(str(model_file), model_file.parent / "." / model_file.name, target="h100")
     assert model_file.read_bytes() == data and model_file.stat().st_mtime_ns == mtime
-    _, report = optimize_onnx(model_file, model_file, overwrite=True)
+    _, report = optimize_onnx(model_file, model_file, overwrite=True, target="h100")
     assert report.applied and model_file.read_bytes() != data
     onnx.checker.check_model(onnx.load(model_file), full_check=True)
     assert _listing(model_file.parent) == [model_file.name]      # no temporary files left behind
@@ -96,7 +96,7 @@ def test_model_proto_with_constant_nodes_is_not_modified():
     g.output(g.bn(g.node("Conv", [g.input("x", [1, 8, 12, 12]), w], pads=[1] * 4), 16))
     model = g.model()
     data = model.SerializeToString()
-    _, report = optimize_onnx(model, passes=("fold",))
+    _, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert sites(report, "fold", "applied")
     assert model.SerializeToString() == data
 
@@ -120,17 +120,17 @@ def test_external_data_round_trip(tmp_path):
     feeds = {"image": RNG.standard_normal((2, 16, 12, 12)).astype(np.float32)}
     assert max_rel(run(loaded, feeds)[0], run(model, feeds)[0]) < 1e-5
     with pytest.raises(OnnxInputError, match="external data that is not loaded"):
-        optimize_onnx(onnx.load(src, load_external_data=False))
+        optimize_onnx(onnx.load(src, load_external_data=False), target="h100")
     os.remove(src.parent / "weights.bin")
     with pytest.raises(OnnxInputError, match="external data file"):
-        optimize_onnx(src)
+        optimize_onnx(src, target="h100")
 
 
 def test_output_may_not_replace_the_inputs_external_data(tmp_path):
     src = tmp_path / "model.onnx"
     onnx.save_model(block_model(), src, save_as_external_data=True, location="other.onnx.data", size_threshold=0)
     with pytest.raises(OnnxInputError, match="external data"):
-        optimize_onnx(src, tmp_path / "other.onnx")
+        optimize_onnx(src, tmp_path / "other.onnx", target="h100")
 
 
 def test_graph_interface_and_dynamic_batch_are_kept(tmp_path):
@@ -162,14 +162,14 @@ def test_user_inputs_and_shapes_are_checked(tmp_path):
     model = block_model()
     npz = tmp_path / "inputs.npz"
     np.savez(npz, image=RNG.standard_normal((3, 16, 12, 12)).astype(np.float32))
-    _, report = optimize_onnx(model, inputs=npz)
+    _, report = optimize_onnx(model, inputs=npz, target="h100")
     assert report.model_rel_error < 1e-5
     with pytest.raises(OnnxInputError, match="does not match the declared"):
-        optimize_onnx(model, inputs={"image": np.zeros((1, 3, 12, 12), np.float32)})
+        optimize_onnx(model, inputs={"image": np.zeros((1, 3, 12, 12), np.float32)}, target="h100")
     with pytest.raises(OnnxInputError, match="no value given for graph input 'image'"):
-        optimize_onnx(model, inputs={"other": np.zeros(1)})
+        optimize_onnx(model, inputs={"other": np.zeros(1)}, target="h100")
     with pytest.raises(OnnxInputError, match="unknown input"):
-        optimize_onnx(model, input_shapes={"x": (1, 16, 12, 12)})
+        optimize_onnx(model, input_shapes={"x": (1, 16, 12, 12)}, target="h100")
 
 
 def test_whole_model_check_rolls_back_every_culprit():
@@ -195,7 +195,7 @@ def test_without_a_bisection_budget_the_check_falls_back_to_fewer_rewrites(monke
 def test_failing_whole_model_check_raises_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_api, "_passes", lambda *args: False)
     with pytest.raises(ModelCheckError, match="nothing written") as info:
-        optimize_onnx(block_model(), tmp_path / "out.onnx")
+        optimize_onnx(block_model(), tmp_path / "out.onnx", target="h100")
     assert info.value.report.sites and not (tmp_path / "out.onnx").exists()
     assert _listing(tmp_path) == []
 

@@ -31,7 +31,7 @@ def test_fold_batchnorm():
     y = g.bn(g.conv(g.input("x", ["N", 8, 12, 12]), 8, 16), 16)
     g.output(y, ["N", 16, 12, 12])
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert ops(model) == ["Conv", "BatchNormalization"] and ops(out) == ["Conv"]
     site = one(report, "fold", "applied")
     assert site.rel_error < 1e-5 and site.predicted_speedup > 1
@@ -47,7 +47,7 @@ def test_fold_per_channel_constant(op, const_shape):
     y = g.node(op, [g.conv(g.input("x", ["N", 8, 12, 12]), 8, 16, bias=op != "Add"), c])
     g.output(y)
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert ops(out) == ["Conv"]
     one(report, "fold", "applied")
     assert_same(model, out, feeds())
@@ -58,7 +58,7 @@ def test_fold_bn_then_mul_reaches_fixed_point():
     y = g.node("Mul", [g.bn(g.conv(g.input("x", [1, 8, 12, 12]), 8, 16), 16), g.init("s", RNG.random((16, 1, 1)))])
     g.output(y)
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert ops(out) == ["Conv"]
     assert len(sites(report, "fold", "applied")) == 2
     assert_same(model, out, feeds((1, 8, 12, 12)))
@@ -70,7 +70,7 @@ def test_fold_declines_when_conv_output_has_other_readers():
     g.output(g.bn(c, 16))
     g.output(g.relu(c))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert ops(out) == ops(model)
     assert "readers" in one(report, "fold", "declined").reason
 
@@ -83,7 +83,7 @@ def test_fold_declines_non_constant_batchnorm_statistics():
     params = [g.init("gamma", np.ones(16)), g.init("beta", np.zeros(16)), mean, g.init("var", np.ones(16))]
     g.output(g.node("BatchNormalization", [c] + params))
     out, report = optimize_onnx(g.model(), passes=("fold",),
-                                inputs={"x": feeds((1, 8, 12, 12))["x"], "mean": np.zeros(16, np.float32)})
+                                inputs={"x": feeds((1, 8, 12, 12))["x"], "mean": np.zeros(16, np.float32)}, target="h100")
     assert "not constant" in one(report, "fold", "declined").reason
     assert "BatchNormalization" in ops(out)
 
@@ -91,7 +91,7 @@ def test_fold_declines_non_constant_batchnorm_statistics():
 def test_fold_declines_training_mode_batchnorm():
     g = G(opset=15)
     g.output(g.bn(g.conv(g.input("x", [1, 8, 12, 12]), 8, 16), 16, training_mode=1), [1, 16, 12, 12])
-    out, report = optimize_onnx(g.model(), passes=("fold",), check=False)
+    out, report = optimize_onnx(g.model(), passes=("fold",), check=False, target="h100")
     assert "training mode" in one(report, "fold", "declined").reason
 
 
@@ -100,7 +100,7 @@ def test_fold_keeps_asymmetric_padding(pads):
     g = G()
     g.output(g.bn(g.conv(g.input("x", [1, 8, 12, 12]), 8, 16, pads=pads), 16))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     one(report, "fold", "applied")
     conv = out.graph.node[0]
     assert list(onnx.helper.get_attribute_value(next(a for a in conv.attribute if a.name == "pads"))) == pads
@@ -113,7 +113,7 @@ def test_fold_resolves_auto_pad_with_static_shape(auto_pad, stride):
     g = G()
     g.output(g.bn(g.conv(g.input("x", ["N", 8, 11, 12]), 8, 16, k=4, stride=stride, auto_pad=auto_pad), 16))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     one(report, "fold", "applied")
     assert_same(model, out, feeds((2, 8, 11, 12)))
 
@@ -123,7 +123,7 @@ def test_auto_pad_with_stride_needs_static_spatial_shape():
     g.output(g.bn(g.conv(g.input("x", ["N", 8, "H", "W"]), 8, 16, k=3, stride=2, auto_pad="SAME_UPPER"), 16))
     g.output(g.bn(g.conv("x", 8, 16, k=4, stride=1, auto_pad="SAME_LOWER"), 16))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",), input_shapes={"x": (1, 8, 12, 12)})
+    out, report = optimize_onnx(model, passes=("fold",), input_shapes={"x": (1, 8, 12, 12)}, target="h100")
     assert "static spatial input shape" in one(report, "fold", "declined").reason
     one(report, "fold", "applied")      # stride 1: the SAME padding does not depend on the size
     for hw in ((12, 12), (9, 7)):
@@ -146,7 +146,7 @@ def test_factorize_exact(weight, form):
     w = weight(32, 16, 3)
     g.output(g.conv(g.input("x", ["N", 16, 12, 12]), 16, 32, weight=w))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("factorize",), min_speedup=0.0)
+    out, report = optimize_onnx(model, passes=("factorize",), min_speedup=0.0, target="h100")
     site = one(report, "factorize", "applied")
     assert ops(out) == form and "exact" in site.reason and site.rel_error < 1e-5
     groups = [onnx.helper.get_attribute_value(a) for n in out.graph.node for a in n.attribute if a.name == "group"]
@@ -159,7 +159,7 @@ def test_factorize_declines_full_rank_and_grouped_convs():
     x = g.input("x", [1, 16, 12, 12])
     g.output(g.conv(x, 16, 32))
     g.output(g.conv(x, 16, 32, groups=4))
-    out, report = optimize_onnx(g.model(), passes=("factorize",))
+    out, report = optimize_onnx(g.model(), passes=("factorize",), target="h100")
     reasons = sorted(s.reason for s in sites(report, "factorize", "declined"))
     assert len(reasons) == 2 and "grouped conv" in reasons[0] and "not factorable" in reasons[1]
 
@@ -167,7 +167,7 @@ def test_factorize_declines_full_rank_and_grouped_convs():
 def test_factorize_declines_when_cost_model_predicts_no_gain():
     g = G()
     g.output(g.conv(g.input("x", [1, 16, 12, 12]), 16, 32, weight=rank1_per_output_channel(32, 16, 3)))
-    _, report = optimize_onnx(g.model(), passes=("factorize",), min_speedup=100.0)
+    _, report = optimize_onnx(g.model(), passes=("factorize",), min_speedup=100.0, target="h100")
     assert "cost model predicts" in one(report, "factorize", "declined").reason
 
 
@@ -177,7 +177,7 @@ def test_factorize_approximate_within_budget():
     g.output(g.conv(g.input("x", [1, 16, 12, 12]), 16, 32, weight=w))
     model = g.model()
     out, report = optimize_onnx(model, passes=("factorize",), min_speedup=0.0, factorize_error_budget=0.05,
-                                model_tolerance=0.05)
+                                model_tolerance=0.05, target="h100")
     site = one(report, "factorize", "applied")
     assert "approximate" in site.reason and site.rel_error < 0.05
     assert_same(model, out, feeds((1, 16, 12, 12)), tol=0.05)
@@ -189,7 +189,7 @@ def test_reverse_collapses_linear_dw_pw():
     dw = g.conv(g.input("x", ["N", 8, 12, 12]), 8, 8, groups=8)
     g.output(g.conv(dw, 8, 24, k=1))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0)
+    out, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0, target="h100")
     assert ops(out) == ["Conv"]
     assert one(report, "reverse", "applied").rel_error < 1e-5
     assert_same(model, out, feeds())
@@ -201,7 +201,7 @@ def test_reverse_collapses_pw_dw_without_bias_and_declines_with_bias():
     g.output(g.conv(g.conv(x, 8, 16, k=1, bias=False, pads=[0] * 4), 16, 16, groups=16, name="nobias"))
     g.output(g.conv(g.conv(x, 8, 16, k=1, bias=True, pads=[0] * 4), 16, 16, groups=16, name="bias"))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0)
+    out, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0, target="h100")
     one(report, "reverse", "applied")
     assert "zero padding" in one(report, "reverse", "declined").reason
     assert ops(out).count("Conv") == 3
@@ -213,10 +213,10 @@ def test_fold_then_reverse_through_batchnorm():
     dw = g.bn(g.conv(g.input("x", [1, 8, 12, 12]), 8, 8, groups=8), 8)
     g.output(g.conv(dw, 8, 24, k=1))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold", "reverse"), min_speedup=0.0)
+    out, report = optimize_onnx(model, passes=("fold", "reverse"), min_speedup=0.0, target="h100")
     assert ops(out) == ["Conv"]
     one(report, "reverse", "applied")
-    _, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0)
+    _, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0, target="h100")
     assert "BatchNormalization between the convs (not folded)" in one(report, "reverse", "declined").reason
 
 
@@ -230,7 +230,7 @@ def test_reverse_declines_nonlinearity_between(act, name, opset):
     a = getattr(g, act)(dw) if act[0].islower() else g.node(act, [dw])
     g.output(g.conv(a, 8, 24, k=1))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0)
+    out, report = optimize_onnx(model, passes=("reverse",), min_speedup=0.0, target="h100")
     assert f"nonlinearity ({name})" in one(report, "reverse", "declined").reason
     assert ops(out) == ops(model)
 
@@ -274,10 +274,10 @@ def test_fuse_marks_group_as_local_function(act1, act2, residual, opset, op):
 
 
 def test_fuse_is_skipped_on_cpu_target():
-    out, report = optimize_onnx(fuse_model(), target="cpu")
+    out, report = optimize_onnx(fuse_model(), target="cpu", cost_model="analytic")
     assert not sites(report, "fuse") and any("fuse pass skipped" in n for n in report.notes)
     assert not out.functions and all(n.domain in ("", None) for n in out.graph.node)
-    _, report = optimize_onnx(fuse_model(), target="cpu", force_fuse=True)
+    _, report = optimize_onnx(fuse_model(), target="cpu", force_fuse=True, cost_model="analytic")
     one(report, "fuse", "applied")
 
 
@@ -308,7 +308,7 @@ def test_fuse_declines_unfolded_batchnorm_and_squeeze_excite():
 def test_reverse_declines_when_cost_model_predicts_no_gain():
     g = G()
     g.output(g.conv(g.conv(g.input("x", [1, 8, 12, 12]), 8, 8, groups=8), 8, 24, k=1))
-    _, report = optimize_onnx(g.model(), passes=("reverse",), min_speedup=100.0)
+    _, report = optimize_onnx(g.model(), passes=("reverse",), min_speedup=100.0, target="h100")
     assert "cost model predicts the dense conv" in one(report, "reverse", "declined").reason
 
 
@@ -317,7 +317,7 @@ def test_site_beyond_tolerance_is_rolled_back():
     g = G()
     g.output(g.bn(g.conv(g.input("x", [1, 8, 12, 12]), 8, 16), 16))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",), site_tolerance=1e-12)
+    out, report = optimize_onnx(model, passes=("fold",), site_tolerance=1e-12, target="h100")
     site = one(report, "fold", "rolled_back")
     assert "exceeds tolerance" in site.reason and site.rel_error > 1e-12
     assert ops(out) == ops(model)
@@ -331,7 +331,7 @@ def test_a_wrong_lift_is_caught_by_onnxruntime(monkeypatch):
     g = G()
     g.output(g.bn(g.conv(g.input("x", [1, 8, 12, 12]), 8, 16, k=1, pads=[0] * 4), 16))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert "the lifted chain does not reproduce the original ops" in one(report, "fold", "declined").reason
     assert ops(out) == ops(model)
 
@@ -365,7 +365,7 @@ def test_weights_from_constant_nodes_and_identity_shared_initializers():
     params = [gamma, g.init("beta", np.zeros(16)), g.init("mean", RNG.random(16)), g.init("var", 1 + RNG.random(16))]
     g.output(g.node("BatchNormalization", [g.node("Conv", [x, w], pads=[1] * 4)] + params))
     model = g.model()
-    out, report = optimize_onnx(model, passes=("fold",))
+    out, report = optimize_onnx(model, passes=("fold",), target="h100")
     one(report, "fold", "applied")
     assert ops(out) == ["Conv"]
     assert_same(model, out, feeds((1, 8, 12, 12)))

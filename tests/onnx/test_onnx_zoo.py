@@ -40,7 +40,7 @@ def export(name, side, path, dynamo=False, **kwargs):
 
 def check_optimized(model, src, dst, side):
     original = onnx.load(src)
-    out, report = optimize_onnx(src, dst, target="h100")
+    out, report = optimize_onnx(src, dst, target="h100", force_fuse=True)
     assert report.model_rel_error is not None and report.model_rel_error < 1e-4, str(report)
     assert not sites(report, status="rolled_back"), str(report)
     onnx.checker.check_model(dst, full_check=True)
