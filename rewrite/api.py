@@ -31,8 +31,10 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         and modified (no copy of the weights is made), so only the returned module is valid.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, channels_last,
-        dynamic_spatial). The result is a torch.fx.GraphModule (torch.export capture) that runs at
-        any batch size, or the model with its exportable submodules replaced.
+        dynamic_spatial, timing_cache). The result is a torch.fx.GraphModule (torch.export capture)
+        that runs at any batch size, or the model with its exportable submodules replaced; a copy of
+        the model itself when no rewrite was applied, or when (measured cost model) the optimized
+        model measured slower than the original.
     The result carries `.rewrite_report`, a `rewrite.report.Report`.
     """
     opts = RewriteOptions.from_kwargs(options, "optimize")
@@ -81,8 +83,15 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         with torch.no_grad():
             report.model_rel_error, report.model_max_abs_error = _compare(optimized(*example_inputs), reference)
         report.notes.append("returned the original model unchanged")
+    unchanged = not final.passed or (not report.applied and not inplace)
+    if final.passed and unchanged:
+        # nothing to gain, and a re-exported graph can run slower than the module it came from
+        optimized = _pristine(model, inplace, reference_model, dtype)
+        report.notes.append("no rewrite applied: returned a copy of the original model")
     if opts.measured:
-        finish_measured(report, opts.cost_model, original, optimized, example_inputs)
+        finish_measured(report, opts.cost_model, None if unchanged else original, optimized, example_inputs)
+        if measured_slower(report, opts.min_speedup):
+            optimized = _pristine(model, inplace, reference_model, dtype)
     optimized.rewrite_report = report
     return optimized
 
@@ -96,6 +105,20 @@ def finish_measured(report: Report, cost_model, original, optimized, inputs) -> 
     if original is not None:
         from .measure import paired_medians
         report.model_measured_s = list(paired_medians(original, optimized, inputs, budget_s=2.0))
+
+
+def measured_slower(report: Report, min_speedup: float) -> bool:
+    """True when the whole optimized model measured slower than the original by more than the
+    margin min_speedup (a timing of two equal models on a busy machine differs by a few percent):
+    then every applied site is marked rolled back, and the caller returns the original model."""
+    if not report.model_measured_s or report.model_measured_s[1] <= report.model_measured_s[0] * min_speedup:
+        return False
+    before, after = report.model_measured_s
+    for site in report.applied:
+        site.status, site.reason = "rolled_back", "rolled back: the whole model measured slower with the rewrites"
+    report.notes.append(f"the optimized model measured slower than the original ({after * 1e3:.2f} ms against "
+                        f"{before * 1e3:.2f} ms): returned the original model unchanged")
+    return True
 
 
 def _device(model: nn.Module, example_inputs: tuple) -> torch.device:

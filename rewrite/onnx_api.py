@@ -25,6 +25,7 @@ from passes.onnx import io, runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
+from .api import measured_slower
 from .numerics import max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
@@ -100,6 +101,9 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
                               "rolled back; nothing written", report)
     if opts.measured:
         _finish_measured(report, opts.cost_model, model, optimized, feeds)
+        if measured_slower(report, opts.min_speedup):
+            optimized = onnx.ModelProto()
+            optimized.CopyFrom(model)
     if dst is not None:
         external = external_data if external_data is not None else (loaded.external or io.too_big(optimized))
         say(f"writing {dst}" + (" (external data)" if external else ""))

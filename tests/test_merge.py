@@ -138,13 +138,13 @@ def both_formats(model, shape=(2, 8, 10, 10), **options):
     torch.manual_seed(0)
     model = model.eval()
     x, fresh = torch.randn(shape), torch.randn((3,) + shape[1:])
-    optimized = optimize(model, x, target="cpu", **options)
+    optimized = optimize(model, x, target="cpu", cost_model="analytic", **options)
     with torch.no_grad():
         want, got = model(fresh), optimized(fresh)
     for w, g in zip(*(o if isinstance(o, tuple) else (o,) for o in (want, got))):
         assert (g - w).abs().max() <= 1e-5 * w.abs().max()
     proto = _onnx(model, x)
-    out, report = optimize_onnx(proto, target="cpu", **options)
+    out, report = optimize_onnx(proto, target="cpu", cost_model="analytic", **options)
     for w, g in zip(_run(proto, fresh), _run(out, fresh)):
         assert np.abs(g - w).max() <= 1e-5 * np.abs(w).max()
     convs = [sum(n.op_type == "Conv" for n in p.graph.node) for p in (proto, out)]
