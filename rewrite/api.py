@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .cost_model import measured_slower
 from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
@@ -40,7 +41,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     opts = RewriteOptions.from_kwargs(options, "optimize")
     example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     dtype, output = _validate(model, example_inputs)
-    opts = opts.resolved(_device(model, example_inputs))
+    opts = opts.resolved(model_device(model, example_inputs))
     from passes.fx.pipeline import Captured, optimize_fx  # front end loaded on use: rewrite/ stays graph-free
 
     reference_model = _float64_copy(model) if opts.check else None
@@ -49,7 +50,6 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         optimized, report = optimize_fx(work, example_inputs, opts, dtype)
         optimized.rewrite_report = report
         return optimized
-    original = None if inplace else model
 
     with torch.no_grad():
         reference = reference_model(*tree_map(_to_float64, example_inputs))
@@ -89,39 +89,15 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         optimized = _pristine(model, inplace, reference_model, dtype)
         report.notes.append("no rewrite applied: returned a copy of the original model")
     if opts.measured:
-        finish_measured(report, opts.cost_model, None if unchanged else original, optimized, example_inputs)
+        # the whole model is timed against the original unless that was rewritten in place
+        opts.cost_model.finish(report, None if unchanged or inplace else (model, optimized, example_inputs))
         if measured_slower(report, opts.min_speedup):
             optimized = _pristine(model, inplace, reference_model, dtype)
     optimized.rewrite_report = report
     return optimized
 
 
-def finish_measured(report: Report, cost_model, original, optimized, inputs) -> None:
-    """Save the timing cache; time the whole model both ways (unless the original was rewritten
-    in place, None here); say what was measured."""
-    cost_model.save()
-    report.notes.append(f"cost model: measured on {cost_model.device_name()} ({cost_model.measured} site(s) timed, "
-                        f"{cost_model.cached} from the timing cache)")
-    if original is not None:
-        from .measure import paired_medians
-        report.model_measured_s = list(paired_medians(original, optimized, inputs, budget_s=2.0))
-
-
-def measured_slower(report: Report, min_speedup: float) -> bool:
-    """True when the whole optimized model measured slower than the original by more than the
-    margin min_speedup (a timing of two equal models on a busy machine differs by a few percent):
-    then every applied site is marked rolled back, and the caller returns the original model."""
-    if not report.model_measured_s or report.model_measured_s[1] <= report.model_measured_s[0] * min_speedup:
-        return False
-    before, after = report.model_measured_s
-    for site in report.applied:
-        site.status, site.reason = "rolled_back", "rolled back: the whole model measured slower with the rewrites"
-    report.notes.append(f"the optimized model measured slower than the original ({after * 1e3:.2f} ms against "
-                        f"{before * 1e3:.2f} ms): returned the original model unchanged")
-    return True
-
-
-def _device(model: nn.Module, example_inputs: tuple) -> torch.device:
+def model_device(model: nn.Module, example_inputs: tuple) -> torch.device:
     """Where the model runs: its parameters' device, else its first input's."""
     for t in list(model.parameters()) + [x for x in tree_flatten(example_inputs)[0] if isinstance(x, torch.Tensor)]:
         return t.device

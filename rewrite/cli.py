@@ -112,7 +112,7 @@ def main(argv=None) -> int:
                    site_tolerance=args.site_tolerance, model_tolerance=args.model_tolerance,
                    cost_model=args.cost_model, timing_cache=False if args.no_timing_cache else args.timing_cache)
     try:
-        RewriteOptions(**options).resolved("cpu")
+        RewriteOptions(**options).choice("cpu")   # validate only: optimize_onnx builds the cost model
     except ValueError as exc:
         return fail(EXIT_BAD_INPUT, str(exc))
     if args.batch < 1:

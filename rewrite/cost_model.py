@@ -196,6 +196,31 @@ class MeasuredCostModel:
             self.cache.put(key, before_s, after_s)
         return before_s, after_s, False
 
-    def save(self) -> None:
+    def finish(self, report, timed=None, runtime: str = "") -> None:
+        """After a run: save the timing cache, say what was measured, and time the whole model
+        both ways when `timed` = (original, optimized, inputs) is given (callables on inputs)."""
+        from .measure import paired_medians
+
         if self.cache is not None:
             self.cache.save()
+        report.notes.append(f"cost model: measured{runtime} on {self.device_name()} ({self.measured} site(s) "
+                            f"timed, {self.cached} from the timing cache)")
+        if timed is not None:
+            report.model_measured_s = list(paired_medians(*timed, budget_s=WHOLE_MODEL_BUDGET_S))
+
+
+WHOLE_MODEL_BUDGET_S = 2.0
+
+
+def measured_slower(report, min_speedup: float) -> bool:
+    """True when the whole optimized model measured slower than the original by more than the
+    margin min_speedup (a timing of two equal models on a busy machine differs by a few percent):
+    then every applied site is marked rolled back, and the caller returns the original model."""
+    if not report.model_measured_s or report.model_measured_s[1] <= report.model_measured_s[0] * min_speedup:
+        return False
+    before, after = report.model_measured_s
+    for site in report.applied:
+        site.status, site.reason = "rolled_back", "rolled back: the whole model measured slower with the rewrites"
+    report.notes.append(f"the optimized model measured slower than the original ({after * 1e3:.2f} ms against "
+                        f"{before * 1e3:.2f} ms): returned the original model unchanged")
+    return True

@@ -25,7 +25,7 @@ from passes.onnx import io, runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
-from .api import measured_slower
+from .cost_model import measured_slower
 from .numerics import max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
@@ -100,7 +100,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)
     if opts.measured:
-        _finish_measured(report, opts.cost_model, model, optimized, feeds)
+        opts.cost_model.finish(report, _whole_models(model, optimized, feeds), " in onnxruntime")
         if measured_slower(report, opts.min_speedup):
             optimized = onnx.ModelProto()
             optimized.CopyFrom(model)
@@ -111,17 +111,13 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     return optimized, report
 
 
-def _finish_measured(report: Report, cost_model, model: onnx.ModelProto, optimized: onnx.ModelProto, feeds) -> None:
-    """Save the timing cache; time both whole models in optimized onnxruntime sessions."""
-    from .measure import paired_medians
-
-    cost_model.save()
-    report.notes.append(f"cost model: measured in onnxruntime on {cost_model.device_name()} "
-                        f"({cost_model.measured} site(s) timed, {cost_model.cached} from the timing cache)")
-    if feeds is not None and not io.too_big(model):
-        original, rewritten = runtime.session(model, optimized=True), runtime.session(optimized, optimized=True)
-        report.model_measured_s = list(paired_medians(lambda: original.run(None, feeds),
-                                                      lambda: rewritten.run(None, feeds), (), budget_s=2.0))
+def _whole_models(model: onnx.ModelProto, optimized: onnx.ModelProto, feeds):
+    """(original, optimized, no inputs): both models in optimized onnxruntime sessions, to time;
+    None without inputs or for a model too big to hold twice."""
+    if feeds is None or io.too_big(model):
+        return None
+    original, rewritten = runtime.session(model, optimized=True), runtime.session(optimized, optimized=True)
+    return (lambda: original.run(None, feeds)), (lambda: rewritten.run(None, feeds)), ()
 
 
 def model_dtype(model: onnx.ModelProto) -> torch.dtype:

@@ -81,26 +81,31 @@ class RewriteOptions:
         """Sites are decided by timing their forms (after resolved())."""
         return isinstance(self.cost_model, MeasuredCostModel)
 
-    def resolved(self, device) -> "RewriteOptions":
-        """These options with a concrete target and cost model for a model on `device`."""
-        if self.target is not None and not isinstance(self.cost_model, (str, type(None))):
-            return self
+    def choice(self, device) -> tuple[str, object]:
+        """(target, cost model kind: "measured", "analytic" or the caller's object) for a model on
+        `device`, or a ValueError when the options ask for the impossible; builds nothing."""
         device = torch.device(device)
         target = self.target or ("cpu" if device.type == "cpu" else "h100")
         profile = profile_for(target)
         on_target = profile.is_gpu == (device.type == "cuda")
         kind = self.cost_model or ("measured" if on_target and self.check else "analytic")
         if kind == "measured" and not self.check:
-            raise ValueError("cost_model='measured' times each site on the activations captured for its check; "
-                             "it needs check=True")
+            raise ValueError("cost_model='measured' times each site after its check; it needs check=True")
         if kind == "measured" and not on_target:
             raise ValueError(f"cost_model='measured' times each site where the model runs ({device}), but "
                              f"target={target!r} is a {'GPU' if profile.is_gpu else 'CPU'} profile; move the model "
                              "to the target device, or use cost_model='analytic' to optimize ahead of time")
+        return target, kind
+
+    def resolved(self, device) -> "RewriteOptions":
+        """These options with a concrete target and cost model for a model on `device`."""
+        if self.target is not None and not isinstance(self.cost_model, (str, type(None))):
+            return self
+        target, kind = self.choice(device)
         if kind == "measured":
-            model = MeasuredCostModel(profile, device, self.timing_cache)
+            model = MeasuredCostModel(target, device, self.timing_cache)
         elif kind == "analytic":
-            model = RooflineCostModel(profile)
+            model = RooflineCostModel(target)
         else:
             model = kind
         return replace(self, target=target, cost_model=model)

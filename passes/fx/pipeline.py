@@ -42,8 +42,8 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
     """Rewrite `model` and return (new root, report). The root is the exported GraphModule, or
     `model` itself with its exportable submodules replaced (then `model` is modified: pass a copy).
     `captured`: a capture of the same model to reuse (see Captured)."""
-    from rewrite.api import _device
-    options = options.resolved(_device(model, example_inputs))
+    from rewrite.api import model_device
+    options = options.resolved(model_device(model, example_inputs))
     report = Report(target=getattr(getattr(options.cost_model, "profile", None), "name", options.target),
                     dtype=str(dtype).replace("torch.", ""))
     regions = (captured or Captured()).regions(model, example_inputs, options.dynamic_spatial, report.notes)
