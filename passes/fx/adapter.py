@@ -16,6 +16,7 @@ import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
 from ..verify import capture_window
+from .inplace import restore_inplace
 from .lower import conv_module, fused_module, run_nodes
 from .view import FxViewBuilder
 
@@ -121,9 +122,10 @@ class FxAdapter:
         self.touched.update(nodes)
 
     def finish(self) -> None:
-        """Lint, drop what no node reads any more, regenerate the code."""
+        """Lint, drop what no node reads any more, put activations back in place, regenerate the code."""
         graph = self.gm.graph
         graph.eliminate_dead_code()
+        restore_inplace(self.gm)
         graph.lint()
         self.gm.delete_all_unused_submodules()
         self.gm.recompile()

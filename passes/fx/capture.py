@@ -15,7 +15,8 @@ back in place of its submodule.
 
 Two normalizations make the graph easy to match: eval-mode dropout is removed, and in-place
 elementwise ops (relu_, silu_, add_...) on a freshly computed tensor become their functional
-form, with the readers that come after them rewired to the new value.
+form, with the readers that come after them rewired to the new value (passes/fx/inplace.py; the
+adapter puts the activations back in place once the passes are done).
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ import torch.fx as fx
 import torch.fx.experimental._config  # noqa: F401 - export's shape config (size-oblivious)
 import torch.nn as nn
 from torch.export import Dim
+
+from .inplace import functionalize
 
 IDENTITY_OPS = ("aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
                 "aten.alpha_dropout.default", "aten.clone.default", "aten.detach.default")
@@ -169,7 +172,7 @@ def _normalized(gm: fx.GraphModule) -> fx.GraphModule:
     for module in gm.modules():      # the capture is of eval-mode behaviour (eval() itself is refused)
         module.training = False
     _drop_identities(gm)
-    _functionalize_inplace(gm)
+    functionalize(gm)
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()
@@ -185,38 +188,3 @@ def _drop_identities(gm: fx.GraphModule) -> None:
             continue
         node.replace_all_uses_with(node.args[0])
         gm.graph.erase_node(node)
-
-
-def _returns_alias(node: fx.Node) -> bool:
-    """Whether the op's output may share storage with an input (a view, or in-place)."""
-    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-        return True
-    return any(r.alias_info is not None for r in node.target._schema.returns)
-
-
-def _functional_twin(target):
-    """aten.relu_.default → aten.relu.default, or None when there is none."""
-    if not isinstance(target, torch._ops.OpOverload):
-        return None
-    schema = target._schema
-    name = schema.name.split("::")[-1]
-    if not name.endswith("_") or name.startswith("_") or not schema.arguments or \
-            schema.arguments[0].alias_info is None or not schema.arguments[0].alias_info.is_write:
-        return None
-    packet = getattr(torch.ops.aten, name[:-1], None)
-    return getattr(packet, target._overloadname, None) if packet is not None else None
-
-
-def _functionalize_inplace(gm: fx.GraphModule) -> None:
-    """y = op_(x) on a freshly computed x becomes y = op(x); readers of x after it read y."""
-    order = {node: i for i, node in enumerate(gm.graph.nodes)}
-    for node in list(gm.graph.nodes):
-        twin = _functional_twin(node.target) if node.op == "call_function" else None
-        if twin is None or not node.args or not isinstance(node.args[0], fx.Node):
-            continue
-        mutated = node.args[0]
-        if mutated.op != "call_function" or _returns_alias(mutated):
-            continue            # a view, a graph input or a parameter: the mutation is visible elsewhere
-        node.target = twin
-        here = order[node]
-        mutated.replace_all_uses_with(node, delete_user_cb=lambda user: order.get(user, here + 1) > here)
