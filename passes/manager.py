@@ -26,7 +26,9 @@ An adapter provides:
 With a measured cost model (options.measured), a site of MEASURED_KINDS that passed its check is
 then timed both ways (rewrite.measure) on random inputs of the full shapes that reach it, and
 applied only if it is at least min_speedup times faster; rules do not decline such sites on a
-prediction. Re-runs of the whole-model retry find the same timings in the cost model's cache.
+prediction. A plan that only removes work (a fold; a merge into a conv shaped like one of its
+branches: Plan.removes_work) is not timed, since timing noise could only decline it wrongly.
+Re-runs of the whole-model retry find the same timings in the cost model's cache.
 """
 from __future__ import annotations
 
@@ -151,8 +153,8 @@ def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtyp
         if not passed:
             adapter.discard(lowered)
             return 0
-        if options.measured and plan.kind in MEASURED_KINDS and not _faster(adapter, site, match, plan, lowered,
-                                                                             options, dtype):
+        if options.measured and plan.kind in MEASURED_KINDS and not plan.removes_work and \
+                not _faster(adapter, site, match, plan, lowered, options, dtype):
             adapter.discard(lowered)
             return 0
     adapter.commit(match, plan, lowered)

@@ -267,3 +267,32 @@ def test_a_declined_sum_without_a_mergeable_conv_is_named():
     for report in (fx, ox):
         (site,) = merges(report, "declined")
         assert "a branch's output also feeds" in site.reason and site.name
+
+
+class DwPlusDense(nn.Module):
+    """BN(dw3x3(x)) + BN(conv1x1(x)): the merged conv is a dense 3x3, costlier than either branch."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.dw, self.pw = conv_bn(c, c, 3, groups=c, seed=1), conv_bn(c, c, 1, seed=2)
+
+    def forward(self, x):
+        return self.dw(x) + self.pw(x)
+
+
+@pytest.mark.parametrize("block, untimed", [(RepVggBlock, True), (MobileOneDw, True), (DwPlusDense, False)])
+def test_a_merge_that_only_removes_work_is_applied_untimed_in_both_formats(block, untimed, tmp_path):
+    """Measured cost model (the CPU default): a merge whose conv is shaped like its largest branch
+    only removes work and is never left to timing noise; one that densifies is timed."""
+    model, x = block().eval(), torch.randn(2, 8, 10, 10)
+    cache = tmp_path / "timings.json"
+    fx_report = optimize(model, x, timing_cache=cache).rewrite_report
+    _, onnx_report = optimize_onnx(_onnx(model, x), timing_cache=cache)
+    for report in (fx_report, onnx_report):
+        sites = [s for s in report.sites if s.kind == "merge"]
+        assert len(sites) == 1, str(report)
+        if untimed:
+            assert sites[0].status == "applied" and sites[0].measured_s is None, str(report)
+            assert "only removes work" in sites[0].reason
+        else:
+            assert sites[0].measured_s is not None and "only removes work" not in sites[0].reason, str(report)

@@ -16,6 +16,7 @@ class Plan:
     predicted_speedup: float
     note: str = ""
     tolerance: float | None = None   # set for approximate rewrites: the user's error budget
+    removes_work: bool = False       # the rewrite only removes ops, as a fold does: never timed
 
     @property
     def describe_before(self) -> str:

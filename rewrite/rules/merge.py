@@ -6,6 +6,9 @@ MobileOne, RepVGG, RepViT, FastViT and RepGhost train such branches and sum them
 The merged conv replaces n convs, n−1 adds and the BatchNorms, so it is applied wherever the
 branches line up, unless the merge would have to densify a grouped branch (branches with
 different groups) and the cost model predicts the denser conv slower than the branches.
+Where the merged conv has the weight shape and groups of one of the branch convs, it costs
+exactly what that branch did and everything else goes: such a merge only removes work and, like
+a fold, is applied without timing (Plan.removes_work).
 """
 from __future__ import annotations
 
@@ -43,4 +46,7 @@ def plan_merge(parallel: ParallelBranches, input_shape, dtype, options) -> Plan 
     identity = len(parallel.branches) - len(parallel.convs)
     note = (f"merged {len(parallel.branches)} branches ({len(parallel.convs)} conv {'/'.join(kernels)}"
             + (f", {identity} identity/BN" if identity else "") + ") into one conv")
-    return Plan("merge", [parallel], [merged], speedup, note=note)
+    dominant = any(c.weight.shape == merged.weight.shape and c.groups == merged.groups for c in parallel.convs)
+    if dominant:
+        note += " shaped like its largest branch (only removes work: not timed)"
+    return Plan("merge", [parallel], [merged], speedup, note=note, removes_work=dominant)
