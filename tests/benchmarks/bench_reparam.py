@@ -5,12 +5,13 @@
 For each model of models_under_test.REPARAM_MODELS (timm, random init, calibrated BatchNorm, eval),
 in one run on this machine's CPU (torch threads as set by --threads):
   * torch eager, batch 1 and 8 at --size²: the original, optimize(model, x, target="cpu") and
-    timm's reparameterize_model (the ideal), each median of --repeats paired, interleaved runs;
+    timm's reparameterize_model (the ideal), --repeats interleaved rounds (the order rotating);
   * onnxruntime (CPU provider): the original's ONNX export (TorchScript exporter, opset 17), the
     same file through optimize_onnx(target="cpu") (what `rewrite-onnx --target cpu` writes), and
     the export of timm's reparameterized model;
   * relative error of each against a float64 copy of the original, on a fresh input;
-  * conv counts. The speed columns are the ideal's time over ours (1.00 = as fast as the ideal).
+  * conv counts. The times are medians; the speed columns are medians of the per-round ratios
+    (original/ours, and ideal/ours with its quartiles: 1.00 = as fast as the ideal).
 Prints a markdown table; --out writes every number as JSON with the versions and the command.
 """
 from __future__ import annotations
@@ -32,18 +33,41 @@ from rewrite import optimize, optimize_onnx
 from rewrite.numerics import rel_error
 
 
-def paired_medians(fns: dict, x, repeats: int) -> dict:
-    """Median seconds of each callable, run interleaved (one round = each once) after a warm-up."""
+def paired_rounds(fns: dict, x, repeats: int) -> dict:
+    """Seconds of each callable per round, run interleaved (one round = each once, the order
+    rotating from round to round) after two warm-up calls each."""
     times = {k: [] for k in fns}
+    names = list(fns)
     for fn in fns.values():
         fn(x)
         fn(x)
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             start = time.perf_counter()
-            fn(x)
+            fns[name](x)
             times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_medians(fns: dict, x, repeats: int) -> dict:
+    """Median seconds of each callable over paired_rounds."""
+    return {k: statistics.median(v) for k, v in paired_rounds(fns, x, repeats).items()}
+
+
+def ratio_quartiles(num: list, den: list) -> list:
+    """[q1, median, q3] of the per-round ratios num_i / den_i: a pair run back to back shares the
+    machine's state of the moment, so its ratio is steadier than a ratio of two medians."""
+    q1, median, q3 = statistics.quantiles([a / b for a, b in zip(num, den)], n=4, method="inclusive")
+    return [q1, median, q3]
+
+
+def timed(fns: dict, x, repeats: int) -> dict:
+    """Medians of each callable, and the quartiles of the paired ratios ideal/ours and original/ours."""
+    rounds = paired_rounds(fns, x, repeats)
+    out = {k: statistics.median(v) for k, v in rounds.items()}
+    out["ideal_over_ours"] = ratio_quartiles(rounds["ideal"], rounds["ours"])
+    out["original_over_ours"] = ratio_quartiles(rounds["original"], rounds["ours"])
+    return out
 
 
 def onnx_export(model, x) -> bytes:
@@ -99,7 +123,7 @@ def bench_model(name: str, size: int, repeats: int, threads: int) -> dict:
     with torch.no_grad():
         for batch in (1, 8):
             x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(3))
-            row["eager"][batch] = paired_medians({"original": model, "ours": ours, "ideal": ideal}, x, repeats)
+            row["eager"][batch] = timed({"original": model, "ours": ours, "ideal": ideal}, x, repeats)
     original_file = onnx_export(model, x1)
     optimized, report = optimize_onnx(onnx.load_from_string(original_file), target="cpu")
     files = {"original": original_file, "ours": optimized.SerializeToString(), "ideal": onnx_export(ideal, x1)}
@@ -112,13 +136,13 @@ def bench_model(name: str, size: int, repeats: int, threads: int) -> dict:
                          for k, v in files.items()}
     for batch in (1, 8):
         x = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
-        row["onnxruntime"][batch] = paired_medians(sessions, x, repeats)
+        row["onnxruntime"][batch] = timed(sessions, x, repeats)
     return row
 
 
 def table(rows: list) -> str:
-    lines = ["| model | runtime | batch | original ms | ours ms | ideal ms | ours vs original | ideal / ours |"
-             " convs orig → ours (ideal) | rel err ours | rel err ideal |",
+    lines = ["| model | runtime | batch | original ms | ours ms | ideal ms | ours vs original |"
+             " ideal / ours (q1-q3) | convs orig → ours (ideal) | rel err ours | rel err ideal |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for runtime, key, convs, errs in (("eager", "eager", r["convs"], r["rel_error"]),
@@ -126,10 +150,14 @@ def table(rows: list) -> str:
             for batch, t in r[key].items():
                 lines.append(
                     f"| {r['model']} | {runtime} | {batch} | {1e3 * t['original']:.1f} | {1e3 * t['ours']:.1f} | "
-                    f"{1e3 * t['ideal']:.1f} | {t['original'] / t['ours']:.2f}x | {t['ideal'] / t['ours']:.2f} | "
+                    f"{1e3 * t['ideal']:.1f} | {t['original_over_ours'][1]:.2f}x | {_quartiles(t['ideal_over_ours'])} | "
                     f"{convs['original']} → {convs['ours']} ({convs['ideal']}) | {errs['ours']:.1e} | "
                     f"{errs['ideal']:.1e} |")
     return "\n".join(lines)
+
+
+def _quartiles(q: list) -> str:
+    return f"{q[1]:.2f} ({q[0]:.2f}-{q[2]:.2f})"
 
 
 def main(argv=None) -> int:

@@ -76,3 +76,14 @@ def test_dry_run_writes_json_and_markdown(tmp_path):
     assert set(row["times_us"]) == {"ours", "eager_cl"} and not row["errors"]
     assert row["rel_err"]["ours"] <= 1e-5  # the CPU fallback is exact fp32
     assert "| C1024-H7-k3-s1-N1024 | tf32 |" in report_file.with_suffix(".md").read_text()
+
+
+def test_reparam_benchmark_pairs_rounds_and_takes_quartiles_of_the_ratios():
+    from tests.benchmarks.bench_reparam import paired_rounds, ratio_quartiles
+
+    calls = []
+    fns = {k: (lambda x, k=k: calls.append(k)) for k in ("original", "ours", "ideal")}
+    times = paired_rounds(fns, None, repeats=3)
+    assert {k: len(v) for k, v in times.items()} == {"original": 3, "ours": 3, "ideal": 3}
+    assert calls[6:] == ["original", "ours", "ideal", "ours", "ideal", "original", "ideal", "original", "ours"]
+    assert ratio_quartiles([2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 1.0, 2.0, 1.0, 2.0]) == [2.0, 3.0, 3.0]
