@@ -66,7 +66,13 @@ def test_onnx_merges_every_branch_sum(case):
     torch.onnx.export(_ideal(model), (x,), ideal_buffer, opset_version=17, dynamo=False, input_names=["x"])
     ideal_convs = sum(n.op_type == "Conv" for n in onnx.load_from_string(ideal_buffer.getvalue()).graph.node)
     assert sum(n.op_type == "Conv" for n in out.graph.node) == ideal_convs
+    # onnxruntime's own error on the original file (1.8e-5 for RepViT on an AMD EPYC, above torch's
+    # 7.5e-6) widens the tolerance as the original's own error does in torch: twice it
+    own = rel_error(_ort_run(buffer.getvalue(), fresh), want)
+    assert rel_error(_ort_run(out.SerializeToString(), fresh), want) <= max(tolerance, 2 * own)
+
+
+def _ort_run(data: bytes, x: torch.Tensor) -> torch.Tensor:
     import onnxruntime as ort
-    session = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"x": fresh.numpy()})[0]
-    assert rel_error(torch.from_numpy(np.asarray(got, np.float64)), want) <= tolerance
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(np.asarray(session.run(None, {"x": x.numpy()})[0], np.float64))
