@@ -97,6 +97,8 @@ def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
         report.add(Site(name, match.kind, "declined", match.reason, before=match.before))
         return 0
     shape = view.shape(match.input)
+    if shape is not None and len(shape) == 2 and match.layout == "nc":
+        shape = (*shape, 1, 1)     # a linear's [N, C] is a 1x1 conv's [N, C, 1, 1] to the rules
     if shape is None or len(shape) != 4:
         report.add(Site(name, match.kind, "declined", "the shape of the activation reaching this site is "
                         "unknown", before=match.before))
@@ -104,9 +106,14 @@ def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
     plan = _plan(match, tuple(shape), dtype, options)
     if isinstance(plan, Decline):
         report.add(Site(name, match.kind, "declined", plan.reason, plan.predicted_speedup,
-                        before=plan.describe_before))
+                        before=_named(match, plan.describe_before)))
         return 0
     return _apply(adapter, name, match, plan, options, report, dtype)
+
+
+def _named(match: Match, chain: str) -> str:
+    """A chain's description in the graph's terms: the 1x1 convs of a linear site are linears."""
+    return chain.replace("pw ", "linear ") if match.layout == "nc" else chain
 
 
 def _plan(match: Match, shape, dtype, options):
@@ -126,7 +133,7 @@ def _plan(match: Match, shape, dtype, options):
 
 def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtype) -> int:
     site = Site(name, plan.kind, "applied", plan.note, plan.predicted_speedup, None,
-                plan.describe_before, plan.describe_after)
+                _named(match, plan.describe_before), _named(match, plan.describe_after))
     report.add(site)
     key = site_key(site)
     if key in options.skip_sites:

@@ -44,6 +44,11 @@ class Match:
     fuse: dict = field(default_factory=dict)     # fuse: dw, act1, se, pw, act2, se_ops
 
     @property
+    def layout(self) -> str:
+        """"nc" where the match's convs are linears over [N, C] (lowered as linears), else "nchw"."""
+        return "nc" if any(op.kind == "conv" and op.layout == "nc" for op in self.ops) else "nchw"
+
+    @property
     def runtime_inputs(self) -> list:
         """The values the chain reads at run time: its input, and the residual it adds."""
         return [self.input] + ([self.residual] if self.residual is not None else [])
@@ -63,11 +68,15 @@ def _declined(kind: str, op: Op, reason: str, ops=None) -> Match:
     return Match(kind, op.name, ops or [op], reason=reason)
 
 
-def _conv_reason(op: Op) -> str | None:
+def _conv_reason(op: Op, linear_ok: bool = False) -> str | None:
+    """Why the conv op cannot be rewritten here, or None. A linear over [N, C] (layout "nc") is
+    folded and collapsed (linear_ok), never merged, factorized or fused."""
     if op.reason:
         return op.reason
-    if op.layout != "nchw":
+    if op.layout == "nhwc":
         return "a linear over a channels-last tensor is not rewritten"
+    if op.layout == "nc" and not linear_ok:
+        return "a linear over [N, C] is only folded into or collapsed with its neighbours"
     return None
 
 
@@ -252,7 +261,7 @@ def fold_matches(view: View):
                     yield before
                 continue
             ops = [conv, op]
-            reason = _conv_reason(conv) or op.reason
+            reason = _conv_reason(conv, linear_ok=True) or op.reason
             if reason is None and view.readers(conv.output) > 1:
                 reason = (f"conv output has {view.readers(conv.output)} readers; folding the {op.label} "
                           "would change what the others see")
@@ -278,7 +287,7 @@ def _affine_before_conv(view: View, op: Op) -> Match | None:
     conv = view.sole_user(op.output)
     if conv is None or conv.kind != "conv" or op.affine is None:
         return None
-    reason = _conv_reason(conv)
+    reason = _conv_reason(conv, linear_ok=True)
     if reason:
         return _declined("fold", conv, reason, [op, conv])
     return Match("fold", conv.name, [op, conv], [op.affine, conv.conv], op.inputs[0], conv.output)
@@ -319,7 +328,7 @@ def reverse_matches(view: View):
         between = None
         if nxt is not None and nxt.kind != "conv":
             between, nxt = nxt, view.sole_user(nxt.output)
-        if nxt is None or not nxt.liftable_conv or nxt.origin == "factorize" or \
+        if nxt is None or not nxt.liftable_conv or nxt.origin == "factorize" or nxt.layout != op.layout or \
                 not is_reversible_pair(op.conv, nxt.conv):
             continue
         if between is not None:

@@ -4,7 +4,7 @@ Each front end (passes/fx, passes/onnx) turns its graph into a `View`: a list of
 execution order, each with the activation values it reads and the value it produces. Values are
 opaque hashable keys (an fx.Node, an ONNX tensor name). An op carries what the patterns need in
 IR form: a ConvSpec for a conv (a linear over a channels-last tensor is a 1x1 conv with layout
-"nhwc"), an Affine for an eval-mode BatchNorm or a constant per-channel scale/shift, an
+"nhwc", a linear over a 2-d [N, C] tensor one with layout "nc"), an Affine for an eval-mode BatchNorm or a constant per-channel scale/shift, an
 activation name, a ZeroPad; or the reason it cannot be lifted (weights computed at run time,
 shared with another op, a BatchNorm in training mode...). Several format nodes may make one op
 (ONNX writes SiLU as Sigmoid·Mul); `nodes` lists them, so a rewrite removes all of them.
@@ -44,7 +44,7 @@ class Op:
     act: str | None = None
     pad: ZeroPad | None = None
     reason: str | None = None      # why a conv / affine / pad cannot be lifted
-    layout: str = "nchw"           # "nhwc": a linear applied over a channels-last tensor
+    layout: str = "nchw"           # "nhwc": a linear over a channels-last tensor; "nc": over [N, C]
     origin: str | None = None      # the pass whose rewrite created this op
 
     def __post_init__(self):
@@ -53,11 +53,13 @@ class Op:
 
     @property
     def liftable_conv(self) -> bool:
-        return self.kind == "conv" and self.conv is not None and self.layout == "nchw"
+        """A conv the folds and collapses may rewrite: NCHW, or a linear over [N, C] (a 1x1 conv
+        on a 1x1 map)."""
+        return self.kind == "conv" and self.conv is not None and self.layout in ("nchw", "nc")
 
     def describe(self) -> str:
         if self.conv is not None:
-            return self.conv.describe() + (" (linear over NHWC)" if self.layout == "nhwc" else "")
+            return self.conv.describe() + {"nhwc": " (linear over NHWC)", "nc": " (linear)"}.get(self.layout, "")
         return self.act or self.label
 
 

@@ -94,6 +94,8 @@ class ConvSpec:
         return ((h + t + b - dh * (kh - 1) - 1) // sh + 1, (w + l + r - dw * (kw - 1) - 1) // sw + 1)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:           # a linear over [N, C]: the 1x1 conv on a 1x1 map
+            return self.apply(x[:, :, None, None])[:, :, 0, 0]
         t, b, l, r = self.padding
         if any(self.padding):
             x = F.pad(x, (l, r, t, b))

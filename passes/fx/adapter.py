@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..verify import capture_window
 from .inplace import restore_inplace
-from .lower import conv_module, fused_module, run_nodes
+from .lower import conv_module, fused_module, linear_module, run_nodes
 from .view import FxViewBuilder
 
 
@@ -56,7 +56,8 @@ class FxAdapter:
     def lower(self, match, plan) -> list:
         if plan.kind == "fuse":
             return [fused_module(plan.after[0])]
-        return [conv_module(spec) for spec in plan.after]
+        lower = linear_module if match.layout == "nc" else conv_module
+        return [lower(spec) for spec in plan.after]
 
     def original(self, match):
         nodes, keys = match.nodes_in(self.gm.graph.nodes), match.runtime_inputs
@@ -147,7 +148,7 @@ class FxAdapter:
                 out = super().run_node(node)
                 if isinstance(out, torch.Tensor):
                     shapes[node] = tuple(out.shape)
-                    if node in wanted and out.dim() == 4:
+                    if node in wanted and out.dim() in (2, 4):
                         values[node] = capture_window(out).detach().clone()
                 return out
 
@@ -177,7 +178,9 @@ class FxAdapter:
 
 
 def _role(module) -> str:
-    """Name suffix of a new module when a site becomes several: dw, pw, conv or fused."""
+    """Name suffix of a new module when a site becomes several: dw, pw, conv, linear or fused."""
+    if isinstance(module, torch.nn.Linear):
+        return "linear"
     if isinstance(module, torch.nn.Conv2d):
         if module.groups > 1 and module.groups == module.in_channels:
             return "dw"

@@ -1,7 +1,7 @@
 """Chain IR → torch modules for the FX front end, and running a run of graph nodes on its own.
 
 A rewritten conv becomes an nn.Conv2d (its parameters keep the names `weight` / `bias`, so the
-state_dict reads naturally); an asymmetric zero padding (TF "same" with stride 2, or an
+state_dict reads naturally), a rewritten linear over [N, C] an nn.Linear; an asymmetric zero padding (TF "same" with stride 2, or an
 absorbed explicit pad) becomes `PaddedConv2d`, which pads per side before the conv. A fused
 chain becomes the kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation).
 """
@@ -65,6 +65,18 @@ def conv_module(spec: ConvSpec) -> nn.Conv2d:
         if spec.bias is not None:
             conv.bias.copy_(spec.bias)
     return conv.eval()
+
+
+def linear_module(spec: ConvSpec) -> nn.Linear:
+    """An nn.Linear computing the 1x1 `spec` over [N, C] (a linear the view lifted as a conv)."""
+    out_ch, in_ch = spec.weight.shape[:2]
+    linear = nn.Linear(in_ch, out_ch, bias=spec.bias is not None, device=spec.weight.device,
+                       dtype=spec.weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(spec.weight[:, :, 0, 0])
+        if spec.bias is not None:
+            linear.bias.copy_(spec.bias)
+    return linear.eval()
 
 
 def fused_module(spec) -> nn.Module:

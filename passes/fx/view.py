@@ -5,6 +5,7 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     aten.conv2d (weight and bias from get_attr)   → conv     (name: the weight's module path)
     call_module of an nn.Conv2d (a lowered conv)   → conv
     aten.linear over a 4-d (channels-last) tensor  → conv, 1x1, layout "nhwc"
+    aten.linear over a 2-d [N, C] tensor, nn.Linear → conv, 1x1, layout "nc"
     aten.batch_norm, training=False                → affine
     aten.mul/add/sub/div by a per-channel value computed from parameters only (layer scale) → affine
     aten.relu/relu6/hardtanh(0,6)/silu/hardswish/hardsigmoid/sigmoid/tanh/gelu/... → act
@@ -126,6 +127,10 @@ class FxViewBuilder:
                 spec = conv_spec_of_module(module)
                 return Op("conv", **base, conv=spec if isinstance(spec, ConvSpec) else None,
                           reason=spec if isinstance(spec, str) else None)
+            if type(module) is nn.Linear and len(inputs) == 1 and _rank(inputs[0]) == 2:   # a lowered linear
+                spec = ConvSpec(module.weight.detach()[:, :, None, None],
+                                None if module.bias is None else module.bias.detach())
+                return Op("conv", **base, conv=spec, layout="nc")
             return Op("other", **base)
         name = op_name(node.target)
         kwargs = self._arguments(node)
@@ -165,15 +170,18 @@ class FxViewBuilder:
 
     def _lift_linear(self, node, kw, base):
         x = kw["input"]
-        value = x.meta.get("val") if isinstance(x, fx.Node) else None
-        if value is None or value.dim() != 4:
+        rank = _rank(x)
+        if rank not in (2, 4):
             return None
+        layout = "nhwc" if rank == 4 else "nc"
         weight, reason = self._constant(kw["weight"])
         bias, bias_reason = self._constant(kw.get("bias"))
         base["name"] = owner_path(kw["weight"]) if isinstance(kw["weight"], fx.Node) else node.name
+        if reason is None and not weight.dtype.is_floating_point:
+            reason = f"non-float weight dtype {weight.dtype}"
         if reason or bias_reason:
-            return Op("conv", (x,), **base, reason=reason or bias_reason, layout="nhwc")
-        return Op("conv", (x,), **base, conv=ConvSpec(weight[:, :, None, None], bias), layout="nhwc")
+            return Op("conv", (x,), **base, reason=reason or bias_reason, layout=layout)
+        return Op("conv", (x,), **base, conv=ConvSpec(weight[:, :, None, None], bias), layout=layout)
 
     def _lift_batch_norm(self, node, kw, base):
         x = kw["input"]

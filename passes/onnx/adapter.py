@@ -25,7 +25,7 @@ from . import runtime
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
-from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node
+from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node, gemm_node
 from .verify import FUNCTION_IR_VERSION, run_site, site_model
 from .view import OnnxViewBuilder
 
@@ -85,8 +85,9 @@ class OnnxAdapter:
             return [fused_node(fused, x, residual, match.name, self.names)]
         nodes = []
         for spec in plan.after:
-            role = "dw" if spec.is_depthwise else "pw"
-            nodes.append(conv_node(spec, x, match.name if len(plan.after) == 1 else f"{match.name}_{role}", self.names))
+            role = "linear" if match.layout == "nc" else "dw" if spec.is_depthwise else "pw"
+            name = match.name if len(plan.after) == 1 else f"{match.name}_{role}"
+            nodes.append((gemm_node if match.layout == "nc" else conv_node)(spec, x, name, self.names))
             x = nodes[-1].outputs[0]
         return nodes
 
@@ -151,7 +152,7 @@ class OnnxAdapter:
             self.shapes = self.shapes or runtime.inferred_shapes(self.source)
             return
         names = [n.inputs[0].name for n in self.graph.nodes
-                 if is_op(n, "Conv", "Pad", "BatchNormalization", *QUANTIZED_CONVS) and n.inputs]
+                 if is_op(n, "Conv", "Gemm", "Pad", "BatchNormalization", *QUANTIZED_CONVS) and n.inputs]
         names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")
                   for t in n.inputs if isinstance(t, gs.Variable)]
         self.progress("capturing activations")

@@ -2,7 +2,7 @@
 fused chain.
 
 A ConvSpec becomes a Conv node with fresh initializers (asymmetric padding is native to ONNX
-Conv, so no Pad node is needed). A FusedSepConv becomes one call of a function in the domain
+Conv, so no Pad node is needed), or a Gemm node where it stands for a linear over [N, C]. A FusedSepConv becomes one call of a function in the domain
 "dwsep" whose body is the same computation in standard ops; runtimes that run model-local
 functions (onnxruntime inlines them) still execute the model, and a GPU runtime can map every
 call to the one-launch kernel of kernels/fused_sep_conv.py:
@@ -45,6 +45,15 @@ def conv_node(spec: ConvSpec, x: gs.Tensor, name: str, names: Names) -> gs.Node:
     attrs = {"kernel_shape": list(spec.kernel_size), "strides": list(spec.stride), "pads": [t, l, b, r],
              "dilations": list(spec.dilation), "group": spec.groups}
     return gs.Node("Conv", names.fresh(name), attrs, inputs, [out])
+
+
+def gemm_node(spec: ConvSpec, x: gs.Tensor, name: str, names: Names) -> gs.Node:
+    """A Gemm node (transB = 1) computing the 1x1 `spec` as a linear over x = [N, C_in]."""
+    inputs = [x, gs.Constant(names.fresh(f"{name}.weight"), _array(spec.weight[:, :, 0, 0]))]
+    if spec.bias is not None:
+        inputs.append(gs.Constant(names.fresh(f"{name}.bias"), _array(spec.bias)))
+    out = gs.Variable(names.fresh(f"{name}_output"), dtype=inputs[1].values.dtype)
+    return gs.Node("Gemm", names.fresh(name), {"transB": 1}, inputs, [out])
 
 
 def function_name(fused: FusedSepConv) -> str:

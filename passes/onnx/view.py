@@ -10,6 +10,7 @@
     Mul / Add / Sub of two activations            → mul / add / sub
     Transpose                                     → layout
     MatMul by a constant over a 4-d tensor         → conv, 1x1, layout "nhwc" (a Linear over NHWC)
+    Gemm of a 2-d activation by constants          → conv, 1x1, layout "nc" (a Linear over [N, C])
     anything else                                 → other, labelled with the op type
 
 An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
@@ -89,6 +90,8 @@ class OnnxViewBuilder:
             return Op("layout", inputs, **base)
         if is_op(node, "MatMul") and len(inputs) == 1 and node.inputs[0].name == inputs[0]:
             return self._linear(node, shapes, base) or Op("other", inputs, **base)
+        if is_op(node, "Gemm") and len(inputs) == 1 and node.inputs[0].name == inputs[0]:
+            return self._gemm(node, base) or Op("other", inputs, **base)
         return Op("other", inputs, **base)
 
     def _linear(self, node: gs.Node, shapes: dict, base: dict) -> Op | None:
@@ -101,6 +104,30 @@ class OnnxViewBuilder:
             return None
         spec = ConvSpec(torch.from_numpy(np.ascontiguousarray(weight.T))[:, :, None, None])
         return Op("conv", (x,), **base, conv=spec, layout="nhwc")
+
+    def _gemm(self, node: gs.Node, base: dict) -> Op | None:
+        """Y = alpha·A·B' + beta·C with A the activation [N, C_in] (transA = 0), B constant
+        (B' = B, or Bᵀ with transB) and C a constant [C_out] or scalar, or absent: a linear,
+        lifted as a 1x1 conv with weight alpha·B'ᵀ and bias beta·C."""
+        if int(node.attrs.get("transA", 0)):
+            return None
+        weight = constant_value(node.inputs[1], self.overridable)
+        bias = constant_value(node.inputs[2], self.overridable) if len(node.inputs) > 2 and node.inputs[2].name \
+            else None
+        if weight is None or weight.ndim != 2 or not np.issubdtype(weight.dtype, np.floating) or \
+                (len(node.inputs) > 2 and node.inputs[2].name and bias is None):
+            return None
+        w = np.asarray(weight, np.float64) * float(node.attrs.get("alpha", 1.0))
+        w = w if int(node.attrs.get("transB", 0)) else w.T              # [C_out, C_in]
+        if bias is not None:
+            if bias.size not in (1, w.shape[0]) or bias.ndim > 2:
+                return None
+            bias = np.broadcast_to(np.asarray(bias, np.float64).reshape(-1), (w.shape[0],)) * \
+                float(node.attrs.get("beta", 1.0))
+        dtype = torch.from_numpy(np.empty(0, weight.dtype)).dtype
+        spec = ConvSpec(torch.from_numpy(np.ascontiguousarray(w))[:, :, None, None].to(dtype),
+                        None if bias is None else torch.from_numpy(np.ascontiguousarray(bias)).to(dtype))
+        return Op("conv", (node.inputs[0].name,), **base, conv=spec, layout="nc")
 
     def _conv(self, node: gs.Node, shapes: dict, base: dict) -> Op:
         x = node.inputs[0].name
