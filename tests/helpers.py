@@ -57,3 +57,15 @@ def count_ops(module, name: str) -> int:
 
     return sum(1 for gm in module.modules() if isinstance(gm, fx.GraphModule)
                for node in gm.graph.nodes if node.op == "call_function" and op_name(node.target) == name)
+
+
+def to_onnx(model, x):
+    """The model's TorchScript ONNX export (opset 17, input "x", dynamic batch) as a ModelProto."""
+    import io
+
+    import onnx
+
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N"}})
+    return onnx.load_from_string(buffer.getvalue())

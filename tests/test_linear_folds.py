@@ -1,16 +1,14 @@
 """Linears over [N, C] (classifier heads) are 1x1 convs to the fold and reverse passes, in both
 formats: BatchNorm1d / a constant affine folds into the neighbouring linear, two linears with
 nothing between collapse, and the report names them as linears."""
-import io
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn as nn
 
 from rewrite import optimize, optimize_onnx
-from tests.helpers import batchnorm
+from tests.helpers import batchnorm, to_onnx
 
 
 def bn1d(c, seed):
@@ -40,13 +38,6 @@ class Heads(nn.Module):
         return self.fc3(self.fc2(x))
 
 
-def _onnx(model, x):
-    buffer = io.BytesIO()
-    torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "N"}})
-    return onnx.load_from_string(buffer.getvalue())
-
-
 def _sites(report, kind):
     return [s for s in report.sites if s.kind == kind and s.status == "applied" and "linear" in s.before]
 
@@ -70,7 +61,7 @@ def test_affines_fold_into_linears_and_linear_pairs_collapse(fmt):
         assert not any("batch_norm" in o or "linear" in o for o in ops) and len(linears) == 2, fast.code
     else:
         import onnxruntime as ort
-        out, report = optimize_onnx(_onnx(model, x), **options)
+        out, report = optimize_onnx(to_onnx(model, x), **options)
         counts = {op: sum(n.op_type == op for n in out.graph.node) for op in ("Gemm", "BatchNormalization")}
         assert counts == {"Gemm": 2, "BatchNormalization": 0}, counts
         session = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])

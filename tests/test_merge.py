@@ -1,17 +1,15 @@
 """The merge pass (structural reparameterization), in both formats: each block below goes through
 optimize() and, exported to ONNX, through optimize_onnx; the merged sites, the declines and their
 reasons, and the numbers must agree."""
-import io
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from rewrite import optimize, optimize_onnx
-from tests.helpers import batchnorm
+from tests.helpers import batchnorm, to_onnx
 
 
 def conv_bn(cin, cout, k, stride=1, groups=1, padding=None, dilation=1, seed=0):
@@ -120,13 +118,6 @@ class DilationMismatch(nn.Module):
         return self.a(x) + self.b(x)
 
 
-def _onnx(model, x):
-    buffer = io.BytesIO()
-    torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "N"}})
-    return onnx.load_from_string(buffer.getvalue())
-
-
 def _run(proto, x):
     import onnxruntime as ort
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -143,7 +134,7 @@ def both_formats(model, shape=(2, 8, 10, 10), **options):
         want, got = model(fresh), optimized(fresh)
     for w, g in zip(*(o if isinstance(o, tuple) else (o,) for o in (want, got))):
         assert (g - w).abs().max() <= 1e-5 * w.abs().max()
-    proto = _onnx(model, x)
+    proto = to_onnx(model, x)
     out, report = optimize_onnx(proto, target="cpu", cost_model="analytic", **options)
     for w, g in zip(_run(proto, fresh), _run(out, fresh)):
         assert np.abs(g - w).max() <= 1e-5 * np.abs(w).max()
@@ -287,7 +278,7 @@ def test_a_merge_that_only_removes_work_is_applied_untimed_in_both_formats(block
     model, x = block().eval(), torch.randn(2, 8, 10, 10)
     cache = tmp_path / "timings.json"
     fx_report = optimize(model, x, timing_cache=cache).rewrite_report
-    _, onnx_report = optimize_onnx(_onnx(model, x), timing_cache=cache)
+    _, onnx_report = optimize_onnx(to_onnx(model, x), timing_cache=cache)
     for report in (fx_report, onnx_report):
         sites = [s for s in report.sites if s.kind == "merge"]
         assert len(sites) == 1, str(report)
