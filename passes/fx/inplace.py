@@ -69,8 +69,8 @@ def functionalize(gm: fx.GraphModule) -> None:
 
 
 def restore_inplace(gm: fx.GraphModule) -> int:
-    """y = act(x) → y = act_(x) where x is a fresh buffer (FRESH_PRODUCERS, or an nn.Conv2d
-    module) whose only reader is the activation: no other op, and not the graph's output, can
+    """y = act(x) → y = act_(x) where x is a fresh buffer (FRESH_PRODUCERS, or an nn.Conv2d /
+    nn.Linear module) whose only reader is the activation: no other op, and not the graph's output, can
     see the overwrite. Returns how many activations went in place; recompile() afterwards."""
     count = 0
     for node in gm.graph.nodes:
@@ -84,5 +84,5 @@ def restore_inplace(gm: fx.GraphModule) -> int:
 
 def _fresh(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), nn.Conv2d)
+        return isinstance(gm.get_submodule(node.target), (nn.Conv2d, nn.Linear))
     return node.op == "call_function" and node.target in FRESH_PRODUCERS

@@ -1,8 +1,9 @@
 """Chain IR → torch modules for the FX front end, and running a run of graph nodes on its own.
 
 A rewritten conv becomes an nn.Conv2d (its parameters keep the names `weight` / `bias`, so the
-state_dict reads naturally), a rewritten linear over [N, C] an nn.Linear; an asymmetric zero padding (TF "same" with stride 2, or an
-absorbed explicit pad) becomes `PaddedConv2d`, which pads per side before the conv. A fused
+state_dict reads naturally), a rewritten linear over [N, C] an nn.Linear; an asymmetric zero
+padding (TF "same" with stride 2, or an absorbed explicit pad) becomes `PaddedConv2d`, which
+pads per side before the conv. A fused
 chain becomes the kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation).
 """
 from __future__ import annotations

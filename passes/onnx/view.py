@@ -125,6 +125,8 @@ class OnnxViewBuilder:
             bias = np.broadcast_to(np.asarray(bias, np.float64).reshape(-1), (w.shape[0],)) * \
                 float(node.attrs.get("beta", 1.0))
         dtype = torch.from_numpy(np.empty(0, weight.dtype)).dtype
+        if dtype != self.dtype:
+            return None
         spec = ConvSpec(torch.from_numpy(np.ascontiguousarray(w))[:, :, None, None].to(dtype),
                         None if bias is None else torch.from_numpy(np.ascontiguousarray(bias)).to(dtype))
         return Op("conv", (node.inputs[0].name,), **base, conv=spec, layout="nc")
