@@ -96,9 +96,7 @@ def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
     if match.reason:
         report.add(Site(name, match.kind, "declined", match.reason, before=match.before))
         return 0
-    shape = view.shape(match.input)
-    if shape is not None and len(shape) == 2 and match.layout == "nc":
-        shape = (*shape, 1, 1)     # a linear's [N, C] is a 1x1 conv's [N, C, 1, 1] to the rules
+    shape = _as_conv_shape(view.shape(match.input), match)
     if shape is None or len(shape) != 4:
         report.add(Site(name, match.kind, "declined", "the shape of the activation reaching this site is "
                         "unknown", before=match.before))
@@ -109,6 +107,11 @@ def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
                         before=_named(match, plan.describe_before)))
         return 0
     return _apply(adapter, name, match, plan, options, report, dtype)
+
+
+def _as_conv_shape(shape, match: Match):
+    """A linear's [N, C] is a 1x1 conv's [N, C, 1, 1] to the rules and the cost model."""
+    return (*shape, 1, 1) if shape is not None and len(shape) == 2 and match.layout == "nc" else shape
 
 
 def _named(match: Match, chain: str) -> str:
@@ -174,7 +177,7 @@ def _faster(adapter, site: Site, match: Match, plan, lowered, options, dtype) ->
     model = options.cost_model
     before, after, full_inputs = adapter.timed(match, lowered)
     shapes = tuple(tuple(x.shape) for x in full_inputs)
-    predicted_after = model.chain_time(plan.after, shapes[0], dtype)
+    predicted_after = model.chain_time(plan.after, _as_conv_shape(shapes[0], match), dtype)
     site.predicted_s = [predicted_after * plan.predicted_speedup, predicted_after]
     key = (adapter.runtime, str(dtype).replace("torch.", ""), plan.kind, plan.describe_before, plan.describe_after,
            shapes)

@@ -87,3 +87,14 @@ def test_a_sum_of_linears_is_not_merged():
     assert not any(s.status == "applied" for s in merges), str(fast.rewrite_report)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x))
+
+
+def test_the_measured_cost_model_times_a_linear_collapse_in_both_formats():
+    """The default on a CPU model: the linear pair's two forms are timed (on [N, C] inputs)."""
+    torch.manual_seed(0)
+    model, x = Heads().eval(), torch.randn(2, 3, 8, 8)
+    fx_report = optimize(model, x, timing_cache=False).rewrite_report
+    _, onnx_report = optimize_onnx(to_onnx(model, x), timing_cache=False)
+    for report in (fx_report, onnx_report):
+        pair = [s for s in report.sites if s.kind == "reverse" and "linear 24->12" in s.before]
+        assert len(pair) == 1 and pair[0].measured_s is not None, str(report)
