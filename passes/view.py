@@ -4,10 +4,11 @@ Each front end (passes/fx, passes/onnx) turns its graph into a `View`: a list of
 execution order, each with the activation values it reads and the value it produces. Values are
 opaque hashable keys (an fx.Node, an ONNX tensor name). An op carries what the patterns need in
 IR form: a ConvSpec for a conv (a linear over a channels-last tensor is a 1x1 conv with layout
-"nhwc", a linear over a 2-d [N, C] tensor one with layout "nc"), an Affine for an eval-mode BatchNorm or a constant per-channel scale/shift, an
-activation name, a ZeroPad; or the reason it cannot be lifted (weights computed at run time,
-shared with another op, a BatchNorm in training mode...). Several format nodes may make one op
-(ONNX writes SiLU as Sigmoid·Mul); `nodes` lists them, so a rewrite removes all of them.
+"nhwc", a linear over a 2-d [N, C] tensor one with layout "nc"), an Affine for an eval-mode
+BatchNorm or a constant per-channel scale/shift, an activation name, a ZeroPad; or the reason it
+cannot be lifted (weights computed at run time, shared with another op, a BatchNorm in training
+mode...). Several format nodes may make one op (ONNX writes SiLU as Sigmoid·Mul); `nodes` lists
+them, so a rewrite removes all of them.
 
 Kinds:
     conv    a 2-D convolution (or a linear over the channel axis)    conv | reason

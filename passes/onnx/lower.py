@@ -2,10 +2,11 @@
 fused chain.
 
 A ConvSpec becomes a Conv node with fresh initializers (asymmetric padding is native to ONNX
-Conv, so no Pad node is needed), or a Gemm node where it stands for a linear over [N, C]. A FusedSepConv becomes one call of a function in the domain
-"dwsep" whose body is the same computation in standard ops; runtimes that run model-local
-functions (onnxruntime inlines them) still execute the model, and a GPU runtime can map every
-call to the one-launch kernel of kernels/fused_sep_conv.py:
+Conv, so no Pad node is needed), or a Gemm node where it stands for a linear over [N, C]. A
+FusedSepConv becomes one call of a function in the domain "dwsep" whose body is the same
+computation in standard ops; runtimes that run model-local functions (onnxruntime inlines them)
+still execute the model, and a GPU runtime can map every call to the one-launch kernel of
+kernels/fused_sep_conv.py:
 
     dwsep.FusedSepConv_<act1>_<act2>[_residual](X, W_dw, B_dw, W_pw, B_pw[, R]; strides, pads, group)
         = act2(Conv1x1(act1(Conv(X, W_dw, B_dw; strides, pads, group)), W_pw, B_pw)) [+ R]

@@ -51,7 +51,11 @@ def paired_rounds(fns: dict, x, repeats: int) -> dict:
 
 def paired_medians(fns: dict, x, repeats: int) -> dict:
     """Median seconds of each callable over paired_rounds."""
-    return {k: statistics.median(v) for k, v in paired_rounds(fns, x, repeats).items()}
+    return _medians(paired_rounds(fns, x, repeats))
+
+
+def _medians(rounds: dict) -> dict:
+    return {k: statistics.median(v) for k, v in rounds.items()}
 
 
 def ratio_quartiles(num: list, den: list) -> list:
@@ -64,7 +68,7 @@ def ratio_quartiles(num: list, den: list) -> list:
 def timed(fns: dict, x, repeats: int) -> dict:
     """Medians of each callable, and the quartiles of the paired ratios ideal/ours and original/ours."""
     rounds = paired_rounds(fns, x, repeats)
-    out = {k: statistics.median(v) for k, v in rounds.items()}
+    out = _medians(rounds)
     out["ideal_over_ours"] = ratio_quartiles(rounds["ideal"], rounds["ours"])
     out["original_over_ours"] = ratio_quartiles(rounds["original"], rounds["ours"])
     return out
