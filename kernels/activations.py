@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = ("none", "relu", "relu6", "silu", "hardswish", "gelu")
+SE_GATES = ("sigmoid", "hardsigmoid")    # the squeeze-excitation gates FusedSepConvSE2d applies
 
 _FUNCTIONS = {
     "none": lambda x: x,

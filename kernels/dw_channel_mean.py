@@ -9,9 +9,9 @@ write y). The depthwise output a = act1(dw(x)) never reaches memory, where the u
 writes it, reads it for the mean, reads it and writes a * gate, and reads that for the 1x1 conv.
 
 Tiling: program (b * TILES + t, pid_k) computes the depthwise tile [BLOCK_P pixels of image b,
-BLOCK_K channels] in fp32 registers with the fused kernel's own tap loop (kernels.fused_sep_conv
-._dw_row: vector loads along NHWC channels, zero padding as the mask), zeroes the rows past the
-image, and writes the tile's column sums to partial[b, t, :]; torch adds the TILES partial sums
+BLOCK_K channels] in fp32 registers with the fused kernel's own tap loop (kernels.tiles.dw_row:
+vector loads along NHWC channels, zero padding as the mask), zeroes the rows past the image, and
+writes the tile's column sums to partial[b, t, :]; torch adds the TILES partial sums
 (deterministic, unlike atomics). Tiles never straddle two images.
 """
 from contextlib import nullcontext
@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_dw_args, triton_interpreting
-from kernels.fused_sep_conv import _activation, _dw_row
+from kernels.tiles import activation, dw_row
 
 # The pass is one read of x (memory bound): a fixed tile with channel vectors of 64 and enough
 # pixels per program to amortise the weight loads; the interpreter gets a small one.
@@ -59,11 +59,11 @@ def _dw_channel_sum_kernel(
     k_ok = offs_k < K
     a = tl.full((BLOCK_P, BLOCK_K), 0.0, tl.float32)
     for kh in range(KSIZE):
-        a = _dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, p_ok, offs_k // R, dw_w_ptr + offs_k * stride_dw_k, k_ok,
+        a = dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, p_ok, offs_k // R, dw_w_ptr + offs_k * stride_dw_k, k_ok,
                     stride_dw_h, stride_dw_w, H, W, C, KSIZE)
     if HAS_B1:
         a += tl.load(dw_b_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-    a = tl.where(p_ok[:, None], _activation(a, ACT1), 0.0)  # act1(b1) != 0 on rows past the image
+    a = tl.where(p_ok[:, None], activation(a, ACT1), 0.0)  # act1(b1) != 0 on rows past the image
     tl.store(part_ptr + pid.to(tl.int64) * K + offs_k, tl.reduce(a, 0, _add), mask=k_ok)
 
 

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
+from kernels.tiles import activation, dw_row
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -104,38 +105,6 @@ precompile_error = None  # the last failure of _precompile, for diagnostics (tes
 # ---------------------------------------------------------------------------------------------
 # Kernel
 # ---------------------------------------------------------------------------------------------
-@triton.jit
-def _activation(x, ACT: tl.constexpr):
-    """The formulas of kernels/activations.py, on an fp32 block."""
-    if ACT == "relu":
-        x = tl.maximum(x, 0.0)
-    elif ACT == "relu6":
-        x = tl.minimum(tl.maximum(x, 0.0), 6.0)
-    elif ACT == "silu":
-        x = x / (1.0 + tl.exp(-x))
-    elif ACT == "hardswish":
-        x = x * tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
-    elif ACT == "gelu":
-        x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
-    return x
-
-
-@triton.jit
-def _dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptrs, k_ok, stride_dw_h, stride_dw_w, H, W, C,
-            KSIZE: tl.constexpr):
-    """a += the KSIZE taps of kernel row kh: masked [BLOCK_M, BLOCK_K] loads of x times dw."""
-    ih = ih0 + kh
-    row_ok = m_ok & (ih >= 0) & (ih < H)
-    for kw in tl.static_range(KSIZE):
-        iw = iw0 + kw
-        ok = row_ok & (iw >= 0) & (iw < W)
-        xv = tl.load(x_ptr + (x_pix0 + (kh * W + kw) * C)[:, None] + cin[None, :],
-                     mask=ok[:, None] & k_ok[None, :], other=0.0)
-        wv = tl.load(dw_w_ptrs + kh * stride_dw_h + kw * stride_dw_w, mask=k_ok, other=0.0)
-        a += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
-    return a
-
-
 # Tuned per shape and dtype (the autotuner adds the tensors' dtypes to the key). M is in the key
 # because the batch sets the grid, hence the best tile: a tile tuned on a batch-2 verification run
 # must not be reused at batch 64.
@@ -222,15 +191,15 @@ def _fused_sep_conv_kernel(
         a = tl.full((BLOCK_M, BLOCK_K), 0.0, tl.float32)
         if UNROLL_TAPS:
             for kh in tl.static_range(KSIZE):
-                a = _dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptr + offs_k * stride_dw_k, k_ok,
+                a = dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptr + offs_k * stride_dw_k, k_ok,
                             stride_dw_h, stride_dw_w, H, W, C, KSIZE)
         else:
             for kh in range(KSIZE):
-                a = _dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptr + offs_k * stride_dw_k, k_ok,
+                a = dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptr + offs_k * stride_dw_k, k_ok,
                             stride_dw_h, stride_dw_w, H, W, C, KSIZE)
         if HAS_B1:
             a += tl.load(dw_b_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        a = _activation(a, ACT1)
+        a = activation(a, ACT1)
         if HAS_GATE:
             a *= tl.load(gate_ptr + img.to(tl.int64)[:, None] * K + offs_k[None, :],
                          mask=m_ok[:, None] & k_ok[None, :], other=0.0)
@@ -247,7 +216,7 @@ def _fused_sep_conv_kernel(
     # epilogue
     if HAS_B2:
         acc += tl.load(pw_b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    acc = _activation(acc, ACT2)
+    acc = activation(acc, ACT2)
     img64 = img.to(tl.int64)
     out_ok = m_ok[:, None] & n_ok[None, :]
     if HAS_RES:

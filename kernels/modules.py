@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and dw_channel_mean)
-from kernels.activations import activation
+from kernels.activations import SE_GATES, activation
 from kernels.checks import DTYPES, KERNEL_SIZES, STRIDES, check_sep_conv_args
 from kernels.reference import dw_channel_mean_reference, sep_conv_reference
 
-SE_GATES = {"sigmoid": torch.sigmoid, "hardsigmoid": F.hardsigmoid}
+GATES = dict(zip(SE_GATES, (torch.sigmoid, F.hardsigmoid)))
 
 
 def _param(t: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
@@ -159,7 +159,7 @@ class FusedSepConvSE2d(FusedSepConv2d):
         d = means.dtype
         s = F.linear(means, self.se_reduce_weight.to(d), self.se_reduce_bias.to(d))
         s = F.linear(activation(self.se_act)(s), self.se_expand_weight.to(d), self.se_expand_bias.to(d))
-        return SE_GATES[self.se_gate](s)
+        return GATES[self.se_gate](s)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         dw = (x, self.dw_weight, self.dw_bias)

@@ -1,10 +1,12 @@
 """The pass manager both front ends share: fixed order, bounded fixed point, verify-then-apply.
 
-For each pass in pipeline order (merge → fold → factorize → reverse → fuse), sweep: build the adapter's
-view of the graph, match the pass's pattern, ask the rule for a Plan or a Decline, and hand a
-Plan to the adapter, which lowers it into its format, checks it on the activation captured at
-the site (passes/verify.py) and splices it in only if it passes. A pass stops when a sweep
-applies nothing, or after MAX_SWEEPS. Every site considered lands in the report exactly once.
+For each rule in pipeline order (rewrite.rules.RULES: merge → fold → factorize → reverse → fuse),
+sweep: build the adapter's view of the graph, run the rule's matcher, ask its planner for a Plan
+or a Decline, and hand a Plan to the adapter, which lowers it into its format; the site check
+(passes/verify.py) judges it on the activation captured at the site, and it is spliced in only
+if it passes. A pass stops when a sweep applies nothing, or after MAX_SWEEPS. Every site
+considered becomes exactly one `Site` record, built in one place (`_record`) once its outcome is
+known; run_passes returns the records and notes, and the front end puts them in its Report.
 
 An adapter provides:
     view() -> View                         the graph as it is now
@@ -23,90 +25,120 @@ An adapter provides:
                                            inputs of the full shapes reaching the site
     runtime: str                           the libraries that run the forms, for the timing cache
 
-With a measured cost model (options.measured), a site of MEASURED_KINDS that passed its check is
-then timed both ways (rewrite.measure) on random inputs of the full shapes that reach it, and
-applied only if it is at least min_speedup times faster; rules do not decline such sites on a
-prediction. A plan that only removes work (a fold; a merge into a conv shaped like one of its
-branches: Plan.removes_work) is not timed, since timing noise could only decline it wrongly.
+With a measured cost model (options.measured), a site of a timed rule (Rule.timed) that passed
+its check is then timed both ways (rewrite.measure) on random inputs of the full shapes that
+reach it, and applied only if it is at least min_speedup times faster; rules do not decline such
+sites on a prediction. A plan that only removes work (a fold; a merge into a conv shaped like one
+of its branches: Plan.removes_work) is not timed, since timing noise could only decline it wrongly.
 Re-runs of the whole-model retry find the same timings in the cost model's cache.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from rewrite.report import Report, Site
-from rewrite.retry import site_key
-from rewrite.rules import Decline, plan_factorize, plan_fold, plan_fuse, plan_merge, plan_reverse
-from rewrite.rules.fuse import fuse_enabled
+from rewrite.report import Site, site_key
+from rewrite.rules import RULES, Decline, Match, Plan, Rule
 
-from .patterns import MATCHERS, Match
-from .verify import check_site
+from .verify import SiteCheck, check_site
 
 MAX_SWEEPS = 4
-MEASURED_KINDS = ("merge", "factorize", "reverse", "fuse")   # a fold only removes work: never timed
 PROGRESS_MIN_SITES = 50    # a sweep over more sites than this reports each one (a verbose run always does)
 NOT_IN_CHECKED_SET = ("not applied: this site appeared only once other sites were rolled back, after the "
                       "whole-model check; it was not part of the set that passed")
-FUSE_SKIPPED = "fuse pass skipped: the target is not a GPU (force_fuse=True fuses anyway)"
+SKIPPED_BY_RETRY = "rolled back: the whole-model check failed with it applied"
 
 
-def run_passes(adapter, options, report: Report, dtype: torch.dtype, verbose: bool = False) -> int:
-    """Run options.passes over the adapter's graph; returns the number of rewrites applied.
-    Each site is announced through adapter.progress when verbose or the sweep is long."""
+@dataclass
+class Swept:
+    """What run_passes did: a Site per site considered, notes for the report, rewrites applied."""
+
+    sites: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    applied: int = 0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A site timed both ways: [original, rewritten] seconds, predicted and measured."""
+
+    predicted_s: list
+    measured_s: list
+    cached: bool
+
+    @property
+    def speedup(self) -> float:
+        return self.measured_s[0] / self.measured_s[1]
+
+
+def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> Swept:
+    """Run options.passes over the adapter's graph. Each site is announced through
+    adapter.progress when verbose or the sweep is long."""
     visited: dict = {}     # (kind, id(head node)) → head node, which keeps the id unique
-    total = 0
+    swept = Swept()
     for kind in options.passes:
-        if kind == "fuse" and not fuse_enabled(options):
-            if FUSE_SKIPPED not in report.notes:
-                report.notes.append(FUSE_SKIPPED)
+        rule = RULES[kind]
+        skipped = rule.skipped(options)
+        if skipped:
+            swept.notes.append(skipped)
             continue
         adapter.progress(f"{kind} pass")
         for _ in range(MAX_SWEEPS):
             view = adapter.view()
             applied = 0
-            matches = list(MATCHERS[kind](view))
+            matches = list(rule.matches(view))
             per_site = verbose or len(matches) > PROGRESS_MIN_SITES
-            for i, match in _progress_bar(enumerate(matches, 1), len(matches), kind, options):
+            for i, match in _progress_bar(enumerate(matches, 1), len(matches), rule, options):
                 head = match.ops[0].nodes[0]
                 if not adapter.live(match) or (kind, id(head)) in visited:
                     continue
                 visited[(kind, id(head))] = head
                 if per_site:
                     adapter.progress(f"[{i}/{len(matches)}] {kind} {match.name}")
-                applied += _site(adapter, view, match, options, report, dtype)
-            total += applied
+                site = _site(adapter, view, match, rule, options, dtype)
+                swept.sites.append(site)
+                applied += site.status == "applied"
+            swept.applied += applied
             if not applied:
                 break
-    return total
+    return swept
 
 
-def _progress_bar(items, total: int, kind: str, options):
+def _progress_bar(items, total: int, rule: Rule, options):
     """A tqdm bar over a sweep's sites while they are timed, on a terminal only (and if tqdm is there)."""
-    if not options.measured or kind not in MEASURED_KINDS:
+    if not options.measured or not rule.timed:
         return items
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return items
-    return tqdm(items, total=total, desc=f"{kind}: timing sites", unit="site", leave=False, disable=None)
+    return tqdm(items, total=total, desc=f"{rule.kind}: timing sites", unit="site", leave=False, disable=None)
 
 
-def _site(adapter, view, match: Match, options, report: Report, dtype) -> int:
+def _site(adapter, view, match: Match, rule: Rule, options, dtype) -> Site:
     name = adapter.site_name(match)
     if match.reason:
-        report.add(Site(name, match.kind, "declined", match.reason, before=match.before))
-        return 0
+        return _record(name, match, "declined", match.reason)
     shape = _as_conv_shape(view.shape(match.input), match)
     if shape is None or len(shape) != 4:
-        report.add(Site(name, match.kind, "declined", "the shape of the activation reaching this site is "
-                        "unknown", before=match.before))
-        return 0
-    plan = _plan(match, tuple(shape), dtype, options)
+        return _record(name, match, "declined", "the shape of the activation reaching this site is unknown")
+    plan = rule.plan(match, tuple(shape), dtype, options)
     if isinstance(plan, Decline):
-        report.add(Site(name, match.kind, "declined", plan.reason, plan.predicted_speedup,
-                        before=_named(match, plan.describe_before)))
-        return 0
-    return _apply(adapter, name, match, plan, options, report, dtype)
+        return _record(name, match, "declined", plan.reason, plan)
+    status, reason, check, timing = _apply(adapter, name, match, plan, rule, options, dtype)
+    return _record(name, match, status, reason, plan, check, timing)
+
+
+def _record(name: str, match: Match, status: str, reason: str, plan: Plan | Decline | None = None,
+            check: SiteCheck | None = None, timing: Timing | None = None) -> Site:
+    """The one place a Site is built, once its outcome is known."""
+    before = match.before if plan is None else _named(match, plan.describe_before)
+    after = _named(match, plan.describe_after) if isinstance(plan, Plan) else ""
+    return Site(name, match.kind, status, reason, plan.predicted_speedup if plan is not None else None,
+                check.error if check is not None else None, before, after,
+                timing.predicted_s if timing else None, timing.measured_s if timing else None,
+                bool(timing and timing.cached))
 
 
 def _as_conv_shape(shape, match: Match):
@@ -119,74 +151,48 @@ def _named(match: Match, chain: str) -> str:
     return chain.replace("pw ", "linear ") if match.layout == "nc" else chain
 
 
-def _plan(match: Match, shape, dtype, options):
-    layers = match.layers
-    if match.kind == "merge":
-        return plan_merge(layers[0], shape, dtype, options)
-    if match.kind == "fold":
-        return plan_fold(layers[0], layers[1], shape, dtype, options)
-    if match.kind == "factorize":
-        return plan_factorize(layers[0], shape, dtype, options)
-    if match.kind == "reverse":
-        return plan_reverse(layers[0], layers[1], shape, dtype, options)
-    f = match.fuse
-    return plan_fuse(f["dw"], f["act1"], f["pw"], f["act2"], match.residual is not None, shape, dtype, options,
-                     f["se"])
-
-
-def _apply(adapter, name: str, match: Match, plan, options, report: Report, dtype) -> int:
-    site = Site(name, plan.kind, "applied", plan.note, plan.predicted_speedup, None,
-                _named(match, plan.describe_before), _named(match, plan.describe_after))
-    report.add(site)
-    key = site_key(site)
+def _apply(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dtype):
+    """Lower, check, time and commit a plan: (status, reason, check, timing)."""
+    key = site_key(plan.kind, name)
     if key in options.skip_sites:
-        site.status, site.reason = "rolled_back", "rolled back: the whole-model check failed with it applied"
-        return 0
+        return "rolled_back", SKIPPED_BY_RETRY, None, None
     if options.only_sites is not None and key not in options.only_sites:
-        site.status, site.reason = "declined", NOT_IN_CHECKED_SET
-        return 0
+        return "declined", NOT_IN_CHECKED_SET, None, None
     lowered = adapter.lower(match, plan)
-    site.reason = plan.note                # the lowering may say what it built
+    check = timing = None
     if options.check:
         inputs = [adapter.value(v) for v in match.runtime_inputs]
         if any(x is None for x in inputs):
-            site.status, site.reason = "declined", "no activation reached this site with the example inputs"
             adapter.discard(lowered)
-            return 0
+            return "declined", "no activation reached this site with the example inputs", None, None
         try:
-            passed = check_site(site, plan, dtype, options, inputs, adapter.original(match), adapter.reference(match),
-                                adapter.candidate(lowered, match), reference_is_lifted=adapter.reference_is_lifted)
+            check = check_site(plan, dtype, options, inputs, adapter.original(match), adapter.reference(match),
+                               adapter.candidate(lowered, match), reference_is_lifted=adapter.reference_is_lifted)
         except Exception as exc:  # noqa: BLE001 - a site that cannot run on its own is left alone
-            site.status = "rolled_back"
-            site.reason = f"the site could not be checked ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
-            passed = False
-        if not passed:
+            check = SiteCheck(False, None, "rolled_back", f"the site could not be checked ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
+        if not check.passed:
             adapter.discard(lowered)
-            return 0
-        if options.measured and plan.kind in MEASURED_KINDS and not plan.removes_work and \
-                not _faster(adapter, site, match, plan, lowered, options, dtype):
-            adapter.discard(lowered)
-            return 0
+            return check.status, check.reason, check, None
+        if options.measured and rule.timed and not plan.removes_work:
+            timing = _time(adapter, match, plan, lowered, options, dtype)
+            if timing.speedup < options.min_speedup:
+                adapter.discard(lowered)
+                before_s, after_s = timing.measured_s
+                return "declined", (f"measured {timing.speedup:.2f}x (< {options.min_speedup:g}x): "
+                                    f"{before_s * 1e6:.0f} µs as it is, {after_s * 1e6:.0f} µs rewritten"
+                                    + (" (timing cache)" if timing.cached else "")), check, timing
     adapter.commit(match, plan, lowered)
-    return 1
+    return "applied", plan.note, check, timing     # read after lowering: the lowering may say what it built
 
 
-def _faster(adapter, site: Site, match: Match, plan, lowered, options, dtype) -> bool:
-    """Time both forms (or take them from the timing cache); decline the site when the rewrite is
-    not min_speedup times faster."""
+def _time(adapter, match: Match, plan: Plan, lowered, options, dtype) -> Timing:
+    """Time both forms (or take them from the timing cache)."""
     model = options.cost_model
     before, after, full_inputs = adapter.timed(match, lowered)
     shapes = tuple(tuple(x.shape) for x in full_inputs)
     predicted_after = model.chain_time(plan.after, _as_conv_shape(shapes[0], match), dtype)
-    site.predicted_s = [predicted_after * plan.predicted_speedup, predicted_after]
     key = (adapter.runtime, str(dtype).replace("torch.", ""), plan.kind, plan.describe_before, plan.describe_after,
            shapes)
     before_s, after_s, cached = model.times(key, before, after, full_inputs)
-    site.measured_s, site.measured_cached = [before_s, after_s], cached
-    speedup = before_s / after_s
-    if speedup >= options.min_speedup:
-        return True
-    site.status = "declined"
-    site.reason = (f"measured {speedup:.2f}x (< {options.min_speedup:g}x): {before_s * 1e6:.0f} µs as it is, "
-                   f"{after_s * 1e6:.0f} µs rewritten" + (" (timing cache)" if cached else ""))
-    return False
+    return Timing([predicted_after * plan.predicted_speedup, predicted_after], [before_s, after_s], cached)

@@ -16,13 +16,13 @@ optimizer's time.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, ZeroPad
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
-from rewrite.report import Site
 
 CHECK_BATCH = 2
 MIN_CROP = 16
@@ -34,6 +34,18 @@ LIFT_TOLERANCE = 1e-3
 
 class SiteError(RuntimeError):
     """A front end cannot run a site's ops on their own; the site is rolled back with this message."""
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    """What the site check found: passed, the candidate's relative error (None when it did not
+    run), and for a failure the site's status ("rolled_back", or "declined" when the lifted chain
+    does not reproduce the original) and the reason."""
+
+    passed: bool
+    error: float | None = None
+    status: str = "applied"
+    reason: str = ""
 
 
 def capture_window(a):
@@ -93,14 +105,14 @@ def crop(values: list, layers) -> list:
     return [x] + [v[:CHECK_BATCH, :, :oh, :ow] if v.dim() == 4 else v[:CHECK_BATCH] for v in values[1:]]
 
 
-def check_site(site: Site, plan, dtype: torch.dtype, options, inputs: list, original: Callable,
-               reference: Callable, candidate: Callable, *, reference_is_lifted: bool) -> bool:
-    """Run the three forms on the (cropped) inputs and record the candidate's error in `site`.
+def check_site(plan, dtype: torch.dtype, options, inputs: list, original: Callable, reference: Callable,
+               candidate: Callable, *, reference_is_lifted: bool) -> SiteCheck:
+    """Run the three forms on the (cropped) inputs and judge the candidate.
 
     original(*xs) and candidate(*xs) run in the model's dtype, reference(*xs64) in float64.
     reference_is_lifted: the reference is the lifted IR chain rather than the original ops; then
     the original's own error also confirms the lift read the graph right (a site where it does
-    not is declined and left alone). Returns True when the candidate passes.
+    not is declined and left alone).
     """
     xs = crop(inputs, plan.before)
     with torch.no_grad():
@@ -108,20 +120,16 @@ def check_site(site: Site, plan, dtype: torch.dtype, options, inputs: list, orig
         try:
             baseline = _error(_tensor(original(*(x.clone() for x in xs))), ref)
             if reference_is_lifted and not within(baseline, max(LIFT_TOLERANCE, model_tolerance(dtype))):
-                site.status = "declined"
-                site.reason = (f"the lifted chain does not reproduce the original ops (rel error {baseline:.1e}); "
-                               "left alone")
-                return False
+                return SiteCheck(False, None, "declined", f"the lifted chain does not reproduce the original ops "
+                                 f"(rel error {baseline:.1e}); left alone")
             out = _tensor(candidate(*(x.clone() for x in xs)))
         except SiteError as exc:
-            site.status, site.reason = "rolled_back", str(exc)
-            return False
-    site.rel_error = _error(out, ref)
+            return SiteCheck(False, None, "rolled_back", str(exc))
+    error = _error(out, ref)
     tol = plan.tolerance if plan.tolerance is not None else site_tolerance(dtype, options.site_tolerance, baseline)
-    if not within(site.rel_error, tol):
-        site.status, site.reason = "rolled_back", f"rel error {site.rel_error:.2e} exceeds tolerance {tol:.0e}"
-        return False
-    return True
+    if not within(error, tol):
+        return SiteCheck(False, error, "rolled_back", f"rel error {error:.2e} exceeds tolerance {tol:.0e}")
+    return SiteCheck(True, error)
 
 
 def _error(y: torch.Tensor, ref: torch.Tensor) -> float:

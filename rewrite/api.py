@@ -16,11 +16,10 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .cost_model import measured_slower
 from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
-from .options import RewriteOptions
+from .options import RewriteOptions, model_device
 from .report import Report
-from .retry import Attempt, rewrite_checked
+from .retry import Attempt, finish_measured, rewrite_checked
 
 
 def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **options) -> nn.Module:
@@ -78,6 +77,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
 
     final = rewrite_checked(run, opts)
     optimized, report = final.result, final.report
+    report.record_rollback(final.rolled_back, final.history, final.verdict)
     if not final.passed:
         optimized = _pristine(model, inplace, reference_model, dtype)
         with torch.no_grad():
@@ -90,18 +90,10 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         report.notes.append("no rewrite applied: returned a copy of the original model")
     if opts.measured:
         # the whole model is timed against the original unless that was rewritten in place
-        opts.cost_model.finish(report, None if unchanged or inplace else (model, optimized, example_inputs))
-        if measured_slower(report, opts.min_speedup):
+        if finish_measured(report, opts, None if unchanged or inplace else (model, optimized, example_inputs)):
             optimized = _pristine(model, inplace, reference_model, dtype)
     optimized.rewrite_report = report
     return optimized
-
-
-def model_device(model: nn.Module, example_inputs: tuple) -> torch.device:
-    """Where the model runs: its parameters' device, else its first input's."""
-    for t in list(model.parameters()) + [x for x in tree_flatten(example_inputs)[0] if isinstance(x, torch.Tensor)]:
-        return t.device
-    return torch.device("cpu")
 
 
 def _validate(model: nn.Module, example_inputs: tuple) -> tuple[torch.dtype, object]:

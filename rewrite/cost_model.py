@@ -144,35 +144,25 @@ class RooflineCostModel:
         return self.chain_time(before, input_shape, dtype) / self.chain_time(after, input_shape, dtype)
 
 
-class MeasuredCostModel:
+class MeasuredCostModel(RooflineCostModel):
     """Decides by timing: each site's original and rewritten forms run on `device` at the site's
     shapes and dtype (rewrite.measure.paired_medians), the timings kept in a TimingCache.
 
-    Predictions (chain_time) still come from the roofline of `profile`: they are reported beside
-    the measured times, and the fuse pass runs only for a GPU profile.
+    Predictions (chain_time, inherited) still come from the roofline of `profile`: they are
+    reported beside the measured times, and the fuse pass runs only for a GPU profile.
     """
 
     def __init__(self, profile, device, timing_cache=None):
         from .timing_cache import TimingCache
 
-        self.profile = profile_for(profile)
+        super().__init__(profile)
         self.device = torch.device(device)
-        self.analytic = RooflineCostModel(self.profile)
         self.cache = None if timing_cache is False else (
             timing_cache if hasattr(timing_cache, "get") and hasattr(timing_cache, "put") else TimingCache(timing_cache))
         self.measured = self.cached = 0
 
     def __repr__(self):
         return f"MeasuredCostModel({self.device}, {self.profile.name})"
-
-    def chain_time(self, layers, input_shape, dtype: torch.dtype) -> float:
-        return self.analytic.chain_time(layers, input_shape, dtype)
-
-    def elementwise_time(self, shape, dtype: torch.dtype, tensors: int = 2) -> float:
-        return self.analytic.elementwise_time(shape, dtype, tensors)
-
-    def speedup(self, before, after, input_shape, dtype: torch.dtype) -> float:
-        return self.analytic.speedup(before, after, input_shape, dtype)
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
@@ -196,31 +186,30 @@ class MeasuredCostModel:
             self.cache.put(key, before_s, after_s)
         return before_s, after_s, False
 
-    def finish(self, report, timed=None, runtime: str = "") -> None:
-        """After a run: save the timing cache, say what was measured, and time the whole model
-        both ways when `timed` = (original, optimized, inputs) is given (callables on inputs)."""
+    def finish(self, timed=None, runtime: str = "") -> tuple[str, list | None]:
+        """After a run: save the timing cache, and return (the note saying what was measured, the
+        whole model's [original, optimized] seconds when `timed` = (original, optimized, inputs) is
+        given, else None)."""
         from .measure import paired_medians
 
         if self.cache is not None:
             self.cache.save()
-        report.notes.append(f"cost model: measured{runtime} on {self.device_name()} ({self.measured} site(s) "
-                            f"timed, {self.cached} from the timing cache)")
-        if timed is not None:
-            report.model_measured_s = list(paired_medians(*timed, budget_s=WHOLE_MODEL_BUDGET_S))
+        note = (f"cost model: measured{runtime} on {self.device_name()} ({self.measured} site(s) timed, "
+                f"{self.cached} from the timing cache)")
+        return note, None if timed is None else list(paired_medians(*timed, budget_s=WHOLE_MODEL_BUDGET_S))
 
 
 WHOLE_MODEL_BUDGET_S = 2.0
+SLOWER = "rolled back: the whole model measured slower with the rewrites"
 
 
-def measured_slower(report, min_speedup: float) -> bool:
-    """True when the whole optimized model measured slower than the original by more than the
-    margin min_speedup (a timing of two equal models on a busy machine differs by a few percent):
-    then every applied site is marked rolled back, and the caller returns the original model."""
-    if not report.model_measured_s or report.model_measured_s[1] <= report.model_measured_s[0] * min_speedup:
-        return False
-    before, after = report.model_measured_s
-    for site in report.applied:
-        site.status, site.reason = "rolled_back", "rolled back: the whole model measured slower with the rewrites"
-    report.notes.append(f"the optimized model measured slower than the original ({after * 1e3:.2f} ms against "
-                        f"{before * 1e3:.2f} ms): returned the original model unchanged")
-    return True
+def measured_slower(measured_s, min_speedup: float) -> str | None:
+    """When the whole optimized model measured slower than the original by more than the margin
+    min_speedup (a timing of two equal models on a busy machine differs by a few percent), the
+    note saying so: the caller then rolls every applied site back (reason SLOWER) and returns the
+    original model. None otherwise."""
+    if not measured_s or measured_s[1] <= measured_s[0] * min_speedup:
+        return None
+    before, after = measured_s
+    return (f"the optimized model measured slower than the original ({after * 1e3:.2f} ms against "
+            f"{before * 1e3:.2f} ms): returned the original model unchanged")

@@ -25,11 +25,10 @@ from passes.onnx import io, runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
-from .cost_model import measured_slower
 from .numerics import max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
-from .retry import Attempt, rewrite_checked
+from .retry import Attempt, finish_measured, rewrite_checked
 
 __all__ = ["optimize_onnx", "OnnxInputError", "ModelCheckError"]
 
@@ -96,12 +95,12 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
 
     final = rewrite_checked(run, opts, say)
     optimized, report = final.result, final.report
+    report.record_rollback(final.rolled_back, final.history, final.verdict)
     if not final.passed:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)
     if opts.measured:
-        opts.cost_model.finish(report, _whole_models(model, optimized, feeds), " in onnxruntime")
-        if measured_slower(report, opts.min_speedup):
+        if finish_measured(report, opts, _whole_models(model, optimized, feeds), " in onnxruntime"):
             optimized = onnx.ModelProto()
             optimized.CopyFrom(model)
     if dst is not None:

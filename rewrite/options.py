@@ -5,18 +5,20 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from .cost_model import MeasuredCostModel, RooflineCostModel, profile_for
+from torch.utils._pytree import tree_flatten
 
-PASSES = ("merge", "fold", "factorize", "reverse", "fuse")
+from .cost_model import MeasuredCostModel, RooflineCostModel, profile_for
+from .rules import RULES
+
+PASSES = tuple(RULES)          # pipeline order
 COST_MODELS = ("measured", "analytic")
-DEFAULT_PASSES = PASSES
 
 
 @dataclass
 class RewriteOptions:
     """What to run and how strictly to check it.
 
-    passes: which rewrite kinds run, in pipeline order merge → fold → factorize → reverse → fuse.
+    passes: which rewrite kinds run (rewrite.rules.RULES), always in pipeline order.
     target: device profile name ("h100", "cpu") the cost model predicts for; also decides
         whether the fuse pass runs (a CUDA target) unless `force_fuse`.
     cost_model: any object with chain_time(layers, input_shape, dtype); default a roofline on
@@ -35,7 +37,7 @@ class RewriteOptions:
         (TF "same" padding) are not absorbed.
     """
 
-    passes: tuple[str, ...] = DEFAULT_PASSES
+    passes: tuple[str, ...] = PASSES
     target: str | None = None
     cost_model: object = None
     timing_cache: object = None
@@ -109,3 +111,10 @@ class RewriteOptions:
         else:
             model = kind
         return replace(self, target=target, cost_model=model)
+
+
+def model_device(model, example_inputs: tuple) -> torch.device:
+    """Where a torch model runs: its parameters' device, else its first input's."""
+    for t in list(model.parameters()) + [x for x in tree_flatten(example_inputs)[0] if isinstance(x, torch.Tensor)]:
+        return t.device
+    return torch.device("cpu")

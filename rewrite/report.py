@@ -4,8 +4,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-KINDS = ("merge", "fold", "factorize", "reverse", "fuse")
+from .rules import RULES
+
+KINDS = tuple(RULES)
 STATUSES = ("applied", "rolled_back", "declined")
+
+
+def site_key(kind: str, name: str) -> str:
+    """A site's identity across re-runs of the passes: rollbacks and retries name sites by it."""
+    return f"{kind}:{name}"
 
 
 @dataclass
@@ -13,7 +20,7 @@ class Site:
     """One place in the graph where a rewrite was considered."""
 
     name: str                     # graph location: module path (FX) or node name (ONNX)
-    kind: str                     # merge | fold | factorize | reverse | fuse
+    kind: str                     # a rule's kind (rewrite.rules.RULES)
     status: str                   # applied | rolled_back | declined
     reason: str = ""              # why declined / rolled back, or what was done
     predicted_speedup: float | None = None
@@ -23,6 +30,10 @@ class Site:
     predicted_s: list | None = None   # [original, rewritten] seconds, analytic roofline
     measured_s: list | None = None    # [original, rewritten] seconds, timed on the device
     measured_cached: bool = False     # measured_s came from the timing cache
+
+    @property
+    def key(self) -> str:
+        return site_key(self.kind, self.name)
 
     @property
     def measured_speedup(self) -> float | None:
@@ -50,6 +61,17 @@ class Report:
     def add(self, site: Site) -> Site:
         self.sites.append(site)
         return site
+
+    def record_rollback(self, reasons: dict[str, str], history: list[str] = (), verdict: str = "") -> None:
+        """Record what the whole-model check and its retries decided (the entry points call this):
+        the sites whose key is in `reasons` (applied, or already rolled back by a retry) are rolled
+        back with that reason; `history`, what was tried, goes before the notes, `verdict` after."""
+        for site in self.sites:
+            if site.key in reasons and site.status != "declined":
+                site.status, site.reason = "rolled_back", reasons[site.key]
+        self.notes[:] = list(dict.fromkeys(list(history) + self.notes))
+        if verdict:
+            self.notes.append(verdict)
 
     def by_status(self, status: str) -> list[Site]:
         return [s for s in self.sites if s.status == status]

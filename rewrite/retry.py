@@ -18,28 +18,32 @@ conservative ladder follows: folds only (exact up to rounding), then nothing.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from .cost_model import SLOWER, measured_slower
 from .options import RewriteOptions
 from .report import Report
 
 MAX_BISECTION_RUNS = 24
 ROLLED_BACK = "rolled back: with this site applied the whole model missed its tolerance (found by bisection)"
+KEPT_FAILING = "rolled back: the whole-model check kept failing"
 
 
 @dataclass
 class Attempt:
-    """One run of the passes and the whole-model check on its result."""
+    """One run of the passes and the whole-model check on its result. From rewrite_checked also
+    what the retries decided, which the entry point records (Report.record_rollback): `rolled_back`
+    maps the keys of the sites rolled back to the reason, `history` says what was tried, `verdict`
+    how it ended."""
 
     result: object           # the optimized model (format-specific)
     report: Report
     passed: bool
     why: str = ""            # why the whole-model check failed, e.g. "rel error 3.1e-02 > 1.0e-04"
-
-
-def site_key(site) -> str:
-    return f"{site.kind}:{site.name}"
+    rolled_back: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    verdict: str = ""
 
 
 def find_culprits(applied: list[str], fails: Callable[[frozenset], bool],
@@ -78,13 +82,13 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
     """Run the passes; on a failed whole-model check roll back the culprits only, else fewer rewrites.
 
     Returns the first attempt that passed, or the last one tried (passed=False) with every
-    site marked rolled back: the caller then returns or refuses the original."""
+    applied site in its rolled_back: the caller then returns or refuses the original."""
     first = run(options)
     if first.passed:
         return first
     failure = f"whole-model check failed ({first.why})"
     history = list(first.report.notes)
-    applied = [site_key(s) for s in first.report.applied]
+    applied = [s.key for s in first.report.applied]
     if applied:
         say(f"{failure}; bisecting over {len(applied)} applied sites")
         unchecked = dataclasses.replace(options, check=False)
@@ -99,17 +103,16 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
             note = (f"{failure}; bisection over the {len(applied)} applied sites ({runs} re-runs) rolled back "
                     f"{len(culprits)}: {', '.join(culprits[:8])}{' ...' if len(culprits) > 8 else ''}")
             if final.passed:
-                _mark(final.report, culprits)
-                _prepend(final.report, history + [note])
-                final.report.notes.append(f"passed the whole-model check with {len(culprits)} site(s) rolled back")
-                return final
+                return dataclasses.replace(final, rolled_back=dict.fromkeys(culprits, ROLLED_BACK),
+                                           history=history + [note], verdict=f"passed the whole-model check with "
+                                           f"{len(culprits)} site(s) rolled back")
             history += [note, f"the model without those sites still failed ({final.why})"]
         else:
             history.append(f"{failure}; bisection found no culprit set within {runs} re-runs")
     # the conservative ladder: folds only, then nothing
     attempt, skipped = first, set(options.skip_sites)
     for keep_folds in (True, False):
-        skip = {site_key(s) for s in attempt.report.applied if not (keep_folds and s.kind == "fold")}
+        skip = {s.key for s in attempt.report.applied if not (keep_folds and s.kind == "fold")}
         if not skip:
             continue
         skipped |= skip
@@ -118,22 +121,21 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
         history.append(note)
         attempt = run(dataclasses.replace(options, skip_sites=frozenset(skipped)))
         if attempt.passed:
-            _prepend(attempt.report, history)
-            attempt.report.notes.append("passed the whole-model check " + (
+            return dataclasses.replace(attempt, history=history, verdict="passed the whole-model check " + (
                 "with the folds only" if keep_folds else "with every rewrite rolled back"))
-            return attempt
         history.append(f"whole-model check failed ({attempt.why})")
-    for site in attempt.report.applied:
-        site.status, site.reason = "rolled_back", "rolled back: the whole-model check kept failing"
-    _prepend(attempt.report, history)
-    return attempt
+    return dataclasses.replace(attempt, rolled_back={s.key: KEPT_FAILING for s in attempt.report.applied},
+                               history=history)
 
 
-def _mark(report: Report, culprits: list[str]) -> None:
-    for site in report.sites:
-        if site.status == "rolled_back" and site_key(site) in culprits:
-            site.reason = ROLLED_BACK
-
-
-def _prepend(report: Report, notes: list[str]) -> None:
-    report.notes[:] = list(dict.fromkeys(notes + report.notes))
+def finish_measured(report: Report, options: RewriteOptions, timed=None, runtime: str = "") -> bool:
+    """With the measured cost model, after the whole-model check: record what was measured and,
+    when `timed` = (original, optimized, inputs) is given, the whole model timed both ways. True
+    when it measured slower beyond the min_speedup margin: every applied site is then rolled back
+    and the caller returns the original model."""
+    note, report.model_measured_s = options.cost_model.finish(timed, runtime)
+    report.notes.append(note)
+    slower = measured_slower(report.model_measured_s, options.min_speedup)
+    if slower:
+        report.record_rollback({site.key: SLOWER for site in report.applied}, verdict=slower)
+    return slower is not None

@@ -53,7 +53,7 @@ def count_ops(module, name: str) -> int:
     `module` still make."""
     import torch.fx as fx
 
-    from passes.fx.view import op_name
+    from passes.fx.graph import op_name
 
     return sum(1 for gm in module.modules() if isinstance(gm, fx.GraphModule)
                for node in gm.graph.nodes if node.op == "call_function" and op_name(node.target) == name)

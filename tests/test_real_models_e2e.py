@@ -14,7 +14,7 @@ import torch
 import models_under_test as zoo
 from kernels import FusedSepConv2d
 from rewrite import optimize
-from passes.fx.view import op_name
+from passes.fx.graph import op_name
 from tests.helpers import max_rel
 
 LEGITIMATE_FOLD_DECLINES = ("readers", "the pad stays so the conv can fuse")

@@ -15,6 +15,8 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
+from rewrite.ir import FusedSepConv
+
 from ..verify import capture_window
 from .inplace import restore_inplace
 from .lower import conv_module, fused_module, linear_module, run_nodes
@@ -54,7 +56,7 @@ class FxAdapter:
         return self.values.get(v)
 
     def lower(self, match, plan) -> list:
-        if plan.kind == "fuse":
+        if isinstance(plan.after[0], FusedSepConv):
             return [fused_module(plan.after[0])]
         lower = linear_module if match.layout == "nc" else conv_module
         return [lower(spec) for spec in plan.after]

@@ -43,10 +43,6 @@ class Region:
     inputs: tuple          # the example arguments it was captured with
 
 
-class CaptureError(RuntimeError):
-    """Nothing of the model could be captured."""
-
-
 def capture_regions(model: nn.Module, example_inputs: tuple, *, dynamic_spatial: bool = False,
                     notes: list | None = None) -> list[Region]:
     """Export the model, or its largest exportable submodules; normalize each graph."""

@@ -25,7 +25,7 @@ def wants_channels_last(setting: bool | None, report: Report) -> bool:
 
 def conv_weights(root: nn.Module) -> list:
     """The 4-d weights of every conv: nn.Conv2d modules, and aten.conv2d calls in exported graphs."""
-    from .view import fetch_attr
+    from .graph import fetch_attr
 
     weights = {id(m.weight): m.weight for m in root.modules() if isinstance(m, nn.Conv2d)}
     for gm in (m for m in root.modules() if isinstance(m, fx.GraphModule)):

@@ -100,7 +100,7 @@ def run_nodes(gm: fx.GraphModule, nodes: list, feeds: dict, dtype: torch.dtype |
     """Evaluate `nodes` (in graph order) on `feeds` {node: tensor}; parameters (and values computed
     from parameters only) come from the graph, cast to `dtype` when given (float64 for the
     reference). Returns the last value."""
-    from .view import constant_value
+    from .graph import constant_value
 
     env = dict(feeds)
 

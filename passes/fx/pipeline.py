@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten
 
-from rewrite.options import RewriteOptions
+from rewrite.options import RewriteOptions, model_device
 from rewrite.report import Report
 
 from ..manager import run_passes
@@ -42,7 +42,6 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
     """Rewrite `model` and return (new root, report). The root is the exported GraphModule, or
     `model` itself with its exportable submodules replaced (then `model` is modified: pass a copy).
     `captured`: a capture of the same model to reuse (see Captured)."""
-    from rewrite.api import model_device
     options = options.resolved(model_device(model, example_inputs))
     report = Report(target=getattr(getattr(options.cost_model, "profile", None), "name", options.target),
                     dtype=str(dtype).replace("torch.", ""))
@@ -68,7 +67,9 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         root = regions[0].module
     for region in regions:
         adapter = FxAdapter(region.module, region.inputs, region.path, progress)
-        run_passes(adapter, options, report, dtype)
+        swept = run_passes(adapter, options, dtype)
+        report.sites.extend(swept.sites)
+        report.notes.extend(note for note in swept.notes if note not in report.notes)
         adapter.finish()
     if not report.sites:
         report.notes.append("no candidate site: no conv followed by a BatchNorm or preceded by a pad, no dense "

@@ -19,6 +19,7 @@ import onnxruntime as ort
 import torch
 
 from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, run_chain
+from rewrite.rules.fuse import FuseParts
 
 from ..verify import capture_window
 from . import runtime
@@ -75,7 +76,7 @@ class OnnxAdapter:
 
     def lower(self, match, plan) -> list:
         x = self._tensor(match.input)
-        if plan.kind == "fuse":
+        if isinstance(plan.after[0], FusedSepConv):
             fused = plan.after[0]
             name = function_name(fused)
             if name not in self.functions:
@@ -95,10 +96,8 @@ class OnnxAdapter:
         return self._runner(match.nodes_in(self.graph.nodes), match, self._tensor(match.output))
 
     def reference(self, match):
-        if match.kind == "fuse":
-            f = match.fuse
-            fused = FusedSepConv(f["dw"], f["act1"], f["pw"], f["act2"], match.residual is not None, f["se"])
-            return fused.to(torch.float64).apply
+        if isinstance(match.parts, FuseParts):     # a squeeze-excitation is not a chain of layers
+            return match.parts.fused(match.residual is not None).to(torch.float64).apply
         layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches)) else layer
                   for layer in match.layers]
         return lambda x: run_chain(layers, x)

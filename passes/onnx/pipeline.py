@@ -28,5 +28,7 @@ def optimize_graph(model: onnx.ModelProto, options: RewriteOptions, dtype: torch
         if adapter.overridable:
             report.notes.append(f"{len(adapter.overridable)} initializer(s) are also graph inputs (overridable): "
                                 "the convs and BatchNorms reading them are left alone")
-        run_passes(adapter, options, report, dtype, verbose=verbose)
+        swept = run_passes(adapter, options, dtype, verbose=verbose)
+        report.sites.extend(swept.sites)
+        report.notes.extend(swept.notes)
         return adapter.model(), report

@@ -1,4 +1,4 @@
-"""An onnx-graphsurgeon graph as the neutral view (passes/view.py). Values are tensor names.
+"""An onnx-graphsurgeon graph as the neutral view (rewrite/view.py). Values are tensor names.
 
     Conv (constant float weights)                 → conv     (name: the node's; else its reason:
     ConvInteger, QLinearConv                         weights computed at run time, quantized...)
@@ -26,7 +26,7 @@ import torch
 
 from rewrite.ir import ConvSpec
 
-from ..view import Op, View
+from rewrite.view import Op, View
 from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op
 from .lift import QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, zero_pad
 

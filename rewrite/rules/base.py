@@ -1,9 +1,19 @@
-"""The two answers a rule can give."""
+"""What every rule is made of, and the records it passes on.
+
+A rule (one file in this package) is a matcher over the neutral view (rewrite/view.py) that
+yields one `Match` per site it considers, and a planner that turns a Match into a `Plan` (the
+rewrite, in chain IR) or a `Decline` (the reason it is not worth it or not possible). It
+registers itself with `register(Rule(...))`; the package collects every rule into `RULES`, which
+the options, the report, the command line and the pass manager read. Adding a rule is one file
+here and its test in tests/rules/.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from ..ir import describe_chain
+from ..view import Op, View
 
 
 @dataclass
@@ -39,3 +49,97 @@ class Decline:
     @property
     def describe_before(self) -> str:
         return describe_chain(self.before)
+
+
+@dataclass(eq=False)
+class Match:
+    """One site a matcher considered: the ops a rewrite would replace, the chain in IR, the values
+    it reads and produces, or the reason the matcher already declines it (named in the graph's
+    own terms). `parts` carries a rule's own typed record of what it matched (fuse: FuseParts)."""
+
+    kind: str                   # the rule's kind
+    name: str                   # the site's name (its head op's)
+    ops: list                   # the ops a rewrite replaces, in order; ops[-1] produces `output`
+    layers: list = field(default_factory=list)   # the chain in IR, as the planner sees it
+    input: object = None        # the value the chain reads
+    output: object = None       # the value the chain produces
+    reason: str | None = None   # set: declined by the matcher, with this reason
+    residual: object = None     # a value added at the chain's end (fuse), or None
+    parts: object = None        # the rule's typed record of the match, where it needs one
+
+    @property
+    def layout(self) -> str:
+        """"nc" where the match's convs are linears over [N, C] (lowered as linears), else "nchw"."""
+        return "nc" if any(op.kind == "conv" and op.layout == "nc" for op in self.ops) else "nchw"
+
+    @property
+    def runtime_inputs(self) -> list:
+        """The values the chain reads at run time: its input, and the residual it adds."""
+        return [self.input] + ([self.residual] if self.residual is not None else [])
+
+    def nodes_in(self, graph_nodes) -> list:
+        """The format nodes of the match's ops, in the graph's order."""
+        chosen = {id(node) for op in self.ops for node in op.nodes}
+        return [node for node in graph_nodes if id(node) in chosen]
+
+    @property
+    def before(self) -> str:
+        return " → ".join(op.describe() for op in self.ops) if self.reason else describe_chain(self.layers)
+
+
+def declined(kind: str, op: Op, reason: str, ops=None) -> Match:
+    """A match the matcher itself declines, named after `op`."""
+    return Match(kind, op.name, ops or [op], reason=reason)
+
+
+def conv_reason(op: Op, linear_ok: bool = False) -> str | None:
+    """Why the conv op cannot be rewritten here, or None. A linear over [N, C] (layout "nc") is
+    folded and collapsed (linear_ok), never merged, factorized or fused."""
+    if op.reason:
+        return op.reason
+    if op.layout == "nhwc":
+        return "a linear over a channels-last tensor is not rewritten"
+    if op.layout == "nc" and not linear_ok:
+        return "a linear over [N, C] is only folded into or collapsed with its neighbours"
+    return None
+
+
+def always(options) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rewrite kind.
+
+    order: its place in the pipeline (rules run in increasing order).
+    matches(view): every site it considers, as Matches.
+    plan(match, input_shape, dtype, options): a Plan or a Decline for a Match the matcher did not
+        decline; input_shape is NCHW (a linear's [N, C] comes as [N, C, 1, 1]).
+    timed: with the measured cost model, an applied site is timed both ways and kept only when
+        min_speedup faster (never for a Plan that removes_work).
+    skipped(options): why the whole pass does not run with these options, or None.
+    """
+
+    kind: str
+    order: int
+    matches: Callable[[View], Iterator[Match]]
+    plan: Callable
+    timed: bool
+    summary: str
+    skipped: Callable[[object], str | None] = always
+
+
+_REGISTERED: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    if rule.kind in _REGISTERED and _REGISTERED[rule.kind] is not rule:
+        raise ValueError(f"two rules of kind {rule.kind!r}")
+    _REGISTERED[rule.kind] = rule
+    return rule
+
+
+def registered() -> dict[str, Rule]:
+    """The registered rules by kind, in pipeline order."""
+    return dict(sorted(_REGISTERED.items(), key=lambda item: item[1].order))

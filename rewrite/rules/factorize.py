@@ -6,12 +6,32 @@ Candidates (see rewrite.algebra.rank / factorize):
 * with an error budget (opt-in): dw→pw with the smallest r whose SVD truncation keeps the
   relative weight error under the budget; the site is then verified against the budget.
 The cheapest candidate under the cost model is applied if it beats `min_speedup`.
+
+    pw→dw:  W[n, m, :, :] = D[n] · P[n, m]                   (rank W[n] = 1 for every n)
+    dw→pw:  W[n, m, :, :] = Σ_{i<r} P[n, m·r+i] · D[m·r+i]   (rank W[:, m] ≤ r for every m)
+
+Convs a factorize or reverse rewrite made are not looked at again, and depthwise and 1x1 convs
+are already in factored form.
 """
 from __future__ import annotations
 
 from ..algebra import dw_pw_rank_for_budget, factorize_dw_pw, factorize_pw_dw, rank_test
 from ..ir import ConvSpec
-from .base import Decline, Plan
+from ..view import View
+from .base import Decline, Match, Plan, Rule, declined, register
+
+
+def factorize_matches(view: View):
+    """Every dense conv that is not already in factored form (depthwise or 1x1)."""
+    for op in view.ops:
+        if op.kind != "conv" or op.origin in ("factorize", "reverse"):
+            continue
+        if op.conv is not None and (op.conv.is_depthwise or op.conv.kernel_size == (1, 1)):
+            continue                # already in factored form
+        if op.reason:
+            yield declined("factorize", op, op.reason)
+            continue
+        yield Match("factorize", op.name, [op], [op.conv], op.inputs[0], op.output)
 
 
 def plan_factorize(conv: ConvSpec, input_shape, dtype, options) -> Plan | Decline:
@@ -54,3 +74,10 @@ def plan_factorize(conv: ConvSpec, input_shape, dtype, options) -> Plan | Declin
             [conv], best.predicted_speedup,
         )
     return best
+
+
+RULE = register(Rule(
+    "factorize", order=30, matches=factorize_matches, timed=True,
+    plan=lambda match, shape, dtype, options: plan_factorize(match.layers[0], shape, dtype, options),
+    summary="dense KxK conv into depthwise → pointwise or pointwise → depthwise, by the rank test",
+))

@@ -1,19 +1,69 @@
-"""fold: conv → affine (eval BatchNorm) ⇒ one conv with scaled weights and shifted bias;
-affine → conv ⇒ one conv (exact without padding, or without shift); zero pad → conv ⇒ one
-conv with wider padding.
+"""fold: conv → affine (eval BatchNorm, a constant per-channel scale/shift) ⇒ one conv with scaled
+weights and shifted bias; affine → conv ⇒ one conv (exact without padding, or without shift); zero
+pad → conv ⇒ one conv with wider padding. A linear over [N, C] is a 1x1 conv here (a classifier
+head's BatchNorm1d → Linear).
 
-W'[o] = s[o]·W[o], b' = s ⊙ b + t; conv(pad(x, p), padding q) = conv(x, padding p + q) (see
-rewrite.algebra.fold). Always exact, always cheaper (one fewer pass over the activation), so it
-is applied wherever the graph allows it, with one exception: a pad whose absorption would give a
-depthwise conv a padding the fused kernel does not take (TF "same" at stride 2 pads 0 before and
-1 after) stays, when the fuse pass runs, so that the conv can still fuse.
+    conv → affine:  W'[o] = s[o]·W[o],          b' = s ⊙ b + t
+    affine → conv:  W'[o, i] = W[o, i]·s[i],    b' = b + Σ_i,k W[o, i, k]·t[i]   (no padding, or t = 0)
+    pad → conv:     conv(pad(x, p), padding q) = conv(x, padding p + q)
+
+(rewrite.algebra.fold). Always exact and always cheaper (one fewer pass over the activation), so
+it is applied wherever the graph allows it: where the conv's output feeds only the affine (or the
+affine only the conv, or the pad only the conv). One exception: a pad whose absorption would give
+a depthwise conv a padding the fused kernel does not take (TF "same" at stride 2 pads 0 before and
+1 after) stays when the fuse pass runs, so that the conv can still fuse.
 """
 from __future__ import annotations
 
 from ..algebra import absorb_pad, check_fold_affine_before, fold_affine, fold_affine_before
 from ..ir import Affine, ConvSpec, ZeroPad
-from .base import Decline, Plan
+from ..view import Op, View
+from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
 from .fuse import fuse_enabled
+
+
+def fold_matches(view: View):
+    """conv → affine where the conv's output feeds only the affine; else affine → conv where the
+    affine feeds only the conv; zero pad → conv."""
+    for op in view.ops:
+        if op.kind == "affine":
+            conv = view.producer(op.inputs[0])
+            if conv is None or conv.kind != "conv":
+                before = _affine_before_conv(view, op)
+                if before is not None:
+                    yield before
+                continue
+            ops = [conv, op]
+            reason = conv_reason(conv, linear_ok=True) or op.reason
+            if reason is None and view.readers(conv.output) > 1:
+                reason = (f"conv output has {view.readers(conv.output)} readers; folding the {op.label} "
+                          "would change what the others see")
+            if reason:
+                before = _affine_before_conv(view, op) if view.readers(conv.output) > 1 else None
+                yield before if before is not None and before.reason is None else declined("fold", conv, reason, ops)
+                continue
+            yield Match("fold", conv.name, ops, [conv.conv, op.affine], conv.inputs[0], op.output)
+        elif op.kind == "pad":
+            conv = view.sole_user(op.output)
+            if conv is None or conv.kind != "conv":
+                continue
+            ops = [op, conv]
+            reason = op.reason or conv_reason(conv)
+            if reason:
+                yield declined("fold", conv, reason, ops)
+                continue
+            yield Match("fold", conv.name, ops, [op.pad, conv.conv], op.inputs[0], conv.output)
+
+
+def _affine_before_conv(view: View, op: Op) -> Match | None:
+    """affine → conv, where the affine's output feeds only that conv (a pre-activation BatchNorm)."""
+    conv = view.sole_user(op.output)
+    if conv is None or conv.kind != "conv" or op.affine is None:
+        return None
+    reason = conv_reason(conv, linear_ok=True)
+    if reason:
+        return declined("fold", conv, reason, [op, conv])
+    return Match("fold", conv.name, [op, conv], [op.affine, conv.conv], op.inputs[0], conv.output)
 
 
 def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
@@ -35,4 +85,11 @@ def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
     else:
         raise TypeError(f"fold takes conv → affine, affine → conv or pad → conv, got {first.describe()} → {second.describe()}")
     speedup = options.cost_model.speedup([first, second], after, input_shape, dtype)
-    return Plan("fold", [first, second], after, speedup)
+    return Plan("fold", [first, second], after, speedup, removes_work=True)
+
+
+RULE = register(Rule(
+    "fold", order=20, matches=fold_matches, timed=False,
+    plan=lambda match, shape, dtype, options: plan_fold(match.layers[0], match.layers[1], shape, dtype, options),
+    summary="BatchNorm, constant scale/shift and zero pads into the neighbouring conv or linear",
+))

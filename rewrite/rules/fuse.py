@@ -15,14 +15,34 @@ a · s all go away.
 """
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+
+from kernels.activations import ACTIVATIONS, SE_GATES
+from kernels.checks import DTYPES, KERNEL_SIZES, STRIDES
 
 from ..ir import Activation, ConvSpec, FusedSepConv, SqueezeExcite
-from .base import Decline, Plan
+from ..view import View
+from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
 
-FUSABLE_ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "gelu")
-FUSABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-SE_GATES = ("sigmoid", "hardsigmoid")
+FUSABLE_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "none")
+FUSABLE_DTYPES = DTYPES
+# Ops a depthwise → pointwise walk looks through to name what stands between the two convs.
+MAX_BETWEEN = 4
+NOT_A_GPU = "fuse pass skipped: the target is not a GPU (force_fuse=True fuses anyway)"
+
+
+@dataclass(eq=False)
+class FuseParts:
+    """What a fuse match found: y = act2(pw(act1(dw(x)) [· se])) [+ residual]."""
+
+    dw: ConvSpec
+    act1: str | None
+    se: SqueezeExcite | None
+    pw: ConvSpec
+    act2: str | None
+
+    def fused(self, residual: bool) -> FusedSepConv:
+        return FusedSepConv(self.dw, self.act1, self.pw, self.act2, residual, self.se)
 
 
 def fuse_enabled(options) -> bool:
@@ -31,14 +51,19 @@ def fuse_enabled(options) -> bool:
     return bool(profile is not None and profile.is_gpu) or options.force_fuse
 
 
+def fuse_skipped(options) -> str | None:
+    return None if fuse_enabled(options) else NOT_A_GPU
+
+
 def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype) -> str | None:
     """None when the fused kernel computes this chain, else the reason it cannot."""
     k = dw.kernel_size
     if not dw.is_depthwise:
         return f"first conv is not depthwise ({dw.describe()})"
-    if k[0] != k[1] or k[0] not in (3, 5, 7):
-        return f"depthwise kernel {k[0]}x{k[1]} is not 3x3, 5x5 or 7x7"
-    if dw.stride[0] != dw.stride[1] or dw.stride[0] not in (1, 2):
+    if k[0] != k[1] or k[0] not in KERNEL_SIZES:
+        sizes = [f"{n}x{n}" for n in KERNEL_SIZES]
+        return f"depthwise kernel {k[0]}x{k[1]} is not {', '.join(sizes[:-1])} or {sizes[-1]}"
+    if dw.stride[0] != dw.stride[1] or dw.stride[0] not in STRIDES:
         return f"depthwise stride {dw.stride} is not 1 or 2 on both axes"
     if dw.dilation != (1, 1):
         return f"dilated depthwise conv ({dw.dilation}) is not fused"
@@ -91,6 +116,111 @@ def measured_loss(dw: ConvSpec, se, out_hw) -> str | None:
     return None
 
 
+def _match_se(view: View, tip) -> tuple[list, SqueezeExcite] | str:
+    """(the SE's ops, mean first and the gating mul last, SqueezeExcite) for
+    tip · gate(expand(act(reduce(mean(tip))))), or the reason the product is not one."""
+    users = view.users(tip)
+    mul = next((u for u in users if u.kind == "mul"), None)
+    mean = next((u for u in users if u.kind == "mean"), None)
+    if len(users) != 2 or mul is None or mean is None or tip in view.outputs:
+        return "a product between the depthwise and pointwise convs that is not a squeeze-excitation"
+    ops, convs, act, gate = [mean], [], None, None
+    for step in ("reduce", "act", "expand", "gate"):
+        nxt = view.sole_user(ops[-1].output)
+        if nxt is None:
+            return f"squeeze-excitation {step} has no single next layer"
+        if step in ("reduce", "expand"):
+            if nxt.kind != "conv" or conv_reason(nxt):
+                return f"squeeze-excitation {step} is not a rewritable conv ({conv_reason(nxt) or nxt.label})"
+            convs.append(nxt.conv)
+        elif nxt.kind != "act":
+            if step == "act":
+                continue            # a linear excitation: reduce feeds expand directly
+            return f"squeeze-excitation gate is not a known activation ({nxt.label})"
+        elif step == "act":
+            act = nxt.act
+        else:
+            gate = nxt.act
+        ops.append(nxt)
+    if view.sole_user(ops[-1].output) is not mul or set(mul.inputs) != {tip, ops[-1].output}:
+        return "squeeze-excitation gate does not scale the depthwise output alone"
+    return ops + [mul], SqueezeExcite(convs[0], act, convs[1], gate)
+
+
+def _blocker(view: View, value, after_se: bool) -> str:
+    """Why no pointwise conv directly follows `value`: what stands before the next conv, if any."""
+    readers = view.readers(value)
+    if readers > 1:
+        return f"the depthwise output has {readers} readers ({view.describe_readers(value)}); fusing would hide it"
+    between, op = [], view.sole_user(value)
+    while op is not None and op.kind != "conv" and len(between) < MAX_BETWEEN:
+        between.append(op)
+        op = view.sole_user(op.output)
+    if op is not None and op.kind == "conv" and between:
+        blocker = next((o for o in between if o.kind != "layout"), between[0])
+        if blocker.kind == "act" and after_se:
+            return (f"{blocker.act} after the squeeze-excitation blocks the fusion (the fused kernel applies "
+                    "its activation before the gate)")
+        return f"{blocker.describe()} between the depthwise and pointwise convs blocks the fusion"
+    return f"no pointwise conv follows (the depthwise output goes to {view.describe_readers(value)})"
+
+
+def fuse_matches(view: View):
+    """Every depthwise conv: dw (+act1) (+SE) → pw (+act2) (+ residual), or why not."""
+    for op in view.ops:
+        if op.kind != "conv" or op.conv is None or not op.conv.is_depthwise or op.layout != "nchw":
+            continue
+        if op.reason:
+            yield declined("fuse", op, op.reason)
+            continue
+        yield _fuse_match(view, op)
+
+
+def _fuse_match(view: View, dw) -> Match:
+    ops, tip = [dw], dw.output
+    nxt = view.sole_user(tip)
+    if nxt is not None and nxt.kind == "affine":
+        return declined("fuse", dw, f"{nxt.label} after the depthwise conv is not folded")
+    act1 = None
+    if nxt is not None and nxt.kind == "act":
+        act1, tip = nxt.act, nxt.output
+        ops.append(nxt)
+    se = None
+    if any(u.kind == "mul" for u in view.users(tip)):
+        found = _match_se(view, tip)
+        if isinstance(found, str):
+            return declined("fuse", dw, f"{found} blocks the fusion")
+        se_ops, se = found
+        ops.extend(se_ops)
+        tip = se_ops[-1].output
+    pw = view.sole_user(tip)
+    if pw is None or pw.kind != "conv":
+        return declined("fuse", dw, _blocker(view, tip, se is not None))
+    reason = conv_reason(pw)
+    if reason:
+        what = "pointwise conv" if pw.conv is None or pw.conv.kernel_size == (1, 1) else "next conv"
+        return declined("fuse", dw, f"{what}: {reason}")
+    ops.append(pw)
+    tip = pw.output
+    act2 = None
+    nxt = view.sole_user(tip)
+    if nxt is not None and nxt.kind == "act" and nxt.act in FUSABLE_ACTIVATIONS:
+        act2, tip = nxt.act, nxt.output     # an activation the kernel lacks stays outside the group
+        ops.append(nxt)
+    residual = None
+    add = view.sole_user(tip)
+    if add is not None and add.kind == "add" and len(add.inputs) == 2:
+        other = add.inputs[1] if add.inputs[0] == tip else add.inputs[0]
+        shape = view.shape(tip)
+        if other != tip and shape is not None and view.shape(other) == shape:
+            residual = other
+            ops.append(add)
+            tip = add.output
+    layers = [dw.conv] + ([Activation(act1)] if act1 else []) + [pw.conv] + ([Activation(act2)] if act2 else [])
+    return Match("fuse", dw.name, ops, layers, dw.inputs[0], tip, residual=residual,
+                 parts=FuseParts(dw.conv, act1, se, pw.conv, act2))
+
+
 def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, residual: bool,
               input_shape, dtype, options, se: SqueezeExcite | None = None) -> Plan | Decline:
     convs = [dw] + ([Activation(act1)] if act1 else []) + [pw] + ([Activation(act2)] if act2 else [])
@@ -116,3 +246,14 @@ def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, re
         return Decline("fuse", f"cost model predicts the fused kernel at {speedup:.2f}x (< {options.min_speedup:g}x)",
                        before, speedup)
     return Plan("fuse", before, [fused], speedup, note="one fused Triton launch on CUDA (torch fallback on CPU)")
+
+
+def _plan_match(match: Match, shape, dtype, options) -> Plan | Decline:
+    f = match.parts
+    return plan_fuse(f.dw, f.act1, f.pw, f.act2, match.residual is not None, shape, dtype, options, f.se)
+
+
+RULE = register(Rule(
+    "fuse", order=50, matches=fuse_matches, plan=_plan_match, timed=True, skipped=fuse_skipped,
+    summary="depthwise (+act) (+squeeze-excitation) → pointwise (+act) (+residual) into one Triton kernel",
+))

@@ -13,14 +13,43 @@ from __future__ import annotations
 from ..algebra import (check_collapse_dw_pw, check_collapse_pair, check_collapse_pw_dw, collapse_dw_pw, collapse_pair,
                        collapse_pw_dw)
 from ..ir import ConvSpec, FusedSepConv
+from ..view import Op, View
+from .base import Decline, Match, Plan, Rule, declined, register
 from .fuse import check_fuse, fuse_enabled
-from .base import Decline, Plan
 
 
 def is_reversible_pair(first: ConvSpec, second: ConvSpec) -> bool:
     """A dense 1x1 on either side of a conv: dw → pw, pw → dw, pw → pw, KxK → pw, pw → KxK
     (the pairs the reverse pass considers and reports)."""
     return (second.kernel_size == (1, 1) and second.is_dense) or (first.kernel_size == (1, 1) and first.is_dense)
+
+
+def reverse_matches(view: View):
+    """A dense 1x1 next to another conv (dw → pw, pw → dw, pw → pw, KxK → pw, pw → KxK); a
+    separable pair with one op between them is declined with what it is."""
+    for op in view.ops:
+        if not op.liftable_conv or op.origin == "factorize":
+            continue
+        nxt = view.sole_user(op.output)
+        between = None
+        if nxt is not None and nxt.kind != "conv":
+            between, nxt = nxt, view.sole_user(nxt.output)
+        if nxt is None or not nxt.liftable_conv or nxt.origin == "factorize" or nxt.layout != op.layout or \
+                not is_reversible_pair(op.conv, nxt.conv):
+            continue
+        if between is not None:
+            if op.conv.is_depthwise or nxt.conv.is_depthwise:   # the separable pairs say what blocks them
+                yield declined("reverse", op, _between_reason(between), [op, between, nxt])
+            continue
+        yield Match("reverse", op.name, [op, nxt], [op.conv, nxt.conv], op.inputs[0], nxt.output)
+
+
+def _between_reason(op: Op) -> str:
+    if op.kind == "act":
+        return f"nonlinearity ({op.act}) between the convs blocks the exact collapse"
+    if op.kind == "affine":
+        return f"{op.label} between the convs (not folded) blocks the collapse"
+    return f"{op.label} between the convs blocks the collapse"
 
 
 def plan_reverse(first: ConvSpec, second: ConvSpec, input_shape, dtype, options) -> Plan | Decline:
@@ -46,3 +75,10 @@ def plan_reverse(first: ConvSpec, second: ConvSpec, input_shape, dtype, options)
             f"(< {options.min_speedup:g}x)", [first, second], speedup,
         )
     return Plan("reverse", [first, second], after, speedup, note="collapsed into one dense conv")
+
+
+RULE = register(Rule(
+    "reverse", order=40, matches=reverse_matches, timed=True,
+    plan=lambda match, shape, dtype, options: plan_reverse(match.layers[0], match.layers[1], shape, dtype, options),
+    summary="Fused-MBConv reversal: a linear dw/pw pair, or a dense 1x1 next to any conv, into one conv",
+))

@@ -1,4 +1,4 @@
-"""What the shared matcher (passes/patterns.py) brings to ONNX: fusion through a
+"""What the shared matchers (rewrite/rules/) bring to ONNX: fusion through a
 squeeze-excitation, zero pads folded into the next conv, and declines that name the real
 blocker in the graph's own terms."""
 import warnings

@@ -1,8 +1,8 @@
-"""The format-neutral view of an op graph: what every pattern reads, whatever the format.
+"""The format-neutral view of an op graph: what every rule's matcher reads, whatever the format.
 
 Each front end (passes/fx, passes/onnx) turns its graph into a `View`: a list of `Op`s in
 execution order, each with the activation values it reads and the value it produces. Values are
-opaque hashable keys (an fx.Node, an ONNX tensor name). An op carries what the patterns need in
+opaque hashable keys (an fx.Node, an ONNX tensor name). An op carries what the rules need in
 IR form: a ConvSpec for a conv (a linear over a channels-last tensor is a 1x1 conv with layout
 "nhwc", a linear over a 2-d [N, C] tensor one with layout "nc"), an Affine for an eval-mode
 BatchNorm or a constant per-channel scale/shift, an activation name, a ZeroPad; or the reason it

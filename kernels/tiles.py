@@ -1,0 +1,44 @@
+"""Triton device functions the kernels share: the activation epilogue and the depthwise tap row.
+
+Both run on fp32 register blocks inside a kernel (`@triton.jit` functions, inlined where called):
+
+    activation(x, ACT)   the formulas of kernels/activations.py, by name
+    dw_row(a, kh, ...)   a += the KSIZE taps of depthwise kernel row kh: [BLOCK_M pixels, BLOCK_K
+                         channels] masked loads of NHWC x (zero padding is the mask) times the weights
+
+Nothing here launches anything.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def activation(x, ACT: tl.constexpr):
+    """The formulas of kernels/activations.py, on an fp32 block."""
+    if ACT == "relu":
+        x = tl.maximum(x, 0.0)
+    elif ACT == "relu6":
+        x = tl.minimum(tl.maximum(x, 0.0), 6.0)
+    elif ACT == "silu":
+        x = x / (1.0 + tl.exp(-x))
+    elif ACT == "hardswish":
+        x = x * tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
+    elif ACT == "gelu":
+        x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+    return x
+
+
+@triton.jit
+def dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptrs, k_ok, stride_dw_h, stride_dw_w, H, W, C,
+            KSIZE: tl.constexpr):
+    """a += the KSIZE taps of kernel row kh: masked [BLOCK_M, BLOCK_K] loads of x times dw."""
+    ih = ih0 + kh
+    row_ok = m_ok & (ih >= 0) & (ih < H)
+    for kw in tl.static_range(KSIZE):
+        iw = iw0 + kw
+        ok = row_ok & (iw >= 0) & (iw < W)
+        xv = tl.load(x_ptr + (x_pix0 + (kh * W + kw) * C)[:, None] + cin[None, :],
+                     mask=ok[:, None] & k_ok[None, :], other=0.0)
+        wv = tl.load(dw_w_ptrs + kh * stride_dw_h + kw * stride_dw_w, mask=k_ok, other=0.0)
+        a += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    return a
