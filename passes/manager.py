@@ -26,9 +26,10 @@ An adapter provides:
     runtime: str                           the libraries that run the forms, for the timing cache
 
 With a measured cost model (options.measured), a site of a timed rule (Rule.timed) that passed
-its check is then timed both ways (rewrite.measure) on random inputs of the full shapes that
-reach it, and applied only if it is at least min_speedup times faster; rules do not decline such
-sites on a prediction. A plan that only removes work (a fold; a merge into a conv shaped like one
+its check is then timed both ways (rewrite.measure.compare) on random inputs of the full shapes
+that reach it, and applied only if it is at least min_speedup times faster beyond the noise (the
+confidence interval of its speedup lies above 1; an inconclusive timing keeps the original);
+rules do not decline such sites on a prediction. A plan that only removes work (a fold; a merge into a conv shaped like one
 of its branches: Plan.removes_work) is not timed, since timing noise could only decline it wrongly.
 Re-runs of the whole-model retry find the same timings in the cost model's cache.
 """
@@ -61,15 +62,12 @@ class Swept:
 
 @dataclass(frozen=True)
 class Timing:
-    """A site timed both ways: [original, rewritten] seconds, predicted and measured."""
+    """A site timed both ways: [original, rewritten] seconds predicted, and the measured
+    comparison (rewrite.measure.Comparison), or taken from the timing cache."""
 
     predicted_s: list
-    measured_s: list
+    measured: object
     cached: bool
-
-    @property
-    def speedup(self) -> float:
-        return self.measured_s[0] / self.measured_s[1]
 
 
 def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> Swept:
@@ -135,10 +133,12 @@ def _record(name: str, match: Match, status: str, reason: str, plan: Plan | Decl
     """The one place a Site is built, once its outcome is known."""
     before = match.before if plan is None else _named(match, plan.describe_before)
     after = _named(match, plan.describe_after) if isinstance(plan, Plan) else ""
+    measured = timing.measured if timing else None
     return Site(name, match.kind, status, reason, plan.predicted_speedup if plan is not None else None,
                 check.error if check is not None else None, before, after,
-                timing.predicted_s if timing else None, timing.measured_s if timing else None,
-                bool(timing and timing.cached))
+                timing.predicted_s if timing else None,
+                [measured.before_s, measured.after_s] if measured else None, bool(timing and timing.cached),
+                [measured.speedup, measured.low, measured.high, measured.pairs] if measured else None)
 
 
 def _as_conv_shape(shape, match: Match):
@@ -159,7 +159,7 @@ def _apply(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dt
     if options.only_sites is not None and key not in options.only_sites:
         return "declined", NOT_IN_CHECKED_SET, None, None
     lowered = adapter.lower(match, plan)
-    check = timing = None
+    check = timing = note = None
     if options.check:
         inputs = [adapter.value(v) for v in match.runtime_inputs]
         if any(x is None for x in inputs):
@@ -176,14 +176,33 @@ def _apply(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dt
             return check.status, check.reason, check, None
         if options.measured and rule.timed and not plan.removes_work:
             timing = _time(adapter, match, plan, lowered, options, dtype)
-            if timing.speedup < options.min_speedup:
+            keep, why = _timed_choice(timing, plan, options.min_speedup)
+            if not keep:
                 adapter.discard(lowered)
-                before_s, after_s = timing.measured_s
-                return "declined", (f"measured {timing.speedup:.2f}x (< {options.min_speedup:g}x): "
-                                    f"{before_s * 1e6:.0f} µs as it is, {after_s * 1e6:.0f} µs rewritten"
-                                    + (" (timing cache)" if timing.cached else "")), check, timing
+                return "declined", why, check, timing
+            note = why
     adapter.commit(match, plan, lowered)
-    return "applied", plan.note, check, timing     # read after lowering: the lowering may say what it built
+    reason = plan.note + (f"; {note}" if note else "")   # read after lowering: the lowering may say what it built
+    return "applied", reason, check, timing
+
+
+def _timed_choice(timing: Timing, plan: Plan, margin: float) -> tuple[bool, str | None]:
+    """(keep the rewrite, what to say) from a site's timing. Faster by the margin beyond the noise:
+    kept. Short of the margin beyond the noise: declined. Neither (a busy machine, or forms too
+    close to call): the form that removes work by the cost model's count is kept, so that noise
+    cannot flip the choice either way."""
+    measured = timing.measured
+    said = f"measured {measured.describe()}" + (" (timing cache)" if timing.cached else "")
+    times = f"{measured.before_s * 1e6:.0f} µs as it is, {measured.after_s * 1e6:.0f} µs rewritten"
+    if measured.faster(margin):
+        return True, None
+    if measured.short_of(margin):
+        return False, f"{said}, < {margin:g}x: {times}"
+    if plan.predicted_speedup >= margin:
+        return True, (f"{said}: inconclusive, so the form that removes work by the cost model's count "
+                      f"({plan.predicted_speedup:.2f}x predicted) is kept")
+    return False, (f"{said}: inconclusive, and the cost model predicts {plan.predicted_speedup:.2f}x (< {margin:g}x): "
+                   f"{times}")
 
 
 def _time(adapter, match: Match, plan: Plan, lowered, options, dtype) -> Timing:
@@ -194,5 +213,5 @@ def _time(adapter, match: Match, plan: Plan, lowered, options, dtype) -> Timing:
     predicted_after = model.chain_time(plan.after, _as_conv_shape(shapes[0], match), dtype)
     key = (adapter.runtime, str(dtype).replace("torch.", ""), plan.kind, plan.describe_before, plan.describe_after,
            shapes)
-    before_s, after_s, cached = model.times(key, before, after, full_inputs)
-    return Timing([predicted_after * plan.predicted_speedup, predicted_after], [before_s, after_s], cached)
+    measured, cached = model.times(key, before, after, full_inputs, options.min_speedup)
+    return Timing([predicted_after * plan.predicted_speedup, predicted_after], measured, cached)

@@ -146,7 +146,8 @@ class RooflineCostModel:
 
 class MeasuredCostModel(RooflineCostModel):
     """Decides by timing: each site's original and rewritten forms run on `device` at the site's
-    shapes and dtype (rewrite.measure.paired_medians), the timings kept in a TimingCache.
+    shapes and dtype (rewrite.measure.compare: paired, with a confidence interval), the
+    comparisons kept in a TimingCache.
 
     Predictions (chain_time, inherited) still come from the roofline of `profile`: they are
     reported beside the measured times, and the fuse pass runs only for a GPU profile.
@@ -170,46 +171,49 @@ class MeasuredCostModel(RooflineCostModel):
         import platform
         return f"cpu {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
-    def times(self, key_parts: tuple, before, after, inputs) -> tuple[float, float, bool]:
-        """(before_s, after_s, from_cache) for the two callables on `inputs`."""
-        from .measure import paired_medians
+    def times(self, key_parts: tuple, before, after, inputs, margin: float):
+        """(Comparison of the two callables on `inputs`, from_cache)."""
+        from . import measure
         from .timing_cache import entry_key
 
         key = entry_key(self.device_name(), *key_parts)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.cached += 1
-            return hit[0], hit[1], True
-        before_s, after_s = paired_medians(before, after, inputs)
+            return measure.Comparison.from_list(hit), True
+        comparison = measure.compare(before, after, inputs, margin)
         self.measured += 1
         if self.cache is not None:
-            self.cache.put(key, before_s, after_s)
-        return before_s, after_s, False
+            self.cache.put(key, comparison.as_list())
+        return comparison, False
 
-    def finish(self, timed=None, runtime: str = "") -> tuple[str, list | None]:
+    def finish(self, timed=None, margin: float = 1.0, runtime: str = ""):
         """After a run: save the timing cache, and return (the note saying what was measured, the
-        whole model's [original, optimized] seconds when `timed` = (original, optimized, inputs) is
-        given, else None)."""
-        from .measure import paired_medians
+        whole model's Comparison, original against optimized, when `timed` = (original, optimized,
+        inputs) is given, else None)."""
+        from . import measure
 
         if self.cache is not None:
             self.cache.save()
         note = (f"cost model: measured{runtime} on {self.device_name()} ({self.measured} site(s) timed, "
                 f"{self.cached} from the timing cache)")
-        return note, None if timed is None else list(paired_medians(*timed, budget_s=WHOLE_MODEL_BUDGET_S))
+        if timed is None:
+            return note, None
+        return note, measure.compare(*timed, margin, budget_s=WHOLE_MODEL_BUDGET_S, extend=WHOLE_MODEL_EXTEND,
+                                     min_repeats=measure.DECISIVE_PAIRS, calls=1)
 
 
 WHOLE_MODEL_BUDGET_S = 2.0
-SLOWER = "rolled back: the whole model measured slower with the rewrites"
+WHOLE_MODEL_EXTEND = 1     # a whole model's calls are long: one call per pair, one extension
+SLOWER = "rolled back: the whole model measured slower with the rewrites (this site was timed; those that only remove work stay)"
 
 
-def measured_slower(measured_s, min_speedup: float) -> str | None:
-    """When the whole optimized model measured slower than the original by more than the margin
-    min_speedup (a timing of two equal models on a busy machine differs by a few percent), the
-    note saying so: the caller then rolls every applied site back (reason SLOWER) and returns the
-    original model. None otherwise."""
-    if not measured_s or measured_s[1] <= measured_s[0] * min_speedup:
+def measured_slower(comparison, min_speedup: float) -> str | None:
+    """When the whole optimized model measured slower than the original, by more than the margin
+    min_speedup and beyond the noise (the comparison's confidence interval lies below 1), the note
+    saying so: the caller then rolls back the sites that were applied on a timing (those that only
+    remove work stay). None otherwise."""
+    if comparison is None or not comparison.slower(min_speedup):
         return None
-    before, after = measured_s
-    return (f"the optimized model measured slower than the original ({after * 1e3:.2f} ms against "
-            f"{before * 1e3:.2f} ms): returned the original model unchanged")
+    return (f"the optimized model measured slower than the original ({comparison.after_s * 1e3:.2f} ms against "
+            f"{comparison.before_s * 1e3:.2f} ms, {comparison.describe()})")

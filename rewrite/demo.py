@@ -3,30 +3,21 @@
 The main job end to end on a built-in example: build a model from `models_under_test` (a real
 torchvision / timm model such as `tv/mobilenet_v2`, random init and calibrated BatchNorm, or one
 of the project's own definitions), optimize it, print the report, and time original vs
-optimized on this machine's CPU (eager).
+optimized on this machine's CPU (eager): calls alternate between the two, and the speedup is the
+median of the per-pair ratios with its 95% confidence interval (rewrite.measure.compare), so
+another process on the machine slows both alike and a wide interval says the figure is noisy.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-
-import torch
 
 import models_under_test as zoo
 
 from .api import optimize
+from .measure import DECISIVE_PAIRS, compare
 
-
-def _median_ms(fn, x, repeats: int = 5) -> float:
-    with torch.no_grad():
-        fn(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+TIMING_BUDGET_S = 2.0
 
 
 def main(argv=None) -> int:
@@ -53,9 +44,9 @@ def main(argv=None) -> int:
     fast = optimize(model, x, target=args.target)
     print(f"done in {time.perf_counter() - start:.1f}s\n")
     print(fast.rewrite_report)
-    before, after = _median_ms(model, x), _median_ms(fast, x)
-    print(f"\nmeasured here (CPU eager, median of 5): original {before:.1f} ms, optimized {after:.1f} ms "
-          f"({before / after:.2f}x)")
+    timing = compare(model, fast, (x,), 1.0, budget_s=TIMING_BUDGET_S, min_repeats=DECISIVE_PAIRS, calls=1)
+    print(f"\nmeasured here (CPU eager, calls alternating): original {timing.before_s * 1e3:.1f} ms, optimized "
+          f"{timing.after_s * 1e3:.1f} ms (medians); speedup {timing.describe()}")
     if args.json:
         with open(args.json, "w") as f:
             f.write(fast.rewrite_report.to_json())

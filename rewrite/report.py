@@ -30,6 +30,7 @@ class Site:
     predicted_s: list | None = None   # [original, rewritten] seconds, analytic roofline
     measured_s: list | None = None    # [original, rewritten] seconds, timed on the device
     measured_cached: bool = False     # measured_s came from the timing cache
+    measured_ci: list | None = None   # [speedup, low, high, pairs]: the median per-pair speedup, its 95% CI
 
     @property
     def key(self) -> str:
@@ -37,6 +38,9 @@ class Site:
 
     @property
     def measured_speedup(self) -> float | None:
+        """The median per-pair speedup where known, else the ratio of the medians."""
+        if self.measured_ci:
+            return self.measured_ci[0]
         return None if not self.measured_s else self.measured_s[0] / self.measured_s[1]
 
     def __post_init__(self):
@@ -56,6 +60,7 @@ class Report:
     model_tolerance: float | None = None
     model_baseline_error: float | None = None   # the original model's own error vs float64
     model_measured_s: list | None = None        # [original, optimized] seconds per run, measured cost model
+    model_measured_ci: list | None = None       # [speedup, low, high, pairs] of the same timing
     notes: list[str] = field(default_factory=list)
 
     def add(self, site: Site) -> Site:
@@ -91,7 +96,7 @@ class Report:
             "target": self.target, "dtype": self.dtype,
             "model_rel_error": self.model_rel_error, "model_max_abs_error": self.model_max_abs_error,
             "model_tolerance": self.model_tolerance, "model_baseline_error": self.model_baseline_error,
-            "model_measured_s": self.model_measured_s,
+            "model_measured_s": self.model_measured_s, "model_measured_ci": self.model_measured_ci,
             "notes": list(self.notes),
             "counts": self.counts(), "sites": [asdict(s) for s in self.sites],
         }
@@ -135,8 +140,12 @@ class Report:
             )
         if self.model_measured_s:
             before, after = self.model_measured_s
+            spread = ""
+            if self.model_measured_ci and self.model_measured_ci[3]:
+                speedup, low, high, pairs = self.model_measured_ci
+                spread = f"; per-pair median {speedup:.2f}x, 95% CI {low:.2f}-{high:.2f} over {pairs} pairs"
             lines.append(f"whole model, measured: {before * 1e3:.2f} ms original, {after * 1e3:.2f} ms optimized "
-                         f"({before / after:.2f}x)")
+                         f"({before / after:.2f}x{spread})")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 

@@ -128,14 +128,39 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
                                history=history)
 
 
-def finish_measured(report: Report, options: RewriteOptions, timed=None, runtime: str = "") -> bool:
+def finish_measured(report: Report, options: RewriteOptions, timed=None, runtime: str = "") -> frozenset:
     """With the measured cost model, after the whole-model check: record what was measured and,
-    when `timed` = (original, optimized, inputs) is given, the whole model timed both ways. True
-    when it measured slower beyond the min_speedup margin: every applied site is then rolled back
-    and the caller returns the original model."""
-    note, report.model_measured_s = options.cost_model.finish(timed, runtime)
+    when `timed` = (original, optimized, inputs) is given, the whole model timed both ways.
+
+    Returns the keys of the sites to roll back: those applied on a timing, when the whole model
+    measured slower beyond the noise (measured_slower). Sites that only remove work (folds, merges
+    into a conv shaped like a branch; never timed) are never rolled back for a timing: the noise
+    of a busy machine could only undo them wrongly."""
+    note, comparison = options.cost_model.finish(timed, options.min_speedup, runtime)
     report.notes.append(note)
-    slower = measured_slower(report.model_measured_s, options.min_speedup)
-    if slower:
-        report.record_rollback({site.key: SLOWER for site in report.applied}, verdict=slower)
-    return slower is not None
+    if comparison is not None:
+        report.model_measured_s = [comparison.before_s, comparison.after_s]
+        report.model_measured_ci = [comparison.speedup, comparison.low, comparison.high, comparison.pairs]
+    slower = measured_slower(comparison, options.min_speedup)
+    if not slower:
+        return frozenset()
+    timed_sites = frozenset(site.key for site in report.applied if site.measured_s is not None)
+    report.notes.append(slower + (f": the {len(timed_sites)} site(s) applied on a timing are rolled back"
+                                  if timed_sites else "; every applied rewrite only removes work, so all stay"))
+    return timed_sites
+
+
+def without(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt,
+            keys: frozenset) -> Attempt | None:
+    """The passes run again applying exactly what `final` applied less the sites `keys`; the result
+    keeps final's report (every site as it was decided, `keys` now rolled back) with the new
+    whole-model check. None when that result fails its check."""
+    applied = frozenset(site.key for site in final.report.applied)
+    again = run(dataclasses.replace(options, skip_sites=options.skip_sites | keys | frozenset(final.rolled_back),
+                                    only_sites=applied - keys))
+    if not again.passed:
+        return None
+    report = final.report
+    report.record_rollback(dict.fromkeys(keys, SLOWER))
+    report.model_rel_error, report.model_max_abs_error = again.report.model_rel_error, again.report.model_max_abs_error
+    return dataclasses.replace(final, result=again.result)

@@ -6,9 +6,12 @@ run the forms (torch, and Triton or onnxruntime), the dtype, the rewrite kind, b
 layer descriptions: kernel sizes, channels, strides, activations) and the input shapes. Weights
 do not enter: two sites that differ only in their values take the same time.
 
-The file is JSON {"format": FORMAT, "entries": {key: [before_s, after_s]}}. A file that cannot
-be read, or is not in this format, is ignored with a warning and never written over (the path
-may be someone else's file). Writes go to a temporary file renamed into place.
+The file is JSON {"format": FORMAT, "entries": {key: [before_s, after_s, speedup, low, high,
+pairs]}} (rewrite.measure.Comparison.as_list: medians, the median per-pair speedup and its
+confidence interval); a file of the previous format (FORMATS_READ), whose entries are [before_s,
+after_s], is read too and written back in the new one. A file that cannot be read, or is not in
+one of these formats, is ignored with a warning and never written over (the path may be someone
+else's file). Writes go to a temporary file renamed into place.
 
     path: DWSEP_TIMING_CACHE if set, else ~/.cache/dwsep-rewrite/timings.json
     clear: `python -m rewrite.timing_cache --clear [PATH]` or `clear(path)`
@@ -23,7 +26,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-FORMAT = "dwsep-rewrite timing cache v1"
+FORMAT = "dwsep-rewrite timing cache v2"
+FORMATS_READ = (FORMAT, "dwsep-rewrite timing cache v1")
 
 
 def default_path() -> Path:
@@ -51,12 +55,13 @@ class TimingCache:
             return
         try:
             data = json.loads(self.path.read_text())
-            entries = data["entries"] if isinstance(data, dict) and data.get("format") == FORMAT else None
+            entries = data["entries"] if isinstance(data, dict) and data.get("format") in FORMATS_READ else None
             if not isinstance(entries, dict):
                 raise ValueError(f"not a {FORMAT!r} file")
             for key, value in entries.items():
-                if not (isinstance(value, list) and len(value) == 2
-                        and all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in value)):
+                if not (isinstance(value, list) and len(value) in (2, 6)
+                        and all(isinstance(t, (int, float)) and math.isfinite(t) and t > 0 for t in value[:5])
+                        and (len(value) == 2 or value[5] >= 0)):
                     raise ValueError(f"bad entry {key!r}")
             self.entries = {k: [float(t) for t in v] for k, v in entries.items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -64,12 +69,12 @@ class TimingCache:
                           "is left as it is", stacklevel=3)
             self.entries, self.writable = {}, False
 
-    def get(self, key: str) -> tuple[float, float] | None:
-        value = self.entries.get(key)
-        return None if value is None else (value[0], value[1])
+    def get(self, key: str) -> list | None:
+        """The entry stored under `key`: [before_s, after_s] or [before_s, after_s, speedup, low, high, pairs]."""
+        return self.entries.get(key)
 
-    def put(self, key: str, before_s: float, after_s: float) -> None:
-        self.entries[key] = [before_s, after_s]
+    def put(self, key: str, values: list) -> None:
+        self.entries[key] = [float(v) for v in values]
         self.dirty = True
 
     def save(self) -> None:

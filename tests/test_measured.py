@@ -38,10 +38,12 @@ def test_a_cpu_model_is_optimized_for_the_cpu_by_measurement(tmp_path):
     whole_model_slower = any("measured slower than the original" in n for n in report.notes)  # a tiny model: noise
     for s in timed:
         assert s.predicted_s[0] > 0 and s.predicted_s[1] > 0 and s.measured_s[0] > 0 and s.measured_s[1] > 0
+        speedup, low, high, pairs = s.measured_ci
+        assert low <= speedup <= high and pairs >= measure.MIN_REPEATS and s.measured_speedup == speedup
         if whole_model_slower:
             assert s.status != "applied"
         else:
-            assert (s.status == "applied") == (s.measured_speedup >= 1.05), s
+            assert (s.status == "applied") == (speedup >= 1.05 and low > 1.0), s
     assert report.model_measured_s and all(t > 0 for t in report.model_measured_s)
     assert "whole model, measured" in str(report) and "cost model: measured on cpu" in str(report)
     torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
@@ -75,45 +77,70 @@ def test_unchecked_runs_fall_back_to_the_analytic_model():
     assert opts.target == "cpu" and not opts.measured
 
 
+def _comparison(before_s, after_s, low=None, high=None, pairs=21):
+    speedup = before_s / after_s
+    return measure.Comparison(before_s, after_s, speedup, low or speedup * 0.95, high or speedup * 1.05, pairs)
+
+
 def test_a_rewrite_measured_slower_is_declined(monkeypatch, tmp_path):
-    monkeypatch.setattr(measure, "paired_medians", lambda before, after, inputs, **kw: (1e-3, 2e-3))
+    monkeypatch.setattr(measure, "compare", lambda before, after, inputs, margin, **kw: _comparison(1e-3, 2e-3))
     model, x = TwoSites().eval(), torch.randn(2, 16, 24, 24)
     report = optimize(model, x, timing_cache=False).rewrite_report
     timed = _timed(report)
-    assert timed and all(s.status == "declined" and s.reason.startswith("measured 0.50x") for s in timed)
+    assert timed and all(s.status == "declined" and s.reason.startswith("measured 0.50x (95% CI") for s in timed)
     assert not report.applied or {s.kind for s in report.applied} == {"fold"}
 
 
-def test_the_timing_cache_makes_a_second_run_measure_nothing(tmp_path):
-    path = tmp_path / "cache.json"
-    model, x = TwoSites().eval(), torch.randn(2, 16, 24, 24)
-    first = optimize(model, x, timing_cache=path).rewrite_report
-    entries = json.loads(path.read_text())
-    assert entries["format"] == FORMAT and len(entries["entries"]) == len(_timed(first)) > 0
-    assert all("cpu" in key and "float32" in key for key in entries["entries"])
-    second = optimize(model, x, timing_cache=path).rewrite_report
-    assert all(s.measured_cached for s in _timed(second))
-    assert "(0 site(s) timed" in " ".join(second.notes)
-    assert [(s.name, s.status) for s in second.sites] == [(s.name, s.status) for s in first.sites]
-    assert clear(path) and not path.exists() and not clear(path)
+def test_an_inconclusive_timing_keeps_the_form_the_cost_model_says_removes_work(monkeypatch):
+    """1.3x by the median, but the interval reaches below 1: the cost model's prediction decides."""
+    monkeypatch.setattr(measure, "compare", lambda before, after, inputs, margin, **kw: _comparison(
+        1.3e-3, 1e-3, low=0.97, high=1.6))
+    report = optimize(TwoSites().eval(), torch.randn(2, 16, 24, 24), timing_cache=False).rewrite_report
+    timed = _timed(report)
+    assert timed and all("inconclusive" in s.reason for s in timed)
+    for s in timed:
+        assert (s.status == "applied") == (s.predicted_speedup >= 1.05), s
+        assert ("removes work" in s.reason) == (s.status == "applied")
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"format": "someone else's", "entries": {}}),
-                                     json.dumps({"format": FORMAT, "entries": {"k": [1.0, -2.0]}})],
-                         ids=["corrupt", "foreign", "bad-entry"])
-def test_a_bad_cache_file_is_ignored_with_a_warning_and_left_alone(tmp_path, content):
-    path = tmp_path / "cache.json"
-    path.write_text(content)
-    with pytest.warns(UserWarning, match="timing cache .* ignored"):
-        report = optimize(TwoSites().eval(), torch.randn(2, 16, 24, 24), timing_cache=path).rewrite_report
-    assert _timed(report) and not any(s.measured_cached for s in report.sites)
-    assert path.read_text() == content
+def test_a_timing_short_of_the_margin_beyond_the_noise_is_declined(monkeypatch):
+    monkeypatch.setattr(measure, "compare", lambda before, after, inputs, margin, **kw: _comparison(
+        1.02e-3, 1e-3, low=1.01, high=1.03))
+    report = optimize(TwoSites().eval(), torch.randn(2, 16, 24, 24), timing_cache=False).rewrite_report
+    timed = _timed(report)
+    assert timed and all(s.status == "declined" and "< 1.05x" in s.reason for s in timed)
+
+
+def test_median_interval_is_the_order_statistics_interval():
+    assert measure.median_interval(list(range(1, 21))) == (6, 15)      # n = 20: P(Bin ≤ 5) = 0.021 ≤ 0.025
+    assert measure.median_interval([5, 1, 4, 2, 3]) == (1, 5)          # n = 5: no k reaches 95%
+    values = [1.0 + 0.01 * ((i * 37) % 11) for i in range(40)]
+    low, high = measure.median_interval(values)
+    assert low <= sorted(values)[19] <= high
+
+
+def test_compare_extends_an_inconclusive_timing_and_stops_a_settled_one(monkeypatch):
+    def timer_of(durations):       # a clock that reads the next duration for each call, whatever runs
+        sequence = iter(durations)
+        monkeypatch.setattr(measure, "_timer", lambda cuda: lambda fn, inputs: next(sequence))
+
+    timer_of([2e-3, 1e-3] * 1000)                      # always 2x faster: settled after enough pairs
+    few = measure.compare(lambda: None, lambda: None, (), 1.05, budget_s=0.0, min_repeats=5, extend=0)
+    assert few.pairs == 5 and not few.faster(1.05) and not few.short_of(1.05)   # too few pairs decide nothing
+    timer_of([2e-3, 1e-3] * 1000)
+    settled = measure.compare(lambda: None, lambda: None, (), 1.05, budget_s=0.0, min_repeats=10, extend=3)
+    assert settled.pairs == 10 and settled.faster(1.05) and settled.describe().startswith("2.00x (95% CI 2.00-2.00")
+    timer_of(([2e-3, 1e-3] * measure.CALLS_PER_PAIR + [1e-3, 2e-3] * measure.CALLS_PER_PAIR) * 100)  # 2x faster,
+    # then 2x slower, pair after pair: never settled
+    unsettled = measure.compare(lambda: None, lambda: None, (), 1.05, budget_s=0.0, min_repeats=10, extend=3)
+    assert unsettled.pairs == 40 and unsettled.low == 0.5 and unsettled.high == 2.0  # 1 + extend budgets
+    assert not unsettled.faster(1.05) and not unsettled.slower(1.05)
 
 
 def test_cache_command_line(tmp_path, capsys):
     path = tmp_path / "c.json"
     cache = TimingCache(path)
-    cache.put("a | b", 1e-3, 2e-3)
+    cache.put("a | b", [1e-3, 2e-3, 0.5, 0.45, 0.55, 21])
     cache.save()
     assert cache_cli([str(path)]) == 0 and "1 entries" in capsys.readouterr().out
     assert cache_cli(["--clear", str(path)]) == 0 and not path.exists()
@@ -126,7 +153,7 @@ def test_paired_medians_alternate_and_stop(monkeypatch):
     t_before, t_after = measure.paired_medians(before, after, (torch.zeros(1),), budget_s=0.0, min_repeats=3)
     assert t_before > 0 and t_after > 0
     timed = calls[2 * measure.WARMUP:]
-    assert timed == ["b", "a"] * 3
+    assert timed == ["b", "a"] * 3 * measure.CALLS_PER_PAIR
 
 
 def test_report_groups_repeated_declines_but_json_keeps_every_site():
@@ -192,32 +219,46 @@ def test_analytic_gpu_model_declines_the_forms_measured_slower_on_the_h100(hw, k
         assert [s.status for s in forced.sites if s.kind == "fuse"] == ["applied"]
 
 
-def test_a_whole_model_measured_slower_is_returned_unchanged(monkeypatch):
-    timings = iter([(1e-3, 0.5e-3)] * 50)
+def _sites_faster_model_slower(before, after, inputs, margin, budget_s=None, **kw):
+    return _comparison(1e-3, 2e-3) if budget_s == 2.0 else _comparison(1e-3, 0.5e-3)
 
-    def fake(before, after, inputs, budget_s=None, **kw):   # sites faster, the whole model slower
-        return (1e-3, 2e-3) if budget_s == 2.0 else next(timings)
-    monkeypatch.setattr(measure, "paired_medians", fake)
-    model, x = TwoSites().eval(), torch.randn(2, 16, 24, 24)
+
+def test_a_whole_model_measured_slower_loses_its_timed_sites_only(monkeypatch):
+    monkeypatch.setattr(measure, "compare", _sites_faster_model_slower)
+    model = nn.Sequential(TwoSites(), nn.BatchNorm2d(48)).eval()   # the BN folds: it only removes work
+    x = torch.randn(2, 16, 24, 24)
     out = optimize(model, x, timing_cache=False)
     report = out.rewrite_report
-    assert not report.applied and any("measured slower than the original" in n for n in report.notes)
-    assert all(s.reason.startswith("rolled back: the whole model measured slower") for s in report.sites
-               if s.status == "rolled_back") and report.by_status("rolled_back")
-    assert not isinstance(out, torch.fx.GraphModule)
+    assert any("measured slower than the original" in n and "applied on a timing are rolled back" in n
+               for n in report.notes)
+    rolled = report.by_status("rolled_back")
+    assert rolled and {s.kind for s in rolled} >= {"factorize"} and all(
+        s.reason.startswith("rolled back: the whole model measured slower") for s in rolled)
+    assert report.applied and {s.kind for s in report.applied} == {"fold"}
+    with torch.no_grad():
+        assert torch.allclose(out(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_an_onnx_model_measured_slower_is_returned_unchanged(monkeypatch, tmp_path):
+def test_a_whole_model_within_the_noise_keeps_everything(monkeypatch):
+    def fake(before, after, inputs, margin, budget_s=None, **kw):   # whole model 0.8x, but not beyond the noise
+        return _comparison(1e-3, 1.25e-3, low=0.7, high=1.1) if budget_s == 2.0 else _comparison(1e-3, 0.5e-3)
+    monkeypatch.setattr(measure, "compare", fake)
+    report = optimize(TwoSites().eval(), torch.randn(2, 16, 24, 24), timing_cache=False).rewrite_report
+    assert report.applied and not report.by_status("rolled_back")
+    assert report.model_measured_ci == [0.8, 0.7, 1.1, 21] and "95% CI 0.70-1.10 over 21 pairs" in str(report)
+
+
+def test_an_onnx_model_measured_slower_loses_its_timed_sites(monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime")
     from rewrite import optimize_onnx
 
-    def fake(before, after, inputs, budget_s=None, **kw):   # sites faster, the whole model slower
-        return (1e-3, 2e-3) if budget_s == 2.0 else (1e-3, 0.5e-3)
-    monkeypatch.setattr(measure, "paired_medians", fake)
+    monkeypatch.setattr(measure, "compare", _sites_faster_model_slower)
     path = tmp_path / "m.onnx"
     torch.onnx.export(TwoSites().eval(), (torch.randn(1, 16, 24, 24),), str(path), opset_version=17, dynamo=False)
     optimized, report = optimize_onnx(path, tmp_path / "out.onnx", timing_cache=False)
     import onnx
     original = onnx.load(str(path))
     assert [n.op_type for n in optimized.graph.node] == [n.op_type for n in original.graph.node]
-    assert not report.applied and any("returned the original model unchanged" in n for n in report.notes)
+    assert not report.applied and any("applied on a timing are rolled back" in n for n in report.notes)
+    assert report.by_status("rolled_back") and all(s.reason.startswith("rolled back: the whole model measured slower")
+                                                   for s in report.by_status("rolled_back"))
