@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -29,6 +30,33 @@ def _median_ms(fn, x, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+@dataclass
+class DemoRun:
+    """What the demo printed, with the objects behind it (the tests check one against the other)."""
+    model: torch.nn.Module
+    x: torch.Tensor
+    fast: torch.nn.Module
+    seconds: float
+    before_ms: float
+    after_ms: float
+
+
+def run(name: str, *, target: str | None = None, full_size: bool = False, batch: int = 1, log=print) -> DemoRun:
+    """Build `name`, optimize it with default options (but `target`), time both in eager."""
+    if name in zoo.real_names():
+        model = zoo.build_real(name)
+        size = zoo.REAL_MODELS[name].input_size if full_size else None
+        x = zoo.real_example_input(name, batch=batch, size=size)
+    else:
+        model = zoo.get(name)
+        x = zoo.example_input(name, batch=batch, small=not full_size)
+    log(f"optimizing {name} on input {tuple(x.shape)} for target {target or 'cpu (this machine)'} ...", flush=True)
+    start = time.perf_counter()
+    fast = optimize(model, x, target=target)
+    seconds = time.perf_counter() - start
+    return DemoRun(model, x, fast, seconds, _median_ms(model, x), _median_ms(fast, x))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="tv/mobilenet_v2", choices=zoo.real_names() + zoo.names())
@@ -40,25 +68,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
-    if args.model in zoo.real_names():
-        model = zoo.build_real(args.model)
-        size = zoo.REAL_MODELS[args.model].input_size if args.full_size else None
-        x = zoo.real_example_input(args.model, batch=args.batch, size=size)
-    else:
-        model = zoo.get(args.model)
-        x = zoo.example_input(args.model, batch=args.batch, small=not args.full_size)
-    print(f"optimizing {args.model} on input {tuple(x.shape)} for target {args.target or 'cpu (this machine)'} ...",
-          flush=True)
-    start = time.perf_counter()
-    fast = optimize(model, x, target=args.target)
-    print(f"done in {time.perf_counter() - start:.1f}s\n")
-    print(fast.rewrite_report)
-    before, after = _median_ms(model, x), _median_ms(fast, x)
-    print(f"\nmeasured here (CPU eager, median of 5): original {before:.1f} ms, optimized {after:.1f} ms "
-          f"({before / after:.2f}x)")
+    result = run(args.model, target=args.target, full_size=args.full_size, batch=args.batch)
+    print(f"done in {result.seconds:.1f}s\n")
+    print(result.fast.rewrite_report)
+    print(f"\nmeasured here (CPU eager, median of 5): original {result.before_ms:.1f} ms, optimized "
+          f"{result.after_ms:.1f} ms ({result.before_ms / result.after_ms:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
-            f.write(fast.rewrite_report.to_json())
+            f.write(result.fast.rewrite_report.to_json())
     return 0
 
 
