@@ -90,7 +90,7 @@ def test_optimized_chain_matches_original_on_fresh_inputs(case, target, budget):
     within b, and the whole model on the example input within b. The error a truncation adds is
     (W - W_r) * x: a fixed operator applied to the input, so on a fresh draw of the same input
     distribution it is at the level that was verified, and the bound the optimizer promises there
-    is b. Measured on these chains at b = 0.05: 3e-4 to 1.6e-3 on fresh draws, so b cannot flake
+    is b. Measured on these chains at b = 0.05: 3e-4 to 1.4e-3 on fresh draws, so b cannot flake
     and a wrong plan (an error of order 1) fails it. A shifted distribution is not covered by
     that promise, so approximate cases are judged on a fresh draw of the example's distribution."""
     model, shape = case
