@@ -11,13 +11,43 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
+
+import torch
 
 import models_under_test as zoo
 
 from .api import optimize
-from .measure import DECISIVE_PAIRS, compare
+from .measure import DECISIVE_PAIRS, Comparison, compare
 
 TIMING_BUDGET_S = 2.0
+
+
+@dataclass
+class DemoRun:
+    """What the demo printed, with the objects behind it (the tests check one against the other)."""
+    model: torch.nn.Module
+    x: torch.Tensor
+    fast: torch.nn.Module
+    seconds: float
+    timing: Comparison          # original against optimized, paired (rewrite.measure.compare)
+
+
+def run(name: str, *, target: str | None = None, full_size: bool = False, batch: int = 1, log=print) -> DemoRun:
+    """Build `name`, optimize it with default options (but `target`), time both in eager."""
+    if name in zoo.real_names():
+        model = zoo.build_real(name)
+        size = zoo.REAL_MODELS[name].input_size if full_size else None
+        x = zoo.real_example_input(name, batch=batch, size=size)
+    else:
+        model = zoo.get(name)
+        x = zoo.example_input(name, batch=batch, small=not full_size)
+    log(f"optimizing {name} on input {tuple(x.shape)} for target {target or 'cpu (this machine)'} ...", flush=True)
+    start = time.perf_counter()
+    fast = optimize(model, x, target=target)
+    seconds = time.perf_counter() - start
+    timing = compare(model, fast, (x,), 1.0, budget_s=TIMING_BUDGET_S, min_repeats=DECISIVE_PAIRS, calls=1)
+    return DemoRun(model, x, fast, seconds, timing)
 
 
 def main(argv=None) -> int:
@@ -31,25 +61,15 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
-    if args.model in zoo.real_names():
-        model = zoo.build_real(args.model)
-        size = zoo.REAL_MODELS[args.model].input_size if args.full_size else None
-        x = zoo.real_example_input(args.model, batch=args.batch, size=size)
-    else:
-        model = zoo.get(args.model)
-        x = zoo.example_input(args.model, batch=args.batch, small=not args.full_size)
-    print(f"optimizing {args.model} on input {tuple(x.shape)} for target {args.target or 'cpu (this machine)'} ...",
-          flush=True)
-    start = time.perf_counter()
-    fast = optimize(model, x, target=args.target)
-    print(f"done in {time.perf_counter() - start:.1f}s\n")
-    print(fast.rewrite_report)
-    timing = compare(model, fast, (x,), 1.0, budget_s=TIMING_BUDGET_S, min_repeats=DECISIVE_PAIRS, calls=1)
+    result = run(args.model, target=args.target, full_size=args.full_size, batch=args.batch)
+    print(f"done in {result.seconds:.1f}s\n")
+    print(result.fast.rewrite_report)
+    timing = result.timing
     print(f"\nmeasured here (CPU eager, calls alternating): original {timing.before_s * 1e3:.1f} ms, optimized "
           f"{timing.after_s * 1e3:.1f} ms (medians); speedup {timing.describe()}")
     if args.json:
         with open(args.json, "w") as f:
-            f.write(fast.rewrite_report.to_json())
+            f.write(result.fast.rewrite_report.to_json())
     return 0
 
 

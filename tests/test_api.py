@@ -7,9 +7,14 @@ import torch.nn as nn
 
 from rewrite import Report, optimize
 from tests.fx_models import ConvBN, SeparableConv
-from tests.helpers import max_rel
+from tests.helpers import batchnorm, max_rel
 
 X8 = torch.randn(2, 8, 12, 12)
+
+
+def _conv_bn_relu_conv():
+    return nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), batchnorm(16, seed=4), nn.ReLU(),
+                         nn.Conv2d(16, 8, 3, padding=1), nn.ReLU()).eval()
 
 
 def test_input_model_untouched_unless_inplace():
@@ -18,8 +23,29 @@ def test_input_model_untouched_unless_inplace():
     opt = optimize(m, X8, target="h100")
     assert opt is not m and isinstance(m.bn, nn.BatchNorm2d)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
-    opt2 = optimize(m, X8, inplace=True, target="h100")
-    assert isinstance(opt2.rewrite_report, Report)
+    # a copy: no parameter of the result is a tensor of the input
+    inputs = {p.data_ptr() for p in m.parameters()}
+    assert not any(p.data_ptr() in inputs for p in opt.parameters())
+
+
+def test_inplace_reuses_the_input_weights_and_is_correct_on_fresh_inputs():
+    """inplace=True promises: no copy of the weights is made (the conv no rewrite touched runs on
+    the input's own Parameter objects), and the returned module computes the original function."""
+    m = _conv_bn_relu_conv()
+    reference = copy.deepcopy(m).double()
+    untouched = m[3]
+    opt = optimize(m, X8, inplace=True, target="h100")
+    assert isinstance(opt.rewrite_report, Report)
+    assert [s.kind for s in opt.rewrite_report.applied] == ["fold"]
+    reused = [p for p in opt.parameters() if p is untouched.weight or p is untouched.bias]
+    assert len(reused) == 2, "inplace=True copied the weights of a conv it did not rewrite"
+    fresh = torch.randn(3, 8, 12, 12) * 2 + 0.5
+    with torch.no_grad():
+        assert max_rel(opt(fresh).double(), reference(fresh.double())) <= 1e-5
+    # the same call without inplace copies those weights
+    other = _conv_bn_relu_conv()
+    copied = optimize(other, X8, target="h100")
+    assert not any(p is other[3].weight or p is other[3].bias for p in copied.parameters())
 
 
 def test_training_mode_is_a_clear_error():

@@ -1,5 +1,9 @@
 """optimize() on every zoo model, CPU, float32: outputs within 1e-4 relative on fresh inputs,
-every BatchNorm that follows a conv folded, MobileViT captured whole by torch.export."""
+every BatchNorm that follows a conv folded, the rewrites each model gets (a table, every model),
+MobileViT captured whole by torch.export. This file runs the GPU target with force_fuse (every
+site the kernel can run); the default path is tests/test_default_path.py."""
+from collections import Counter
+
 import pytest
 import torch
 import torch.nn as nn
@@ -39,9 +43,33 @@ def test_batchnorms_after_convs_are_folded(optimized):
         assert folds and remaining == 0
 
 
+# Applied rewrites per model, by kind, on this fixture's path (target="h100", force_fuse=True: the
+# analytic cost model decides, so the counts are deterministic). Every model has a row.
+EXPECTED_APPLIED = {
+    "mobilenet_v1": {"fold": 27, "fuse": 13},
+    "mobilenet_v2": {"fold": 52, "fuse": 17, "reverse": 2},
+    "mobilenet_v3_large": {"fold": 46, "fuse": 15},
+    "mobilenet_v3_small": {"fold": 34, "fuse": 11, "reverse": 1},
+    "efficientnet_b0": {"fold": 49, "fuse": 16, "reverse": 2},
+    "efficientnet_v2_s": {"fold": 110, "fuse": 30},
+    "xception": {"fold": 40, "fuse": 34},
+    "convnext_tiny": {"fold": 6},
+    "resnet18": {"fold": 20},
+    "resnet50": {"fold": 53},
+    "mobilevit_xs": {"fold": 32, "fuse": 7, "reverse": 1},
+}
+
+
+def test_every_zoo_model_has_an_expected_outcome():
+    assert set(EXPECTED_APPLIED) == set(zoo.names())
+
+
 def test_model_specific_outcomes(optimized):
     name, model, opt = optimized
     report = opt.rewrite_report
+    applied = dict(Counter(s.kind for s in report.applied))
+    assert applied == EXPECTED_APPLIED[name], f"{name}: applied {applied}\n{report}"
+    assert not [s for s in report.sites if s.status == "rolled_back"], str(report)
     if name == "xception":  # linear dw→pw separable convs: the fused kernel beats the dense collapse
         reverse = [s for s in report.sites if s.kind == "reverse"]
         assert any(s.predicted_speedup is not None for s in reverse)   # linear pairs get a cost decision

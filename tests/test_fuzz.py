@@ -122,3 +122,34 @@ FOUND = {
 def test_cases_the_fuzzer_found_stay_fixed(seed):
     outcomes = run_case(random_case(seed), ("fx",))
     assert [o.status for o in outcomes] == ["ok"], [(o.status, o.error) for o in outcomes]
+
+
+def test_version1_seeds_draw_no_head_and_version2_seeds_draw_linear_heads():
+    """Every seed below 2**31 (all recorded runs and the seeds above) builds as before: no head.
+    Version-2 seeds append a classifier head over [N, C] to about HEAD_PROBABILITY of the models."""
+    from tests.fuzz.generate import VERSION2
+
+    assert not any(b["type"] == "head" for s in range(40) for b in random_case(s)["model"]["blocks"])
+    assert not any(b["type"] == "head" for s in FOUND for b in random_case(s)["model"]["blocks"])
+    heads = 0
+    for seed in range(VERSION2, VERSION2 + 40):
+        spec = random_case(seed)["model"]
+        if spec["blocks"][-1]["type"] != "head":
+            continue
+        heads += 1
+        with torch.no_grad():
+            out = build_model(spec)(example_input(spec))
+        out = out[0] if isinstance(out, tuple) else out
+        assert out.dim() == 2 and out.shape[0] == spec["batch"]
+    assert 10 <= heads <= 35
+
+
+def test_a_linear_head_case_runs_clean_in_both_formats():
+    """BatchNorm1d → Linear → Linear → BatchNorm1d after a conv: both folds and the collapse of the
+    two Linears (Gemms in ONNX) apply on the analytic ONNX path, and both formats judge ok."""
+    seed = 2147483943
+    kinds = [layer["kind"] for layer in random_case(seed)["model"]["blocks"][-1]["layers"]]
+    assert kinds == ["bn", "linear", "linear", "bn"]
+    outcomes = {o.fmt: o for o in run_case(random_case(seed), ("fx", "onnx"))}
+    assert {f: o.status for f, o in outcomes.items()} == {"fx": "ok", "onnx": "ok"}, outcomes
+    assert outcomes["onnx"].applied["fold"] >= 2 and outcomes["onnx"].applied["reverse"] >= 1, outcomes["onnx"]

@@ -42,7 +42,7 @@ def chains(draw):
     padding = draw(st.integers(0, k // 2 * dilation))
     bias = draw(st.booleans())
     r = draw(st.sampled_from([1, 2]))
-    order = draw(st.sampled_from(["dw_pw", "pw_dw", "dense_pw", "factorable_dw_pw"]))
+    order = draw(st.sampled_from(["dw_pw", "pw_dw", "dense_pw", "factorable_dw_pw", "near_factorable_dw_pw"]))
     seed = draw(st.integers(0, 2**16))
     g = torch.Generator().manual_seed(seed)
 
@@ -60,11 +60,13 @@ def chains(draw):
         convs = (conv(c, n, 1, 1, 1, 0, 1), conv(n, n * r, n, k, stride, padding, dilation))
     elif order == "dense_pw":
         convs = (conv(c, n, 1, k, stride, padding, dilation), conv(n, c, 1, 1, 1, 0, 1))
-    else:  # a dense conv that is exactly factorable, then a pw
+    else:  # a dense conv that is exactly factorable (or nearly: an SVD truncation fits it), then a pw
         spec = collapse_dw_pw(dw_spec(c, k, r, stride, (padding,) * 4, dilation, gen=g), pw_spec(c * r, n, gen=g))
         dense = nn.Conv2d(c, n, k, stride, padding, dilation, bias=True)
         with torch.no_grad():
             dense.weight.copy_(spec.weight.float() / (c * k))
+            if order == "near_factorable_dw_pw":
+                dense.weight.add_(torch.randn(dense.weight.shape, generator=g) * dense.weight.std() * 1e-3)
             dense.bias.copy_(spec.bias.float())
         convs = (dense, conv(n, c, 1, 1, 1, 0, 1))
     mid = convs[0].out_channels
@@ -80,21 +82,58 @@ def chains(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chains(), st.sampled_from(["h100", "cpu"]), st.sampled_from([None, 0.05]))
 def test_optimized_chain_matches_original_on_fresh_inputs(case, target, budget):
+    """Exact rewrites: within 1e-4 of float64 on fresh inputs of another distribution.
+
+    Approximate factorization (budget set): a user who opts in to an SVD truncation with budget b
+    accepts b for the whole model too (model_tolerance=b; with the default 1e-4 the whole-model
+    check rolls every truncation back). The truncated site is verified on its real activation
+    within b, and the whole model on the example input within b. The error a truncation adds is
+    (W - W_r) * x: a fixed operator applied to the input, so on a fresh draw of the same input
+    distribution it is at the level that was verified, and the bound the optimizer promises there
+    is b. Measured on these chains at b = 0.05: 3e-4 to 1.4e-3 on fresh draws, so b cannot flake
+    and a wrong plan (an error of order 1) fails it. A shifted distribution is not covered by
+    that promise, so approximate cases are judged on a fresh draw of the example's distribution."""
     model, shape = case
     example = torch.randn(shape)
     opt = optimize(model, example, target=target, min_speedup=0.0 if budget else 1.05,
-                   factorize_error_budget=budget)
+                   factorize_error_budget=budget, model_tolerance=budget)
     report = opt.rewrite_report
-    assert report.model_rel_error is not None and report.model_rel_error <= 1e-4 or not report.applied
-    fresh = torch.randn(shape) * 3 + 0.5
+    approximate = any("approximate" in s.reason for s in report.applied)
+    model_tol = budget if budget else 1e-4
+    assert report.model_rel_error is not None and report.model_rel_error <= model_tol or not report.applied
+    if approximate:
+        assert all(s.rel_error is not None and s.rel_error <= budget for s in report.applied if "approximate" in s.reason)
+    fresh = torch.randn(shape) if approximate else torch.randn(shape) * 3 + 0.5
     with torch.no_grad():
         ref = model.double()(fresh.double())
         out = opt(fresh)
     model.float()
     refs = ref if isinstance(ref, tuple) else (ref,)
     outs = out if isinstance(out, tuple) else (out,)
-    approximate = any("approximate" in s.reason for s in report.applied)
-    tol = 0.2 if approximate else 1e-4
+    tol = budget if approximate else 1e-4
     for o, r in zip(outs, refs):
         assert torch.isfinite(o).all()
         assert max_rel(o.double(), r) <= tol, str(report)
+
+
+def test_the_chains_include_surviving_approximate_factorizations():
+    """The approximate branch above is not dead: a nearly factorable dense conv under a budget is
+    truncated, kept, and within the budget on a fresh draw."""
+    from rewrite.algebra import collapse_dw_pw as collapse
+    g = torch.Generator().manual_seed(0)
+    c, n, k = 8, 16, 3
+    spec = collapse(dw_spec(c, k, 1, 1, (1,) * 4, 1, gen=g), pw_spec(c, n, gen=g))
+    dense = nn.Conv2d(c, n, k, 1, 1)
+    with torch.no_grad():
+        dense.weight.copy_(spec.weight.float() / (c * k))
+        dense.weight.add_(torch.randn(dense.weight.shape, generator=g) * dense.weight.std() * 1e-3)
+        dense.bias.copy_(spec.bias.float())
+    model = nn.Sequential(dense, nn.GELU(), nn.Conv2d(n, 4, 1)).eval()
+    opt = optimize(model, torch.randn(2, c, 12, 12), target="h100", min_speedup=0.0,
+                   factorize_error_budget=0.05, model_tolerance=0.05)
+    assert [s.kind for s in opt.rewrite_report.applied if "approximate" in s.reason] == ["factorize"]
+    fresh = torch.randn(2, c, 12, 12)
+    with torch.no_grad():
+        err = max_rel(opt(fresh).double(), model.double()(fresh.double()))
+    model.float()
+    assert 0 < err <= 0.05   # not exact (a truncation happened), within the budget

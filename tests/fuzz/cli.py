@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .generate import random_case
+from .generate import case_seed, random_case
 from .run import FORMATS, Outcome, run_case
 from .selfcheck import self_check
 from .shrink import repro, same_failure, shrink
@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=60.0, help="fuzz for this long (default 60)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sequence of case seeds (default 0)")
+    p.add_argument("--generator", type=int, choices=(1, 2), default=1,
+                   help="case generator version: 2 adds classifier heads over [N, C] (Linear / Gemm); "
+                        "1 (default) keeps every recorded seed sequence as it was")
     p.add_argument("--max-cases", type=int, default=None, help="stop after this many cases")
     p.add_argument("--case", type=int, action="append", default=[], metavar="SEED",
                    help="replay the case of this seed (repeatable) instead of fuzzing")
@@ -81,11 +84,12 @@ def run_one(case: dict, formats, tally: Tally, verbose: bool) -> list[Outcome]:
     return outcomes
 
 
-def fuzz(seconds: float, seed: int, formats=FORMATS, max_cases: int | None = None, verbose: bool = False) -> Tally:
+def fuzz(seconds: float, seed: int, formats=FORMATS, max_cases: int | None = None, verbose: bool = False,
+         generator: int = 1) -> Tally:
     """Run the cases of seed's sequence until `seconds` have passed (or max_cases ran)."""
     tally, started, rng = Tally(formats), time.monotonic(), random.Random(seed)
     while time.monotonic() - started < seconds and (max_cases is None or tally.cases < max_cases):
-        run_one(random_case(rng.randrange(2**31)), formats, tally, verbose)
+        run_one(random_case(case_seed(rng, generator)), formats, tally, verbose)
     return tally
 
 
@@ -109,6 +113,30 @@ def report_failure(case: dict, outcome: Outcome, args) -> None:
         (args.out / f"{stem}.py").write_text(snippet + "\n")
 
 
+def provenance() -> str:
+    """What ran: the commit (git rev-parse HEAD, 'unknown' outside a git checkout, '+dirty' with
+    uncommitted changes) and the versions of Python and the libraries the run depends on."""
+    import platform
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
+    for name in ("onnx", "onnxruntime", "onnx_graphsurgeon", "triton", "numpy"):
+        try:
+            versions.append(f"{name} {__import__(name).__version__}")
+        except Exception:  # noqa: BLE001 - a missing optional library is recorded as such
+            versions.append(f"{name} -")
+    return f"commit {commit}; {', '.join(versions)}; {platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_torch()
@@ -119,6 +147,9 @@ def main(argv=None) -> int:
     if problems:
         return 2
     print("self-check: corrupted models are judged wrong, tampered inputs input-modified", flush=True)
+    print(f"ran on: {provenance()}", flush=True)
+    if not args.case and not args.spec:
+        print(f"case generator version {args.generator}", flush=True)
     if args.self_check:
         return 0
     started = time.monotonic()
@@ -128,7 +159,7 @@ def main(argv=None) -> int:
         for case in replays:
             run_one(case, args.formats, tally, verbose=True)
     else:
-        tally = fuzz(args.seconds, args.seed, args.formats, args.max_cases, args.verbose)
+        tally = fuzz(args.seconds, args.seed, args.formats, args.max_cases, args.verbose, args.generator)
     print(tally.summary(time.monotonic() - started, args.seed if not replays else None))
     for case, outcome in tally.first_failures():
         report_failure(case, outcome, args)

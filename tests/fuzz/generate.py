@@ -7,6 +7,15 @@ A case is a JSON-able dict:
      "onnx": {"options", "batch", "seed", "use_inputs", "constant_folding"}, "cli": bool,
      "fresh": {"batch", "seed", "hw", "scale", "shift", "channels_last"}}
 Blocks are drawn one at a time and kept only if the model still builds at the shapes reached.
+
+Generator versions: a seed below 2**31 is a version-1 case (every seed recorded before version 2
+existed, the regression seeds replayed in tests/test_fuzz.py included, builds exactly as it
+did). A seed of 2**31 or more is a version-2 case: the same draws from random.Random(seed), then,
+from a separate stream (random.Random(f"head-{seed}")) that version 1 never reads, a classifier
+head over [N, C] appended to the model with probability HEAD_PROBABILITY (global pool → optional
+BatchNorm1d → Linear → optional BatchNorm1d → optional activation → optional second Linear →
+optional BatchNorm1d; exported to ONNX, each Linear is a Gemm). `python -m tests.fuzz
+--generator 2` draws version-2 seeds.
 """
 from __future__ import annotations
 
@@ -19,6 +28,32 @@ from .units import ACTS, MAX_CH, InvalidSpec
 
 BLOCK_WEIGHTS = {"unit": 26, "ir": 12, "residual": 10, "se": 5, "shared": 5, "tied": 5, "functional": 5,
                  "concat": 7, "parallel": 7, "cond": 5, "layerscale": 4, "affine": 3, "bn": 4, "act": 3, "tap": 3, "pool": 3}
+
+
+VERSION2 = 2**31              # seeds from here on are version-2 cases
+HEAD_PROBABILITY = 0.6
+
+
+def case_seed(rng: random.Random, generator: int = 1) -> int:
+    """The next case seed of a run's sequence, for generator version 1 or 2."""
+    return rng.randrange(2**31) + (VERSION2 if generator == 2 else 0)
+
+
+def random_head(rng: random.Random) -> dict:
+    """A head spec: layers over [N, C] after a global pool."""
+    layers = []
+    if rng.random() < 0.4:
+        layers.append({"kind": "bn"})
+    layers.append({"kind": "linear", "out": rng.choice([4, 8, 10, 16, 32]), "bias": rng.random() < 0.8})
+    if rng.random() < 0.4:
+        layers.append({"kind": "bn"})
+    if rng.random() < 0.6:
+        if rng.random() < 0.4:
+            layers.append({"kind": "act", "act": rng.choice(["relu", "silu", "gelu", "hardswish"])})
+        layers.append({"kind": "linear", "out": rng.choice([4, 8, 10, 16]), "bias": rng.random() < 0.8})
+        if rng.random() < 0.2:
+            layers.append({"kind": "bn"})
+    return {"type": "head", "pool": rng.choice(["mean", "adaptive"]), "layers": layers, "seed": _seed(rng)}
 
 
 def _seed(rng: random.Random) -> int:
@@ -178,6 +213,10 @@ def random_case(seed: int) -> dict:
     """The fuzz case of `seed` (deterministic)."""
     rng = random.Random(seed)
     model = random_model(rng)
+    if seed >= VERSION2:
+        head_rng = random.Random(f"head-{seed}")
+        if head_rng.random() < HEAD_PROBABILITY:
+            model["blocks"].append(random_head(head_rng))
     fx = random_options(rng, fx=True)
     fresh_hw = [model["hw"][0] + rng.randint(0, 3), model["hw"][1] + rng.randint(0, 3)]
     return {

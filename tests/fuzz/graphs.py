@@ -2,6 +2,10 @@
 
     {"in_ch": C, "hw": [H, W], "batch": B, "seed": S, "container": "list"|"seq", "blocks": [block, ...]}
 
+A "head" block (generator version 2 only, see generate.py) ends the model: a global pool to
+[N, C], then Linears over [N, C] with optional BatchNorm1d before / after and an activation
+between two Linears (a classifier head; exported to ONNX as Gemm). No block follows it.
+
 Blocks run in sequence; each is a dict with a "type" from BLOCKS, its conv units (units.py)
 inline, so removing a block or a unit leaves a spec that still builds (or raises InvalidSpec).
 The builder reads channel counts and sizes from the tensor reaching each block, so the spec
@@ -13,10 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .units import InvalidSpec, _gen, _randn, batchnorm, build_unit, build_units, make_act, run_units
+from .units import (MAX_CH, InvalidSpec, _gen, _randn, batchnorm, batchnorm1d, build_unit, build_units, make_act,
+                    run_units)
 
 BLOCKS = ("unit", "residual", "ir", "se", "shared", "tied", "functional", "concat", "parallel", "cond",
-          "layerscale", "affine", "bn", "act", "tap", "pool")
+          "layerscale", "affine", "bn", "act", "tap", "pool", "head")
 # blocks whose output may be their input tensor itself
 PASS_THROUGH = ("tap", "act", "cond", "parallel")
 
@@ -174,6 +179,43 @@ class Tap(nn.Identity):
     """Marks an extra model output: the tensor here is returned as well."""
 
 
+class Head(nn.Module):
+    """Global pool ("mean": x.mean((2, 3)); "adaptive": AdaptiveAvgPool2d(1) → flatten), then
+    layers over [N, C]."""
+
+    def __init__(self, pool: str, layers):
+        super().__init__()
+        self.how = pool
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "adaptive" else None
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = x.mean((2, 3)) if self.pool is None else torch.flatten(self.pool(x), 1)
+        return self.layers(x)
+
+
+def build_head(b: dict, c: int):
+    """(Head, its output shape as (C, 1, 1)) for a head spec on a C-channel input."""
+    g, layers = _gen(b["seed"]), []
+    for layer in b["layers"]:
+        if layer["kind"] == "bn":
+            layers.append(batchnorm1d(c, g))
+        elif layer["kind"] == "act":
+            layers.append(make_act(layer["act"]))
+        elif layer["kind"] == "linear":
+            out = min(int(layer["out"]), MAX_CH)
+            lin = nn.Linear(c, out, bias=bool(layer.get("bias", True)))
+            with torch.no_grad():
+                lin.weight.copy_(_randn((out, c), g, c ** -0.5))
+                if lin.bias is not None:
+                    lin.bias.copy_(_randn(out, g, 0.2))
+            layers.append(lin)
+            c = out
+        else:
+            raise InvalidSpec(f"unknown head layer {layer['kind']!r}")
+    return Head(b.get("pool", "mean"), layers), (c, 1, 1)
+
+
 class FuzzNet(nn.Module):
     """The blocks in sequence; returns the last tensor, plus every tapped one. With
     container="seq" the blocks are an nn.Sequential that forward() calls (taps return nothing
@@ -265,6 +307,8 @@ def build_block(b: dict, c: int, h: int, w: int):
         return make_act(b["act"], b.get("inplace", False)), (c, h, w)
     if t == "tap":
         return Tap(), (c, h, w)
+    if t == "head":
+        return build_head(b, c)
     if t == "pool":
         if h < 2 or w < 2:
             raise InvalidSpec("pooling a map smaller than 2x2")
@@ -276,7 +320,9 @@ def build_model(spec: dict) -> nn.Module:
     """The eval-mode FuzzNet of a model spec (InvalidSpec if it cannot be built)."""
     c, (h, w) = spec["in_ch"], spec["hw"]
     blocks, may_be_input = [], True
-    for b in spec["blocks"]:
+    for i, b in enumerate(spec["blocks"]):
+        if b["type"] == "head" and i != len(spec["blocks"]) - 1:
+            raise InvalidSpec("a block after the [N, C] head")
         if b["type"] == "act" and may_be_input:
             b = dict(b, inplace=False)   # an in-place op on the caller's own input tensor is no model
         m, (c, h, w) = build_block(b, c, h, w)

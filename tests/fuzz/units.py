@@ -55,6 +55,17 @@ def batchnorm(c: int, g: torch.Generator) -> nn.BatchNorm2d:
     return bn
 
 
+def batchnorm1d(c: int, g: torch.Generator) -> nn.BatchNorm1d:
+    """An eval-mode BatchNorm1d over [N, C], statistics and affine drawn as batchnorm's."""
+    bn = nn.BatchNorm1d(c)
+    with torch.no_grad():
+        bn.running_mean.copy_(_randn(c, g, 0.5))
+        bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+        bn.weight.copy_((torch.rand(c, generator=g) + 0.5) * torch.sign(_randn(c, g) + 0.3))
+        bn.bias.copy_(_randn(c, g, 0.2))
+    return bn.eval()
+
+
 def init_conv(conv: nn.Conv2d, g: torch.Generator, factor: str | None = None, rank: int = 1) -> None:
     """Random weights of unit gain; `factor` makes a dense conv exactly dw→pw or pw→dw."""
     w = conv.weight
