@@ -35,10 +35,12 @@ Re-runs of the whole-model retry find the same timings in the cost model's cache
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
+from rewrite.ir import channels_last_input
 from rewrite.report import Site, site_key
 from rewrite.rules import RULES, Decline, Match, Plan, Rule
 
@@ -142,7 +144,10 @@ def _record(name: str, match: Match, status: str, reason: str, plan: Plan | Decl
 
 
 def _as_conv_shape(shape, match: Match):
-    """A linear's [N, C] is a 1x1 conv's [N, C, 1, 1] to the rules and the cost model."""
+    """A linear's [N, C] is a 1x1 conv's [N, C, 1, 1] to the rules and the cost model; a chain that
+    reads channels from the last axis of [B, …, C] sees [B, C, Π…, 1]."""
+    if shape is not None and match.layers and channels_last_input(match.layers[0]):
+        return (shape[0], shape[-1], math.prod(shape[1:-1]), 1)
     return (*shape, 1, 1) if shape is not None and len(shape) == 2 and match.layout == "nc" else shape
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, ZeroPad
+from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, ZeroPad, channels_last_input
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
 
 CHECK_BATCH = 2
@@ -49,9 +49,12 @@ class SiteCheck:
     reason: str = ""
 
 
-def capture_window(a):
+def capture_window(a, channels_last: bool = False):
     """The part of a captured activation the site checks use (torch or numpy): CHECK_BATCH images,
-    the top-left CAPTURE_SIDE² window."""
+    the top-left CAPTURE_SIDE² window (of H and W: axes 2, 3, or 1, 2 for a channels-last
+    [B, H, W, C]; a 3-d channels-last [B, N, C] keeps its tokens)."""
+    if a.ndim == 4 and channels_last:
+        return a[:CHECK_BATCH, :CAPTURE_SIDE, :CAPTURE_SIDE, :]
     return a[:CHECK_BATCH, :, :CAPTURE_SIDE, :CAPTURE_SIDE] if a.ndim == 4 else a[:CHECK_BATCH] if a.ndim else a
 
 
@@ -101,6 +104,8 @@ def crop(values: list, layers) -> list:
     if x.dim() != 4:
         return [v[:CHECK_BATCH] for v in values]
     side = crop_side(layers)
+    if layers and channels_last_input(layers[0]):      # [B, H, W, C]; no residual
+        return [x[:CHECK_BATCH, :side, :side, :]] + [v[:CHECK_BATCH] for v in values[1:]]
     x = x[:CHECK_BATCH, :, :side, :side]
     oh, ow = output_hw(layers, x.shape[2], x.shape[3])
     return [x] + [v[:CHECK_BATCH, :, :oh, :ow] if v.dim() == 4 else v[:CHECK_BATCH] for v in values[1:]]

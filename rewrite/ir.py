@@ -121,10 +121,12 @@ class ZeroPad:
 
 @dataclass(frozen=True, eq=False)
 class Affine:
-    """y = scale[c] * x + shift[c] over the channel dimension (dim 1)."""
+    """y = scale[c] * x + shift[c] over the channel dimension: dim 1 (axis 1), or the last dim
+    (axis −1: a layer scale or bias over a channels-last tensor [B, H, W, C] or tokens [B, N, C])."""
 
     scale: torch.Tensor
     shift: torch.Tensor
+    axis: int = 1
 
     @staticmethod
     def from_batchnorm(mean, var, eps: float, gamma=None, beta=None) -> "Affine":
@@ -138,11 +140,11 @@ class Affine:
         return Affine(scale, shift)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
+        shape = (1, -1) + (1,) * (x.dim() - 2) if self.axis == 1 else (-1,)
         return x * self.scale.to(x.dtype).view(shape) + self.shift.to(x.dtype).view(shape)
 
     def describe(self) -> str:
-        return "affine"
+        return "affine" if self.axis == 1 else "affine(last axis)"
 
 
 def _hardswish(x):
@@ -276,7 +278,74 @@ class ParallelBranches:
         return "Σ[" + " | ".join(p if n == 1 else f"{n}× {p}" for p, n in counted.items()) + "]"
 
 
-Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, ParallelBranches]
+@dataclass(frozen=True, eq=False)
+class Linear:
+    """y = x·Wᵀ + b over the last axis of x, any rank (nn.Linear): `spec` is the equivalent 1x1
+    conv [C_out, C_in, 1, 1], so the conv algebra applies unchanged."""
+
+    spec: ConvSpec
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.spec.bias is None else self.spec.bias.to(x.dtype)
+        return F.linear(x, self.spec.weight[:, :, 0, 0].to(x.dtype), bias)
+
+    def to(self, dtype: torch.dtype) -> "Linear":
+        return Linear(self.spec.to(dtype))
+
+    def describe(self) -> str:
+        return f"linear {self.spec.in_channels}->{self.spec.out_channels}"
+
+
+@dataclass(frozen=True, eq=False)
+class LayerNorm:
+    """y = affine((x − mean) / sqrt(var + eps)), mean and var over the last axis; `affine` is the
+    elementwise affine (γ, β) over that axis (Affine with axis −1), or None."""
+
+    eps: float
+    affine: Affine | None = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x, x.shape[-1:], None, None, self.eps)
+        return y if self.affine is None else self.affine.apply(y)
+
+    def describe(self) -> str:
+        return "layernorm" + ("+affine" if self.affine is not None else "")
+
+
+@dataclass(frozen=True)
+class Permute:
+    """y = x.permute(perm)."""
+
+    perm: tuple
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.perm)
+
+    def describe(self) -> str:
+        return "permute(" + ",".join(str(p) for p in self.perm) + ")"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """y = x.flatten(start, end) (dims of the input; end −1 is the last)."""
+
+    start: int
+    end: int
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(self.start, self.end)
+
+    def describe(self) -> str:
+        return f"flatten({self.start},{self.end})"
+
+
+def channels_last_input(layer) -> bool:
+    """Whether a chain starting with `layer` reads its channels from the last axis."""
+    return isinstance(layer, (Linear, LayerNorm)) or (isinstance(layer, Affine) and layer.axis == -1)
+
+
+Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, ParallelBranches, Linear, LayerNorm, Permute,
+              Flatten]
 
 
 def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor) -> torch.Tensor:

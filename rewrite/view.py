@@ -19,7 +19,9 @@ Kinds:
     mul     a product of two activations (a gate)
     add     a sum of two activations (a residual)
     sub     a difference of two activations, inputs[0] − inputs[1]
-    layout  a permutation of the axes (NCHW ⇄ NHWC)
+    layout  a permutation of the axes (NCHW ⇄ NHWC); shape_op: its Permute, where known
+    reshape a flatten that keeps the last axis; shape_op: its Flatten
+    norm    a LayerNorm over the last axis                          norm (LayerNorm) | reason
     other   anything else (label says what)
 """
 from __future__ import annotations
@@ -27,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Hashable
 
-from rewrite.ir import Affine, ConvSpec, ZeroPad
+from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 
-KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "other")
+KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "other")
 
 
 @dataclass(eq=False)
@@ -44,8 +46,11 @@ class Op:
     affine: Affine | None = None
     act: str | None = None
     pad: ZeroPad | None = None
+    norm: LayerNorm | None = None
+    shape_op: Permute | Flatten | None = None
     reason: str | None = None      # why a conv / affine / pad cannot be lifted
-    layout: str = "nchw"           # "nhwc": a linear over a channels-last tensor; "nc": over [N, C]
+    layout: str = "nchw"           # "nhwc": a linear (affine, norm) over the last axis of a channels-last
+                                   # tensor [B, H, W, C] or tokens [B, N, C]; "nc": a linear over [N, C]
     origin: str | None = None      # the pass whose rewrite created this op
 
     def __post_init__(self):
@@ -61,6 +66,8 @@ class Op:
     def describe(self) -> str:
         if self.conv is not None:
             return self.conv.describe() + {"nhwc": " (linear over NHWC)", "nc": " (linear)"}.get(self.layout, "")
+        if self.norm is not None:
+            return self.norm.describe()
         return self.act or self.label
 
 

@@ -15,11 +15,11 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
-from rewrite.ir import FusedSepConv
+from rewrite.ir import Flatten, FusedSepConv, LayerNorm, Linear, Permute
 
 from ..verify import capture_window
 from .inplace import restore_inplace
-from .lower import conv_module, fused_module, linear_module, run_nodes
+from .lower import PermuteModule, conv_module, fused_module, linear_module, run_nodes, shape_modules
 from .view import FxViewBuilder
 
 
@@ -58,6 +58,8 @@ class FxAdapter:
     def lower(self, match, plan) -> list:
         if isinstance(plan.after[0], FusedSepConv):
             return [fused_module(plan.after[0])]
+        if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
+            return shape_modules(plan.after)
         lower = linear_module if match.layout == "nc" else conv_module
         return [lower(spec) for spec in plan.after]
 
@@ -137,10 +139,12 @@ class FxAdapter:
     # -- helpers ---------------------------------------------------------------------------
 
     def _capture(self, example_inputs: tuple) -> None:
-        wanted = set()
+        wanted, last = set(), set()
         for op in self.builder.build({}).ops:
-            if op.kind in ("conv", "pad", "affine") and op.inputs:
+            if op.kind in ("conv", "pad", "affine", "norm") and op.inputs:
                 wanted.add(op.inputs[0])
+                if op.layout == "nhwc":
+                    last.add(op.inputs[0])
             elif op.kind in ("add", "sub"):
                 wanted.update(op.inputs)
         values, shapes = self.values, self.shapes
@@ -150,8 +154,8 @@ class FxAdapter:
                 out = super().run_node(node)
                 if isinstance(out, torch.Tensor):
                     shapes[node] = tuple(out.shape)
-                    if node in wanted and out.dim() in (2, 4):
-                        values[node] = capture_window(out).detach().clone()
+                    if node in wanted and out.dim() in (2, 3, 4):
+                        values[node] = capture_window(out, node in last).detach().clone()
                 return out
 
         with torch.no_grad():
@@ -183,6 +187,10 @@ def _role(module) -> str:
     """Name suffix of a new module when a site becomes several: dw, pw, conv, linear or fused."""
     if isinstance(module, torch.nn.Linear):
         return "linear"
+    if isinstance(module, torch.nn.LayerNorm):
+        return "norm"
+    if isinstance(module, (PermuteModule, torch.nn.Flatten)):
+        return "permute" if isinstance(module, PermuteModule) else "flatten"
     if isinstance(module, torch.nn.Conv2d):
         if module.groups > 1 and module.groups == module.in_channels:
             return "dw"

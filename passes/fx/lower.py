@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rewrite.ir import ConvSpec
+from rewrite.ir import ConvSpec, Flatten, LayerNorm, Linear, Permute
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -78,6 +78,52 @@ def linear_module(spec: ConvSpec) -> nn.Linear:
         if spec.bias is not None:
             linear.bias.copy_(spec.bias)
     return linear.eval()
+
+
+class PermuteModule(nn.Module):
+    """x.permute(perm)."""
+
+    def __init__(self, perm):
+        super().__init__()
+        self.perm = tuple(perm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.perm)
+
+    def extra_repr(self) -> str:
+        return f"perm={self.perm}"
+
+
+def shape_modules(layers: list) -> list:
+    """Modules for a chain of Linear / ConvSpec (NCHW) / LayerNorm / Permute / Flatten layers:
+    nn.Linear (over the last axis, any rank), nn.Conv2d, nn.LayerNorm (without elementwise
+    affine when the LayerNorm has none; its width from the next linear or conv), PermuteModule,
+    nn.Flatten."""
+    modules = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Linear):
+            modules.append(linear_module(layer.spec))
+        elif isinstance(layer, ConvSpec):
+            modules.append(conv_module(layer))
+        elif isinstance(layer, LayerNorm):
+            width = next((l.spec if isinstance(l, Linear) else l for l in layers[i + 1:]
+                          if isinstance(l, (Linear, ConvSpec))), None)
+            channels = layer.affine.scale.numel() if layer.affine is not None else width.in_channels
+            ref = width.weight if width is not None else layer.affine.scale
+            norm = nn.LayerNorm(channels, eps=layer.eps, elementwise_affine=layer.affine is not None,
+                                device=ref.device, dtype=ref.dtype)
+            if layer.affine is not None:
+                with torch.no_grad():
+                    norm.weight.copy_(layer.affine.scale)
+                    norm.bias.copy_(layer.affine.shift)
+            modules.append(norm.eval())
+        elif isinstance(layer, Permute):
+            modules.append(PermuteModule(layer.perm))
+        elif isinstance(layer, Flatten):
+            modules.append(nn.Flatten(layer.start, layer.end))
+        else:
+            raise TypeError(f"no module for {layer.describe()} here")
+    return modules
 
 
 def fused_module(spec) -> nn.Module:

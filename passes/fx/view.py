@@ -4,7 +4,7 @@ Every call is read at the op level, so any wrapper that produced it is fine:
 
     aten.conv2d (weight and bias from get_attr)   → conv     (name: the weight's module path)
     call_module of an nn.Conv2d (a lowered conv)   → conv
-    aten.linear over a 4-d (channels-last) tensor  → conv, 1x1, layout "nhwc"
+    aten.linear over a 4-d (channels-last) tensor or 3-d tokens [B, N, C] → conv, 1x1, layout "nhwc"
     aten.linear over a 2-d [N, C] tensor, nn.Linear → conv, 1x1, layout "nc"
     aten.batch_norm, training=False                → affine
     aten.mul/add/sub/div by a per-channel value computed from parameters only (layer scale) → affine
@@ -12,7 +12,10 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     aten.pad / constant_pad_nd with constant zero  → pad
     aten.mean over (H, W) keepdim / adaptive_avg_pool2d(1) → mean
     aten.mul / aten.add of two activations         → mul / add
-    aten.permute                                   → layout
+    aten.mul/add/sub/div of a 3-d/4-d activation by a [C] constant over its last axis → affine, layout "nhwc"
+    aten.layer_norm over the last axis             → norm (LayerNorm, its affine over that axis)
+    aten.permute                                   → layout (Permute)
+    aten.flatten                                   → reshape (Flatten)
     anything else                                  → other, labelled with the op's name
 
 No rewrite edits a parameter: a rewritten site gets new modules with new tensors, so a
@@ -28,7 +31,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.operator_schemas import normalize_function
 
-from rewrite.ir import Affine, ConvSpec, ZeroPad
+from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 from rewrite.view import Op, View
 
 from .graph import constant_value, fetch_attr, op_name, owner_path
@@ -132,9 +135,9 @@ class FxViewBuilder:
     def _lift_linear(self, node, kw, base):
         x = kw["input"]
         rank = _rank(x)
-        if rank not in (2, 4):
+        if rank not in (2, 3, 4):
             return None
-        layout = "nhwc" if rank == 4 else "nc"
+        layout = "nc" if rank == 2 else "nhwc"
         weight, reason = self._constant(kw["weight"])
         bias, bias_reason = self._constant(kw.get("bias"))
         base["name"] = owner_path(kw["weight"]) if isinstance(kw["weight"], fx.Node) else node.name
@@ -234,14 +237,17 @@ class FxViewBuilder:
         x, c = (b, const_a) if const_a is not None else (a, const_b)
         if const_a is not None and what in ("sub", "div"):
             return None              # c − x, c / x: not affine in x per channel
-        channels = _channels(x)
-        vector = _per_channel(c, channels)
-        if vector is None or not x.meta.get("val", torch.empty(0)).is_floating_point():
+        if not x.meta.get("val", torch.empty(0)).is_floating_point():
+            return None
+        vector, axis = _per_channel(c, _channels(x)), 1
+        if vector is None:
+            vector, axis = _last_axis(c, x), -1
+        if vector is None:
             return None
         one, zero = torch.ones_like(vector), torch.zeros_like(vector)
         scale, shift = {"mul": (vector, zero), "add": (one, vector), "sub": (one, -vector),
                         "div": (1 / vector, zero)}[what]
-        return Op("affine", (x,), **base, affine=Affine(scale, shift))
+        return Op("affine", (x,), **base, affine=Affine(scale, shift, axis), layout="nchw" if axis == 1 else "nhwc")
 
     def _constant_expression(self, arg):
         if not isinstance(arg, fx.Node):
@@ -251,7 +257,32 @@ class FxViewBuilder:
         return self.constants[arg]
 
     def _lift_permute(self, node, kw, base):
-        return Op("layout", (kw["input"],), **base)
+        rank = _rank(kw["input"])
+        perm = tuple(int(d) % rank for d in kw["dims"]) if rank else None
+        return Op("layout", (kw["input"],), **base, shape_op=Permute(perm) if perm else None)
+
+    def _lift_flatten(self, node, kw, base):
+        rank = _rank(kw["input"])
+        if not rank:
+            return None
+        start, end = int(kw.get("start_dim", 0)) % rank, int(kw.get("end_dim", -1)) % rank
+        return Op("reshape", (kw["input"],), **base, shape_op=Flatten(start, end))
+
+    def _lift_layer_norm(self, node, kw, base):
+        x = kw["input"]
+        if len(kw["normalized_shape"]) != 1:
+            return None
+        (weight, reason), (bias, bias_reason) = self._constant(kw.get("weight")), self._constant(kw.get("bias"))
+        if isinstance(kw.get("weight"), fx.Node):
+            base["name"] = owner_path(kw["weight"])
+        if reason or bias_reason:
+            return Op("norm", (x,), **base, reason=reason or bias_reason, layout="nhwc")
+        affine = None
+        if weight is not None or bias is not None:
+            c = int(kw["normalized_shape"][0])
+            affine = Affine(torch.ones(c, dtype=torch.float64) if weight is None else weight.double(),
+                            torch.zeros(c, dtype=torch.float64) if bias is None else bias.double(), -1)
+        return Op("norm", (x,), **base, norm=LayerNorm(float(kw.get("eps", 1e-5)), affine), layout="nhwc")
 
 
 
@@ -272,6 +303,19 @@ def _per_channel(c: torch.Tensor, channels: int | None) -> torch.Tensor | None:
     if c.numel() == 1 and c.dim() <= 4:
         return c.double().reshape(1).expand(channels).clone()
     if c.numel() == channels and c.dim() >= 3 and c.shape[-3:] == (channels, 1, 1):
+        return c.double().reshape(channels)
+    return None
+
+
+def _last_axis(c: torch.Tensor, x) -> torch.Tensor | None:
+    """c as a float64 [C] vector when it broadcasts over the last axis of a 3-d / 4-d x (a layer
+    scale over channels-last activations or tokens), else None."""
+    value = x.meta.get("val") if isinstance(x, fx.Node) else None
+    if not isinstance(value, torch.Tensor) or value.dim() not in (3, 4) or not isinstance(value.shape[-1], int) \
+            or not c.is_floating_point():
+        return None
+    channels = int(value.shape[-1])
+    if c.dim() >= 1 and c.dim() <= value.dim() and c.shape[-1] == channels and c.numel() == channels:
         return c.double().reshape(channels)
     return None
 

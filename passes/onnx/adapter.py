@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import torch
 
-from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, run_chain
+from rewrite.ir import ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, ParallelBranches, Permute, run_chain
 from rewrite.rules.fuse import FuseParts
 
 from ..verify import capture_window
@@ -26,7 +26,7 @@ from . import runtime
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
-from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node, gemm_node
+from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node, gemm_node, shape_nodes
 from .verify import FUNCTION_IR_VERSION, run_site, site_model
 from .view import OnnxViewBuilder
 
@@ -84,6 +84,8 @@ class OnnxAdapter:
             plan.note = f"marked as {DOMAIN}.{name} (one fused kernel on GPU)"
             residual = self._tensor(match.residual) if match.residual is not None else None
             return [fused_node(fused, x, residual, match.name, self.names)]
+        if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
+            return shape_nodes(plan.after, x, self.shapes.get(match.input), match.name, self.names)
         nodes = []
         for spec in plan.after:
             role = "linear" if match.layout == "nc" else "dw" if spec.is_depthwise else "pw"
@@ -151,7 +153,10 @@ class OnnxAdapter:
             self.shapes = self.shapes or runtime.inferred_shapes(self.source)
             return
         names = [n.inputs[0].name for n in self.graph.nodes
-                 if is_op(n, "Conv", "Gemm", "Pad", "BatchNormalization", *QUANTIZED_CONVS) and n.inputs]
+                 if is_op(n, "Conv", "Gemm", "Pad", "BatchNormalization", "MatMul", "LayerNormalization",
+                          "Transpose", "Flatten", "Reshape", *QUANTIZED_CONVS) and n.inputs]
+        names += [n.outputs[0].name for n in self.graph.nodes if is_op(n, "Flatten", "Reshape") and n.outputs]
+        last = {n.inputs[0].name for n in self.graph.nodes if is_op(n, "MatMul", "LayerNormalization") and n.inputs}
         names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")
                   for t in n.inputs if isinstance(t, gs.Variable)]
         self.progress("capturing activations")
@@ -164,7 +169,7 @@ class OnnxAdapter:
         self.values, self.shapes = {}, {}
         for name, a in captured.items():
             self.shapes[name] = tuple(a.shape)
-            self.values[name] = torch.from_numpy(capture_window(a).copy())
+            self.values[name] = torch.from_numpy(capture_window(a, name in last).copy())
 
     def _tensor(self, name: str) -> gs.Tensor:
         return self.graph.tensors()[name]

@@ -29,7 +29,7 @@ import onnx_graphsurgeon as gs
 import torch
 from onnx import helper
 
-from rewrite.ir import ConvSpec, FusedSepConv
+from rewrite.ir import ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, Permute
 
 from .graph import Names
 
@@ -55,6 +55,60 @@ def gemm_node(spec: ConvSpec, x: gs.Tensor, name: str, names: Names) -> gs.Node:
         inputs.append(gs.Constant(names.fresh(f"{name}.bias"), _array(spec.bias)))
     out = gs.Variable(names.fresh(f"{name}_output"), dtype=inputs[1].values.dtype)
     return gs.Node("Gemm", names.fresh(name), {"transB": 1}, inputs, [out])
+
+
+def matmul_nodes(spec: ConvSpec, x: gs.Tensor, name: str, names: Names) -> list:
+    """MatMul (+ Add of the bias) computing the 1x1 `spec` over the last axis of x, any rank (as torch
+    exports nn.Linear over channels-last activations or tokens)."""
+    w = gs.Constant(names.fresh(f"{name}.weight"), np.ascontiguousarray(_array(spec.weight[:, :, 0, 0]).T))
+    out = gs.Variable(names.fresh(f"{name}_output"), dtype=w.values.dtype)
+    nodes = [gs.Node("MatMul", names.fresh(name), {}, [x, w], [out])]
+    if spec.bias is not None:
+        biased = gs.Variable(names.fresh(f"{name}_biased"), dtype=w.values.dtype)
+        nodes.append(gs.Node("Add", names.fresh(f"{name}_bias"), {}, [out, gs.Constant(
+            names.fresh(f"{name}.bias"), _array(spec.bias))], [biased]))
+    return nodes
+
+
+def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> list:
+    """Nodes computing a chain of Linear / ConvSpec (NCHW) / LayerNorm / Permute / Flatten layers on
+    x of the full `shape`: MatMul + Add (Gemm over [N, C]), Conv, LayerNormalization (Scale = 1
+    without an affine), Transpose, Flatten / Reshape."""
+    nodes, shape = [], tuple(shape)
+    for i, layer in enumerate(layers):
+        dtype = x.dtype if x.dtype is not None else np.float32
+        if isinstance(layer, Linear):
+            new = gemm_node(layer.spec, x, name, names) if len(shape) == 2 else matmul_nodes(layer.spec, x, name, names)
+            new = new if isinstance(new, list) else [new]
+            shape = shape[:-1] + (layer.spec.out_channels,)
+        elif isinstance(layer, ConvSpec):
+            new = [conv_node(layer, x, name, names)]
+            shape = (shape[0], layer.out_channels, *layer.output_hw(*shape[2:]))
+        elif isinstance(layer, LayerNorm):
+            c = shape[-1]
+            scale = np.ones(c, dtype) if layer.affine is None else layer.affine.scale.numpy().astype(dtype)
+            inputs = [x, gs.Constant(names.fresh(f"{name}.norm_scale"), scale)]
+            if layer.affine is not None:
+                inputs.append(gs.Constant(names.fresh(f"{name}.norm_bias"), layer.affine.shift.numpy().astype(dtype)))
+            out = gs.Variable(names.fresh(f"{name}_norm"), dtype=dtype)
+            new = [gs.Node("LayerNormalization", names.fresh(f"{name}_norm"), {"axis": -1, "epsilon": layer.eps},
+                           inputs, [out])]
+        elif isinstance(layer, Permute):
+            out = gs.Variable(names.fresh(f"{name}_permuted"), dtype=dtype)
+            new = [gs.Node("Transpose", names.fresh(f"{name}_transpose"), {"perm": list(layer.perm)}, [x], [out])]
+            shape = tuple(shape[p] for p in layer.perm)
+        elif isinstance(layer, Flatten):
+            out = gs.Variable(names.fresh(f"{name}_flat"), dtype=dtype)
+            s, e = layer.start, layer.end
+            target = [0] * s + [-1] + [int(d) for d in shape[e + 1:]]
+            new = [gs.Node("Reshape", names.fresh(f"{name}_reshape"), {}, [x, gs.Constant(
+                names.fresh(f"{name}.shape"), np.array(target, np.int64))], [out])]
+            shape = shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+        else:
+            raise TypeError(f"no ONNX lowering for {layer.describe()} here")
+        nodes += new
+        x = new[-1].outputs[0]
+    return nodes
 
 
 def function_name(fused: FusedSepConv) -> str:

@@ -8,8 +8,12 @@
     Pad (constant zero, H/W only)                 → pad      (else its reason)
     ReduceMean over (H, W) keepdims / GlobalAveragePool → mean
     Mul / Add / Sub of two activations            → mul / add / sub
-    Transpose                                     → layout
-    MatMul by a constant over a 4-d tensor         → conv, 1x1, layout "nhwc" (a Linear over NHWC)
+    Mul/Add/Sub/Div of a 3-d/4-d activation by a [C] constant over its last axis → affine, layout "nhwc"
+    LayerNormalization over the last axis         → norm (LayerNorm; its Scale, B as the affine)
+    Transpose                                     → layout (Permute)
+    Flatten(axis 1), a Reshape that merges adjacent axes (shapes captured) → reshape (Flatten)
+    MatMul by a constant over a 3-d/4-d tensor (+ Add of a constant [C_out] bias, its only reader)
+                                                  → conv, 1x1, layout "nhwc" (a Linear over NHWC / tokens)
     Gemm of a 2-d activation by constants          → conv, 1x1, layout "nc" (a Linear over [N, C])
     anything else                                 → other, labelled with the op type
 
@@ -24,10 +28,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import torch
 
-from rewrite.ir import ConvSpec
+from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute
 
 from rewrite.view import Op, View
-from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op
+from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op, sole_consumer
 from .lift import QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, zero_pad
 
 MEAN_OPSET_AXES_INPUT = 18    # ReduceMean takes its axes as an input from opset 18
@@ -78,6 +82,9 @@ class OnnxViewBuilder:
             affine = constant_affine(node, x, self._channels(x, shapes, by_output), self.overridable)
             if affine is not None:
                 return Op("affine", inputs, **base, affine=affine)
+            affine = self._last_axis_affine(node, x, shapes.get(x.name))
+            if affine is not None:
+                return Op("affine", inputs, **base, affine=affine, layout="nhwc")
         if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:
             return Op(node.op.lower(), inputs, **base)
         if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:
@@ -87,7 +94,14 @@ class OnnxViewBuilder:
         if self._is_mean(node):
             return Op("mean", inputs, **base)
         if is_op(node, "Transpose"):
-            return Op("layout", inputs, **base)
+            perm = node.attrs.get("perm")
+            return Op("layout", inputs, **base, shape_op=Permute(tuple(int(p) for p in perm)) if perm else None)
+        if is_op(node, "Flatten", "Reshape") and inputs and node.inputs[0].name == inputs[0]:
+            flatten = _flatten(shapes.get(inputs[0]), shapes.get(node.outputs[0].name))
+            if flatten is not None and (node.op == "Reshape" or int(node.attrs.get("axis", 1)) == flatten.start == 1):
+                return Op("reshape", inputs[:1], **base, shape_op=flatten)
+        if is_op(node, "LayerNormalization") and inputs and node.inputs[0].name == inputs[0]:
+            return self._layer_norm(node, shapes, base) or Op("other", inputs, **base)
         if is_op(node, "MatMul") and len(inputs) == 1 and node.inputs[0].name == inputs[0]:
             return self._linear(node, shapes, base) or Op("other", inputs, **base)
         if is_op(node, "Gemm") and len(inputs) == 1 and node.inputs[0].name == inputs[0]:
@@ -100,10 +114,55 @@ class OnnxViewBuilder:
         x = node.inputs[0].name
         weight = constant_value(node.inputs[1], self.overridable)
         shape = shapes.get(x)
-        if weight is None or weight.ndim != 2 or shape is None or len(shape) != 4:
+        if weight is None or weight.ndim != 2 or shape is None or len(shape) not in (3, 4) or \
+                not np.issubdtype(weight.dtype, np.floating):
             return None
-        spec = ConvSpec(torch.from_numpy(np.ascontiguousarray(weight.T))[:, :, None, None])
-        return Op("conv", (x,), **base, conv=spec, layout="nhwc")
+        w = torch.from_numpy(np.ascontiguousarray(weight.T))[:, :, None, None]
+        add = sole_consumer(self.graph, node.outputs[0])
+        if is_op(add, "Add") and len(add.inputs) == 2:
+            bias = constant_value(next(t for t in add.inputs if t is not node.outputs[0]), self.overridable) \
+                if any(t is node.outputs[0] for t in add.inputs) and add.inputs[0] is not add.inputs[1] else None
+            if bias is not None and bias.shape == (w.shape[0],) and bias.dtype == weight.dtype:
+                spec = ConvSpec(w, torch.from_numpy(np.ascontiguousarray(bias)))
+                return Op("conv", (x,), **{**base, "output": add.outputs[0].name, "nodes": (node, add)}, conv=spec,
+                          layout="nhwc")
+        return Op("conv", (x,), **base, conv=ConvSpec(w), layout="nhwc")
+
+    def _layer_norm(self, node: gs.Node, shapes: dict, base: dict) -> Op | None:
+        """LayerNormalization(X, Scale, B; axis, epsilon) over the last axis of X."""
+        x = node.inputs[0].name
+        shape = shapes.get(x)
+        axis = int(node.attrs.get("axis", -1))
+        if len([o for o in node.outputs if o.name]) > 1 or (axis != -1 and (shape is None or axis != len(shape) - 1)):
+            return None
+        values = [constant_value(t, self.overridable) if t.name else None for t in node.inputs[1:3]] + [None]
+        if values[0] is None or (len(node.inputs) > 2 and node.inputs[2].name and values[1] is None):
+            return Op("norm", (x,), **base, reason="the LayerNormalization's Scale or B is not constant",
+                      layout="nhwc")
+        scale = torch.from_numpy(np.asarray(values[0], np.float64).reshape(-1))
+        shift = torch.zeros_like(scale) if values[1] is None else \
+            torch.from_numpy(np.asarray(values[1], np.float64).reshape(-1))
+        plain = bool((scale == 1).all()) and not bool(shift.any())
+        affine = None if plain else Affine(scale, shift, -1)
+        return Op("norm", (x,), **base, norm=LayerNorm(float(node.attrs.get("epsilon", 1e-5)), affine),
+                  layout="nhwc")
+
+    def _last_axis_affine(self, node: gs.Node, x: gs.Tensor, shape) -> Affine | None:
+        """x·c, x + c, x − c, x / c with c a [C] constant over the last axis of a 3-d / 4-d x."""
+        if shape is None or len(shape) not in (3, 4) or len(node.inputs) != 2:
+            return None
+        position = 0 if node.inputs[0] is x else 1
+        if node.inputs[position] is not x or (position == 1 and node.op in ("Sub", "Div")):
+            return None
+        c = constant_value(node.inputs[1 - position], self.overridable)
+        channels = shape[-1]
+        if c is None or not np.issubdtype(c.dtype, np.floating) or c.size != channels or c.ndim < 1 or \
+                c.shape[-1] != channels or c.ndim > len(shape):
+            return None
+        v = torch.from_numpy(np.asarray(c, np.float64).reshape(-1))
+        one, zero = torch.ones_like(v), torch.zeros_like(v)
+        scale, shift = {"Mul": (v, zero), "Add": (one, v), "Sub": (one, -v), "Div": (1 / v, zero)}[node.op]
+        return Affine(scale, shift, -1)
 
     def _gemm(self, node: gs.Node, base: dict) -> Op | None:
         """Y = alpha·A·B' + beta·C with A the activation [N, C_in] (transA = 0), B constant
@@ -162,3 +221,16 @@ class OnnxViewBuilder:
         else:
             axes = constant_value(node.inputs[1], self.overridable) if len(node.inputs) > 1 else None
         return axes is not None and sorted(int(a) % 4 for a in list(axes)) == [2, 3]
+
+
+def _flatten(before, after) -> Flatten | None:
+    """The Flatten(start, end) that turns shape `before` into `after` (adjacent axes merged), or None."""
+    if before is None or after is None or len(after) >= len(before) or not after:
+        return None
+    merged = len(before) - len(after)
+    for start in range(len(after)):
+        end = start + merged
+        if tuple(before[:start]) == tuple(after[:start]) and tuple(before[end + 1:]) == tuple(after[start + 1:]) \
+                and int(np.prod(before[start:end + 1])) == after[start]:
+            return Flatten(start, end)
+    return None

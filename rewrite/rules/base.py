@@ -143,3 +143,55 @@ def register(rule: Rule) -> Rule:
 def registered() -> dict[str, Rule]:
     """The registered rules by kind, in pipeline order."""
     return dict(sorted(_REGISTERED.items(), key=lambda item: item[1].order))
+
+
+# -- the channel axis through permutes and flattens (fold_linear, fold_norm) -------------------
+
+def moved_axis(shape_op, axis: int, shape) -> int | None:
+    """Where the channel axis `axis` of a tensor of `shape` lands after `shape_op` (a Permute or
+    Flatten record), or None when the op mixes the channels with another axis."""
+    from ..ir import Permute
+    if shape is None:
+        return None
+    axis %= len(shape)
+    if isinstance(shape_op, Permute):
+        return shape_op.perm.index(axis) if len(shape_op.perm) == len(shape) else None
+    start, end = shape_op.start, shape_op.end
+    if axis < start:
+        return axis
+    if axis > end:
+        return axis - (end - start)
+    return start if all(shape[d] == 1 for d in range(start, end + 1) if d != axis) else None
+
+
+@dataclass
+class Walk:
+    """The permutes and flattens after a value, each its value's only reader, the op they lead to
+    (`end`, None when a value has several readers or is a graph output) and the channel axis at
+    that op's input (None when a flatten mixed the channels with another axis)."""
+
+    shape_ops: list
+    end: Op | None
+    axis: int | None
+    value: object
+
+
+def walk_shape_ops(view: View, value, axis: int | None) -> Walk:
+    shape_ops = []
+    while True:
+        user = view.sole_user(value)
+        if user is None or user.kind not in ("layout", "reshape") or user.shape_op is None or axis is None:
+            return Walk(shape_ops, user, axis, value)
+        axis = moved_axis(user.shape_op, axis, view.shape(value))
+        shape_ops.append(user)
+        value = user.output
+
+
+def reads_axis(op: Op, axis: int | None, shape) -> bool:
+    """Whether a conv op reads its input channels from axis `axis` of an input of `shape` (an
+    affine op: acts on it)."""
+    if axis is None or shape is None:
+        return False
+    axis %= len(shape)
+    last = op.layout in ("nhwc", "nc") if op.kind == "conv" else (op.affine is not None and op.affine.axis == -1)
+    return axis == len(shape) - 1 if last else axis == 1

@@ -28,6 +28,8 @@ def fold_matches(view: View):
     for op in view.ops:
         if op.kind == "affine":
             conv = view.producer(op.inputs[0])
+            if op.layout == "nhwc" or (conv is not None and conv.kind == "conv" and conv.layout == "nhwc"):
+                continue          # over the last axis of channels-last activations: fold_linear's
             if conv is None or conv.kind != "conv":
                 before = _affine_before_conv(view, op)
                 if before is not None:

@@ -51,7 +51,7 @@ class SumSite:
 
 def _distributes(view: View, op: Op | None) -> bool:
     """op is a constant affine applied to a partial sum that only it reads: s·(a ± b) + t."""
-    if op is None or op.kind != "affine" or op.affine is None:
+    if op is None or op.kind != "affine" or op.affine is None or op.affine.axis != 1:
         return False
     inner = view.producer(op.inputs[0])
     return inner is not None and inner.kind in COMBINERS and view.sole_user(inner.output) is op
@@ -96,7 +96,7 @@ def _sum_terms(view: View, root: Op):
 def _linear_step(view: View, value):
     """(the op producing `value` if it is a liftable affine or conv, the value it reads) or None."""
     op = view.producer(value)
-    if op is None or not ((op.kind == "affine" and op.affine is not None) or
+    if op is None or not ((op.kind == "affine" and op.affine is not None and op.affine.axis == 1) or
                           (op.kind == "conv" and conv_reason(op) is None)):
         return None
     return op, op.inputs[0]
@@ -122,7 +122,7 @@ def _branch(view: View, value, coef=None, stop_at=frozenset()) -> Branch:
                 why = f"a branch's output also feeds {view.describe_readers(value)}; merging would hide it"
                 value = probe
             break
-        if op.kind == "affine" and op.affine is not None:
+        if op.kind == "affine" and op.affine is not None and op.affine.axis == 1:
             ops.insert(0, op)
             layers.insert(0, op.affine)
             value = op.inputs[0]

@@ -1,0 +1,81 @@
+"""fold_norm, through both front ends: a LayerNorm's affine into the Linear (NHWC MLP), the 1x1 conv
+(LayerNorm2d: permute → LayerNorm → permute) and the head's Linear after a flatten; declined where
+the LayerNorm also feeds a residual; and the plan's algebra against run_chain."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rewrite.ir import Affine, ConvSpec, LayerNorm, Linear, Permute, run_chain
+from rewrite.options import RewriteOptions
+from rewrite.rules import RULES, Decline, Plan
+from rewrite.rules.fold_norm import plan_fold_norm
+from tests.helpers import max_rel, rand
+from tests.rules.formats import FORMATS, fresh_error, optimized, outcomes
+
+
+def _randomize(norm: nn.LayerNorm, seed: int) -> nn.LayerNorm:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(norm.weight.shape, generator=g) + 0.5)
+        norm.bias.copy_(torch.randn(norm.bias.shape, generator=g) * 0.3)
+    return norm
+
+
+class NormBlocks(nn.Module):
+    """stem conv → LayerNorm2d (feeds the block and its shortcut: declined) → [dw7x7 → NHWC
+    LayerNorm → Linear → GELU → Linear → permute] + x → LayerNorm2d → 1x1 conv → pool → LayerNorm2d
+    → flatten → Linear: three folds, one decline."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 2, 2)
+        self.norms = nn.ModuleList(_randomize(nn.LayerNorm(w, eps=1e-6), i) for i, w in enumerate((c, c, c, 2 * c)))
+        self.dw, self.fc1, self.fc2 = nn.Conv2d(c, c, 7, padding=3, groups=c), nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.pw, self.head = nn.Conv2d(c, 2 * c, 1), nn.Linear(2 * c, 5)
+
+    @staticmethod
+    def norm2d(norm, x):
+        return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward(self, x):
+        x = self.norm2d(self.norms[0], self.stem(x))
+        y = self.norms[1](self.dw(x).permute(0, 2, 3, 1))
+        x = x + self.fc2(F.gelu(self.fc1(y))).permute(0, 3, 1, 2)
+        x = self.pw(self.norm2d(self.norms[2], x))
+        return self.head(self.norm2d(self.norms[3], x.mean((2, 3), keepdim=True)).flatten(1))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fold_norm_folds_each_layernorm_affine_into_the_linear_after_it(fmt):
+    torch.manual_seed(0)
+    model = NormBlocks().eval()
+    report, run = optimized(fmt, model, torch.randn(2, 3, 24, 24), passes=("fold_norm",), target="cpu",
+                            cost_model="analytic")
+    assert outcomes(report, "fold_norm") == {"applied": 3, "declined": 1}
+    declined = next(s for s in report.sites if s.kind == "fold_norm" and s.status == "declined")
+    assert "reads it alone" in declined.reason
+    assert fresh_error(run, model, (3, 3, 24, 24)) < 1e-5
+
+
+def test_fold_norm_plan_is_exact_and_declines_a_shift_into_padding():
+    opts = RewriteOptions(target="cpu").resolved("cpu")
+    g = torch.Generator().manual_seed(0)
+    affine = Affine(torch.rand(6, dtype=torch.float64, generator=g) + 0.5, rand(6, gen=g), -1)
+    norm, x = LayerNorm(1e-6, affine), rand(2, 5, 7, 6, gen=g)
+    linear = Linear(ConvSpec(rand(4, 6, 1, 1, gen=g), rand(4, gen=g)))
+    conv = ConvSpec(rand(4, 6, 2, 2, gen=g), rand(4, gen=g), stride=(2, 2))
+    for chain in ([norm, linear], [norm, Permute((0, 3, 1, 2)), conv]):
+        plan = plan_fold_norm(chain, (2, 6, 35, 1), torch.float32, opts)
+        assert isinstance(plan, Plan) and plan.removes_work and plan.after[0].affine is None
+        assert max_rel(run_chain(plan.after, x), run_chain(chain, x)) < 1e-12
+    padded = ConvSpec(rand(4, 6, 3, 3, gen=g), None, padding=(1, 1, 1, 1))
+    decline = plan_fold_norm([norm, Permute((0, 3, 1, 2)), padded], (2, 6, 35, 1), torch.float32, opts)
+    assert isinstance(decline, Decline) and "padding" in decline.reason
+
+
+def test_the_new_fold_kinds_are_options_and_report_kinds():
+    from rewrite.report import KINDS
+    for kind in ("fold_norm", "fold_linear"):
+        assert kind in RULES and kind in KINDS and kind in RewriteOptions().passes
+        assert RewriteOptions(passes=(kind,)).passes == (kind,)
