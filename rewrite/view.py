@@ -66,9 +66,7 @@ class Op:
     def describe(self) -> str:
         if self.conv is not None:
             return self.conv.describe() + {"nhwc": " (linear over NHWC)", "nc": " (linear)"}.get(self.layout, "")
-        if self.norm is not None:
-            return self.norm.describe()
-        return self.act or self.label
+        return self.act or self.label      # in the graph's own terms ("LayerNormalization", "layer_norm")
 
 
 @dataclass
