@@ -15,6 +15,7 @@ from ..manager import run_passes
 from .adapter import FxAdapter
 from .capture import Region, capture_regions
 from .layout import keep_channels_last, wants_channels_last
+from .plain import plain_graph_module
 
 
 class Captured:
@@ -71,6 +72,8 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         report.sites.extend(swept.sites)
         report.notes.extend(note for note in swept.notes if note not in report.notes)
         adapter.finish()
+        if region.path:             # called by the model as captured: no per-call export wrapping
+            _install(root, region.path, plain_graph_module(region.module))
     if not report.sites:
         report.notes.append("no candidate site: no conv followed by a BatchNorm or preceded by a pad, no dense "
                             "KxK conv, no depthwise conv was found in the captured graph")
