@@ -16,11 +16,10 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .cost_model import SLOWER
 from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions, model_device
 from .report import Report
-from .retry import Attempt, finish_measured, rewrite_checked, without
+from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
 
 def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **options) -> nn.Module:
@@ -91,14 +90,9 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         report.notes.append("no rewrite applied: returned a copy of the original model")
     if opts.measured:
         # the whole model is timed against the original unless that was rewritten in place
-        slower = finish_measured(report, opts, None if unchanged or inplace else (model, optimized, example_inputs))
-        again = without(run, opts, final, slower) if slower else None
-        if again is not None:
-            optimized, report = again.result, again.report
-        elif slower:
-            report.record_rollback({key: SLOWER for key in slower}, verdict="the model without the timed sites "
-                                   "failed its check: returned the original model unchanged")
-            optimized = _pristine(model, inplace, reference_model, dtype)
+        timed = None if unchanged or inplace else (model, optimized, example_inputs)
+        optimized, report = after_whole_model_timing(run, opts, final, optimized, timed)
+        optimized = optimized if optimized is not None else _pristine(model, inplace, reference_model, dtype)
     optimized.rewrite_report = report
     return optimized
 

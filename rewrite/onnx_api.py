@@ -25,11 +25,10 @@ from passes.onnx import io, runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
-from .cost_model import SLOWER
 from .numerics import max_abs_error, model_tolerance, rel_error, within
 from .options import RewriteOptions
 from .report import Report
-from .retry import Attempt, finish_measured, rewrite_checked, without
+from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
 __all__ = ["optimize_onnx", "OnnxInputError", "ModelCheckError"]
 
@@ -101,13 +100,9 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)
     if opts.measured:
-        slower = finish_measured(report, opts, _whole_models(model, optimized, feeds), " in onnxruntime")
-        again = without(run, opts, final, slower) if slower else None
-        if again is not None:
-            optimized, report = again.result, again.report
-        elif slower:
-            report.record_rollback({key: SLOWER for key in slower}, verdict="the model without the timed sites "
-                                   "failed its check: returned the original model unchanged")
+        optimized, report = after_whole_model_timing(run, opts, final, optimized, _whole_models(model, optimized, feeds),
+                                                     " in onnxruntime")
+        if optimized is None:
             optimized = onnx.ModelProto()
             optimized.CopyFrom(model)
     if dst is not None:

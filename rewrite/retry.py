@@ -164,3 +164,20 @@ def without(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, f
     report.record_rollback(dict.fromkeys(keys, SLOWER))
     report.model_rel_error, report.model_max_abs_error = again.report.model_rel_error, again.report.model_max_abs_error
     return dataclasses.replace(final, result=again.result)
+
+
+def after_whole_model_timing(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt,
+                             result, timed=None, runtime: str = ""):
+    """With the measured cost model: (the result to return, its report). `result` itself, unless
+    the whole model measured slower beyond the noise: then the result rebuilt without the sites
+    applied on a timing, or None (return the original) when that rebuilt result fails its check."""
+    report = final.report
+    slower = finish_measured(report, options, timed, runtime)
+    if not slower:
+        return result, report
+    again = without(run, options, final, slower)
+    if again is not None:
+        return again.result, again.report
+    report.record_rollback(dict.fromkeys(slower, SLOWER), verdict="the model without the timed sites failed its "
+                           "check: returned the original model unchanged")
+    return None, report
