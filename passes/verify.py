@@ -16,13 +16,13 @@ optimizer's time.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, ZeroPad, channels_last_input
+from rewrite.measure import one_thread
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
 
 CHECK_BATCH = 2
@@ -136,19 +136,6 @@ def check_site(plan, dtype: torch.dtype, options, inputs: list, original: Callab
     if not within(error, tol):
         return SiteCheck(False, error, "rolled_back", f"rel error {error:.2e} exceeds tolerance {tol:.0e}")
     return SiteCheck(True, error)
-
-
-@contextmanager
-def one_thread():
-    """torch on one CPU thread for the block: a check runs small crops, where a second thread gains
-    nothing, and on a busy machine each parallel region waits for its slowest thread (a float64
-    depthwise conv on a crop measured 1 ms on one thread, over 1 s on two, with both cores busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _error(y: torch.Tensor, ref: torch.Tensor) -> float:

@@ -22,6 +22,7 @@ anything with `chain_time(layers, input_shape, dtype) -> seconds` will do.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -181,7 +182,8 @@ class MeasuredCostModel(RooflineCostModel):
         if hit is not None:
             self.cached += 1
             return measure.Comparison.from_list(hit), True
-        comparison = measure.compare(before, after, inputs, margin)
+        with measure.one_thread() if self.device.type == "cpu" else nullcontext():
+            comparison = measure.compare(before, after, inputs, margin)
         self.measured += 1
         if self.cache is not None:
             self.cache.put(key, comparison.as_list())
@@ -199,8 +201,9 @@ class MeasuredCostModel(RooflineCostModel):
                 f"{self.cached} from the timing cache)")
         if timed is None:
             return note, None
-        return note, measure.compare(*timed, margin, budget_s=WHOLE_MODEL_BUDGET_S, extend=WHOLE_MODEL_EXTEND,
-                                     min_repeats=measure.DECISIVE_PAIRS, calls=1)
+        with measure.one_thread() if self.device.type == "cpu" else nullcontext():
+            return note, measure.compare(*timed, margin, budget_s=WHOLE_MODEL_BUDGET_S, extend=WHOLE_MODEL_EXTEND,
+                                         min_repeats=measure.DECISIVE_PAIRS, calls=1)
 
 
 WHOLE_MODEL_BUDGET_S = 2.0

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,21 @@ def _pairs(before, after, inputs, budget_s: float, min_repeats: int, max_repeats
             a.append(min(ta))
             b.append(min(tb))
     return a, b
+
+
+@contextmanager
+def one_thread():
+    """torch on one CPU thread for the block. On a busy machine each parallel region waits for its
+    slowest thread, and the stall depends on how many regions a form has, not on its work (a
+    float64 depthwise conv on a check's crop measured 1 ms on one thread, over 1 s on two, with
+    both cores busy): the site checks run on one thread, and so do the CPU timings of two forms,
+    whose ratio is what a decision needs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 CONFIDENCE = 0.95
