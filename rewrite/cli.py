@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, default=None, metavar="NPZ",
                    help="check inputs: a .npz with one array per graph input (default: seeded random)")
     p.add_argument("--input-shape", type=_shape, action="append", default=[], metavar="NAME:D0,D1,...",
-                   help="shape of the random check input NAME (repeatable); symbolic dims default to 1")
+                   help="shape of the random check input NAME (repeatable); without it, dynamic dims (named, -1, 0, "
+                        "empty) are --batch (first), 64 (spatial; 224, 32, 320 if the model fails at 64) or 1")
     p.add_argument("--batch", type=int, default=1, help="value of a symbolic batch dimension in the check inputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs")
     p.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
