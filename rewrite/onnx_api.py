@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import torch
 
+from passes.onnx import cleanup as clean
 from passes.onnx import io, reference, runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
@@ -55,7 +56,7 @@ class ModelCheckError(RuntimeError):
 
 def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch: int = 1,
                   input_shapes: dict | None = None, seed: int = 0, external_data: bool | None = None,
-                  progress: Callable[[str], None] | None = None, verbose: bool = False,
+                  progress: Callable[[str], None] | None = None, verbose: bool = False, cleanup: bool = True,
                   **options) -> tuple[onnx.ModelProto, Report]:
     """Rewrite an ONNX model for speed; returns (optimized ModelProto, Report).
 
@@ -68,6 +69,8 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     external_data: write tensors to `<dst>.data`; default when the input had external data or
         the model is over 2 GB.
     progress: called with one-line progress messages (per site when verbose or > 50 sites).
+    cleanup: first the generic clean-up by onnxslim when it is installed (passes/onnx/cleanup.py:
+        constant folding, dead nodes, shape inference), checked like a rewrite; False: skip it.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
     """
@@ -103,9 +106,20 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
 
     history = [_inputs_note(feeds, inputs, sizes)] if feeds is not None else []
     history += [reference_note] if reference_note else []
+    source = model
+    if cleanup:
+        say("generic clean-up (onnxslim)")
+        slimmed, note = clean.slim(model)
+        if slimmed is not None and reference is not None:
+            alone = Report()
+            if not _passes(slimmed, feeds, reference, alone, tol, full_check):
+                why = alone.notes[-1] if alone.notes else f"rel error {alone.model_rel_error:.2e} > {tol:.1e}"
+                slimmed, note = None, f"{note}: its model misses the whole-model check ({why}); not used"
+        source = slimmed if slimmed is not None else model
+        history.append(note)
 
     def run(run_opts: RewriteOptions) -> Attempt:
-        optimized, report = optimize_graph(model, run_opts, dtype, feeds, progress, verbose)
+        optimized, report = optimize_graph(source, run_opts, dtype, feeds, progress, verbose)
         report.notes = list(dict.fromkeys(history + report.notes))
         report.model_baseline_error = baseline
         say("whole-model check")
