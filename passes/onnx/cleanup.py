@@ -1,9 +1,9 @@
 """Generic clean-up before the passes, by onnxslim (an optional dependency).
 
 Constant folding (Paddle2ONNX writes every weight as a `Constant` node, and shape arithmetic
-around them), dead nodes, shape inference and onnxslim's own generic fusions are a well-kept
-library's job; the passes then do what it does not (merges, folds it misses, reversal, fused
-kernels). onnxslim runs on a copy and its result keeps the original's graph inputs and outputs
+around them), dead nodes, shape inference and onnxslim's own generic fusions (but for those into
+a conv or a linear: SKIPPED_FUSIONS, the fold pass's sites) are a well-kept library's job; the
+passes then do what it does not (merges, folds, reversal, fused kernels). onnxslim runs on a copy and its result keeps the original's graph inputs and outputs
 (names, dtypes, dynamic dimensions), IR version and metadata. The whole-model check covers it like
 any rewrite (rewrite/onnx_api.py checks the cleaned model alone first and drops it when it misses
 the tolerance).
@@ -16,6 +16,11 @@ import io as _io
 import onnx
 
 from .io import too_big
+
+# onnxslim's fusions into a conv or a linear are the fold pass's sites: left to it, so that each is
+# checked on the spot and reported (and not done twice)
+SKIPPED_FUSIONS = ["FusionConvBN", "FusionConvAdd", "FusionConvMul", "FusionPadConv", "FusionConvTransposeBN",
+                   "FusionConvTransposeAdd", "FusionConvTransposeMul", "FusionGemmMul", "FusionGemmAdd"]
 
 
 def slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
@@ -33,7 +38,7 @@ def slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
     copy.CopyFrom(model)
     try:
         with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
-            out = onnxslim.slim(copy)
+            out = onnxslim.slim(copy, skip_fusion_patterns=SKIPPED_FUSIONS)
     except Exception as exc:  # noqa: BLE001 - any failure of the library: go on without it
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         return None, f"generic clean-up skipped: onnxslim failed ({type(exc).__name__}: {line})"
@@ -51,4 +56,4 @@ def slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
     out.metadata_props.extend(model.metadata_props)
     before, after = len(model.graph.node), len(out.graph.node)
     return out, (f"generic clean-up by onnxslim {getattr(onnxslim, '__version__', '')}: {before} -> {after} nodes "
-                 "(constant folding, dead nodes, shape inference, its fusions)")
+                 "(constant folding, dead nodes, shape inference, its fusions other than into convs and linears)")
