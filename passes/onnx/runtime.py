@@ -33,6 +33,7 @@ def session(model: onnx.ModelProto, optimized: bool = False) -> ort.InferenceSes
     # Idle onnxruntime threads must not spin: the float64 torch references run right after.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    model = loosened(model)
     if not too_big(model):
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     tmp = tempfile.TemporaryDirectory(prefix="dwsep-ort-")
@@ -41,6 +42,22 @@ def session(model: onnx.ModelProto, optimized: bool = False) -> ort.InferenceSes
     sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     sess._dwsep_tmp = tmp   # keep the external data alive as long as the session
     return sess
+
+
+def loosened(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or a copy whose graph inputs declare their dynamic dimensions written as 0 or -1
+    by name: onnxruntime takes a 0 for a fixed empty dimension."""
+    fixed = [d for vi in model.graph.input for d in vi.type.tensor_type.shape.dim
+             if d.HasField("dim_value") and d.dim_value <= 0]
+    if not fixed:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for i, vi in enumerate(copy.graph.input):
+        for j, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.dim_param = f"dynamic_{i}_{j}"
+    return copy
 
 
 def run(model: onnx.ModelProto, feeds: dict, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
