@@ -13,9 +13,9 @@ the applied sites, in the order they were applied:
 Each culprit costs ⌈log2 |A|⌉ + 1 re-runs, with the site checks off (every kept site already
 passed its own check; only the whole model is in question). The final run applies exactly A \\ C
 with the site checks on. When bisection runs out of re-runs (MAX_BISECTION_RUNS) or of time
-(BISECTION_TIME_FACTOR x the first run's wall time), or the final run still fails, the old
-conservative ladder follows: folds only (exact up to rounding; skipped once that time is spent),
-then nothing.
+(BISECTION_TIME_FACTOR x the first run's wall time, at most BISECTION_MAX_S), or the final run
+still fails, the old conservative ladder follows: folds only (exact up to rounding; skipped once
+that time is spent), then nothing.
 """
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ from .report import Report
 
 MAX_BISECTION_RUNS = 24
 # the bisection (and the folds-only retry after it) stops once it has taken this many times the
-# first run's wall time: a model that cannot be satisfied comes back unchanged in bounded time
+# first run's wall time, or BISECTION_MAX_S: a model that cannot be satisfied comes back
+# unchanged in bounded time
 BISECTION_TIME_FACTOR = 4.0
+BISECTION_MAX_S = 20.0
 ROLLED_BACK = "rolled back: with this site applied the whole model missed its tolerance (found by bisection)"
 KEPT_FAILING = "rolled back: the whole-model check kept failing"
 
@@ -98,7 +100,8 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
     if first.passed:
         return first
     one_run = time.perf_counter() - started
-    deadline = time.perf_counter() + BISECTION_TIME_FACTOR * one_run
+    budget = min(BISECTION_TIME_FACTOR * one_run, BISECTION_MAX_S)
+    deadline = time.perf_counter() + budget
     failure = f"whole-model check failed ({first.why})"
     history = list(first.report.notes)
     applied = [s.key for s in first.report.applied]
@@ -125,8 +128,8 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
             took = time.perf_counter() - bisect_start
             limit = ("its time budget" if runs < MAX_BISECTION_RUNS else f"its cap of {MAX_BISECTION_RUNS} re-runs")
             history.append(f"{failure}; bisection found no culprit set within {runs} re-runs ({took:.1f} s; stopped "
-                           f"at {limit}: {BISECTION_TIME_FACTOR:g}x the first run's {one_run:.1f} s or "
-                           f"{MAX_BISECTION_RUNS} re-runs)")
+                           f"at {limit}: {budget:.1f} s, the lesser of {BISECTION_TIME_FACTOR:g}x the first run's "
+                           f"{one_run:.1f} s and {BISECTION_MAX_S:g} s, or {MAX_BISECTION_RUNS} re-runs)")
     # the conservative ladder: folds only (while time is left), then nothing
     attempt, skipped = first, set(options.skip_sites)
     for keep_folds in (True, False):
