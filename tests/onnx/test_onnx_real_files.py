@@ -249,3 +249,16 @@ def test_real_classifier_a_wrong_site_is_still_caught(monkeypatch):
     assert {s.name for s in sites(report, "fold", "rolled_back")} == {conv}   # its folds (one key) only
     assert len(sites(report, "fold", "applied")) >= 30 and report.model_rel_error <= report.model_tolerance
     assert max_rel(run(out, {"x": x})[0], run(model, {"x": x})[0]) < 1e-4
+
+
+def test_a_spent_time_budget_stops_the_bisection_and_says_so(monkeypatch):
+    import rewrite.retry as retry
+    monkeypatch.setattr(retry, "BISECTION_MAX_S", 0.0)
+    hit = _corrupt(monkeypatch, "conv13", 1.05)
+    out, report = optimize_onnx(deep_model(), passes=("fold",), target="h100")
+    assert hit and not report.applied
+    notes = report.notes
+    assert any("bisection found no culprit set within 0 re-runs" in n and "stopped at its time budget" in n
+               for n in notes), notes
+    assert "retrying without any rewrite" in notes          # every applied site is a fold: no folds-only rung
+    assert notes[-1] == "passed the whole-model check with every rewrite rolled back"
