@@ -76,6 +76,8 @@ def rewrite(path: Path, shape: tuple | None, out: Path, tmp: Path) -> dict:
         report = json.loads(report_path.read_text())
         row.update(applied={k: c["applied"] for k, c in report["counts"].items() if c["applied"]},
                    rolled_back={k: c["rolled_back"] for k, c in report["counts"].items() if c["rolled_back"]},
+                   rolled_back_why=sorted({s["reason"] for s in report["sites"] if s["status"] == "rolled_back"}),
+                   verdict=report["notes"][-1] if report["notes"] else "",
                    model_rel_error=report["model_rel_error"], model_tolerance=report["model_tolerance"],
                    model_baseline_error=report["model_baseline_error"],
                    reference=next((n for n in report["notes"] if n.startswith("whole-model reference")), ""),
@@ -187,7 +189,8 @@ def markdown(result: dict) -> str:
     lines += ["", "Per file, the whole-model reference and the check inputs rewrite-onnx used:", ""]
     for r in result["files"]:
         lines.append(f"- {r['name']}: {r.get('inputs', '')}; {r.get('reference', '')}; {r.get('cleanup', '')}"
-                     + (f"; rolled back {r['rolled_back']}" if r.get("rolled_back") else ""))
+                     + (f"; rolled back {r['rolled_back']} ({'; '.join(r['rolled_back_why'])[:300]}; "
+                        f"{r['verdict']})" if r.get("rolled_back") else ""))
     return "\n".join(lines) + "\n"
 
 
