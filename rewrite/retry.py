@@ -33,7 +33,7 @@ MAX_BISECTION_RUNS = 24
 # first run's wall time, or BISECTION_MAX_S: a model that cannot be satisfied comes back
 # unchanged in bounded time
 BISECTION_TIME_FACTOR = 4.0
-BISECTION_MAX_S = 20.0
+BISECTION_MAX_S = 10.0
 ROLLED_BACK = "rolled back: with this site applied the whole model missed its tolerance (found by bisection)"
 KEPT_FAILING = "rolled back: the whole-model check kept failing"
 
