@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timing cache file (default: $DWSEP_TIMING_CACHE or ~/.cache/dwsep-rewrite/timings.json)")
     p.add_argument("--no-timing-cache", action="store_true", help="measure every site afresh, keep nothing")
     p.add_argument("--force-fuse", action="store_true", help="mark fused groups even for --target cpu")
+    p.add_argument("--cleanup", action=argparse.BooleanOptionalAction, default=True,
+                   help="first the generic clean-up by onnxslim (constant folding, dead nodes, shape inference), "
+                        "when installed (default: on)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="verify each rewrite and the whole model in onnxruntime (default: on)")
     p.add_argument("--min-speedup", type=float, default=1.05,
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, default=None, metavar="NPZ",
                    help="check inputs: a .npz with one array per graph input (default: seeded random)")
     p.add_argument("--input-shape", type=_shape, action="append", default=[], metavar="NAME:D0,D1,...",
-                   help="shape of the random check input NAME (repeatable); symbolic dims default to 1")
+                   help="shape of the random check input NAME (repeatable); without it, dynamic dims (named, -1, 0, "
+                        "empty) are --batch (first), 64 (spatial; 224, 32, 320 if the model fails at 64) or 1")
     p.add_argument("--batch", type=int, default=1, help="value of a symbolic batch dimension in the check inputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs")
     p.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
@@ -124,7 +128,8 @@ def main(argv=None) -> int:
         optimized, report = optimize_onnx(
             args.input, args.output, overwrite=args.overwrite, inputs=args.inputs, batch=args.batch,
             input_shapes=dict(args.input_shape) or None, seed=args.seed, external_data=args.external_data,
-            progress=progress, verbose=args.verbose, **options)
+            progress=progress, verbose=args.verbose, cleanup=args.cleanup,
+            **options)
     except OnnxInputError as exc:
         return fail(EXIT_BAD_INPUT, str(exc))
     except ModelCheckError as exc:

@@ -4,8 +4,9 @@
 
 Loads and validates the file (a clear `OnnxInputError` for anything unusable), rewrites a copy
 with the ONNX passes (each site verified on the spot in onnxruntime), then compares the whole
-optimized model against the original in onnxruntime on the same inputs (seeded random inputs of
-the declared shapes, or the caller's). When that check fails, only the sites responsible are
+optimized model with the original evaluated in float64 on the same inputs (seeded random inputs
+of the declared shapes, or the caller's), within max(the dtype's default, 2x the original's own
+error); see _reference for when float64 is out of reach. When that check fails, only the sites responsible are
 rolled back, found by bisection (rewrite/retry.py); when no rewritten model passes, `ModelCheckError` is
 raised and nothing is written. The output passes `onnx.checker`, keeps the graph's inputs and
 outputs, and is written atomically, never over the input unless `overwrite=True`.
@@ -14,14 +15,16 @@ onnx, onnxruntime and onnx-graphsurgeon are imported here, never by `import rewr
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import onnx
 import torch
 
-from passes.onnx import io, runtime
+from passes.onnx import cleanup as clean
+from passes.onnx import io, reference, runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
@@ -36,6 +39,13 @@ TORCH_DTYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16:
                 onnx.TensorProto.DOUBLE: torch.float64, onnx.TensorProto.BFLOAT16: torch.bfloat16}
 
 
+# sizes tried, in order, for dynamic spatial dimensions the caller gave no size for: multiples
+# of 32 (detectors downsample by 32), small first to keep the checks fast
+SPATIAL_SIZES = (64, 224, 32, 320)
+# the float64 evaluation of the original gives up past this (then: the rounding-spread estimate)
+REFERENCE_BUDGET_S = 8.0
+
+
 class ModelCheckError(RuntimeError):
     """No rewritten model passed the whole-model check; `.report` says what was tried."""
 
@@ -46,18 +56,21 @@ class ModelCheckError(RuntimeError):
 
 def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch: int = 1,
                   input_shapes: dict | None = None, seed: int = 0, external_data: bool | None = None,
-                  progress: Callable[[str], None] | None = None, verbose: bool = False,
+                  progress: Callable[[str], None] | None = None, verbose: bool = False, cleanup: bool = True,
                   **options) -> tuple[onnx.ModelProto, Report]:
     """Rewrite an ONNX model for speed; returns (optimized ModelProto, Report).
 
     src: a path to a .onnx file (its external data is read too) or an onnx.ModelProto (left unchanged).
     dst: where to write the result (None: not written). Refused if it is `src` unless `overwrite`.
     inputs: the check inputs, a dict {input name: array} or a .npz path; default seeded random
-        inputs of the declared shapes, symbolic dimensions set to `batch` (first) or 1, unless
+        inputs of the declared shapes, dynamic dimensions (named, empty, -1 or 0) set to `batch`
+        (first), a size the model runs at (spatial: the first of SPATIAL_SIZES) or 1, unless
         `input_shapes` = {input name: shape} says otherwise.
     external_data: write tensors to `<dst>.data`; default when the input had external data or
         the model is over 2 GB.
     progress: called with one-line progress messages (per site when verbose or > 50 sites).
+    cleanup: first the generic clean-up by onnxslim when it is installed (passes/onnx/cleanup.py:
+        constant folding, dead nodes, shape inference), checked like a rewrite; False: skip it.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
     """
@@ -68,24 +81,47 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     dst = io.resolve_destination(loaded, dst, overwrite) if dst is not None else None
     model = loaded.model
     dtype = model_dtype(model)
-    try:
-        feeds = runtime.user_inputs(model, inputs) if inputs is not None else \
-            runtime.random_inputs(model, batch, input_shapes, seed)
-    except OnnxInputError:
-        if opts.check or inputs is not None or input_shapes:
-            raise
-        feeds = None        # unchecked: the passes fall back to static shapes from shape inference
+    # a dynamic spatial dimension with no hint: the first of SPATIAL_SIZES the model runs at
+    sizes = SPATIAL_SIZES if inputs is None and not input_shapes and runtime.dynamic_spatial(model) else (None,)
     reference = reference_note = baseline = None
-    if opts.check:
-        say("running the original model")
-        reference, reference_note, baseline = _reference(model, feeds)
+    for size in sizes:
+        try:
+            feeds = runtime.user_inputs(model, inputs) if inputs is not None else \
+                runtime.random_inputs(model, batch, input_shapes, seed, spatial=size or runtime.SPATIAL_DEFAULT)
+        except OnnxInputError:
+            if opts.check or inputs is not None or input_shapes:
+                raise
+            feeds = None        # unchecked: the passes fall back to static shapes from shape inference
+        if not opts.check:
+            break
+        say("running the original model" + (f" (dynamic spatial dims set to {size})" if size else ""))
+        try:
+            reference, reference_note, baseline = _reference(model, feeds, say)
+            break
+        except OnnxInputError:
+            if size == sizes[-1]:
+                raise
     full_check = _passes_full_check(model)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline or 0.0)
 
-    history = [reference_note] if reference_note else []
+    history = [_inputs_note(feeds, inputs, sizes)] if feeds is not None else []
+    history += [reference_note] if reference_note else []
+    source = model
+    if cleanup:
+        say("generic clean-up (onnxslim)")
+        slimmed, note = clean.slim(model)
+        if slimmed is not None and reference is not None:
+            alone = Report()
+            if not _passes(slimmed, feeds, reference, alone, tol, full_check):
+                err = alone.model_rel_error
+                why = alone.notes[-1] if alone.notes else f"rel error {err:.2e} > {tol:.1e}" if err is not None \
+                    else "it failed"
+                slimmed, note = None, f"{note}: its model misses the whole-model check ({why}); not used"
+        source = slimmed if slimmed is not None else model
+        history.append(note)
 
     def run(run_opts: RewriteOptions) -> Attempt:
-        optimized, report = optimize_graph(model, run_opts, dtype, feeds, progress, verbose)
+        optimized, report = optimize_graph(source, run_opts, dtype, feeds, progress, verbose)
         report.notes = list(dict.fromkeys(history + report.notes))
         report.model_baseline_error = baseline
         say("whole-model check")
@@ -134,12 +170,29 @@ def model_dtype(model: onnx.ModelProto) -> torch.dtype:
     return torch.float32
 
 
-def _reference(model: onnx.ModelProto, feeds: dict) -> tuple[dict, str, float | None]:
+def _inputs_note(feeds: dict, inputs, sizes: tuple) -> str:
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
+    if inputs is not None:
+        return f"check inputs: the caller's, {shapes}"
+    how = (f"; dynamic spatial dims set to {next(iter(feeds.values())).shape[-1]} (give input_shapes / "
+           "--input-shape NAME:D0,D1,... for the size the model is used at)" if sizes[0] is not None else "")
+    return f"check inputs: seeded random, {shapes}{how}"
+
+
+class Reference(NamedTuple):
+    outputs: dict       # what the optimized model is compared with (float64 where it could be had)
+    original: dict      # the original's own outputs in onnxruntime
+
+
+def _reference(model: onnx.ModelProto, feeds: dict, say=lambda message: None) -> tuple[Reference, str, float | None]:
     """(reference outputs, what they are, the original's own error against them or None).
 
-    onnxruntime has no float64 Conv on CPU, so a float32 model is its own reference; a float16
-    model is compared with its float32 copy, and its own error against that copy widens the
-    default tolerance (rewrite.numerics.model_tolerance)."""
+    The reference is the original evaluated in float64 (passes/onnx/reference.py, within
+    REFERENCE_BUDGET_S), and the original's own error against it widens the default tolerance
+    (rewrite.numerics.model_tolerance), as for PyTorch models. Where float64 is out of reach (ops
+    it cannot widen, past its budget), a float16 model is compared with its float32 copy, and a
+    float32 model is its own reference, its own rounding error estimated from onnxruntime with
+    its graph optimizations on against off (fused, re-laid-out kernels round differently)."""
     try:
         outputs = runtime.run(model, feeds)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
@@ -147,15 +200,37 @@ def _reference(model: onnx.ModelProto, feeds: dict) -> tuple[dict, str, float | 
         raise OnnxInputError(
             f"onnxruntime cannot run the model on inputs {shapes} ({str(exc).strip().splitlines()[0][:300]}); "
             "give the input shapes or inputs, or disable the numerical checks (check=False / --no-check)") from None
+    say("evaluating the original in float64")
+    started = time.perf_counter()
+    try:
+        exact = reference.evaluate(model, feeds, REFERENCE_BUDGET_S)
+        # integer outputs (indices, shapes) are compared exactly with the original's
+        exact = {k: exact[k] if np.issubdtype(v.dtype, np.floating) else v for k, v in outputs.items()}
+        own = _compare(outputs, exact)[0]
+        if own == own and own != float("inf"):
+            return Reference(exact, outputs), (f"whole-model reference: the original evaluated in float64 (onnx.reference, convs in "
+                           f"torch; {time.perf_counter() - started:.1f} s); its own error {own:.1e}"), own
+        why = f"the original's float32 outputs are {own} away from it"
+    except (reference.ReferenceUnavailable, ValueError) as exc:
+        why = str(exc)
     wide = runtime.widened_reference(model)
     if wide is not None:
         try:
             wide_feeds = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in feeds.items()}
-            reference = runtime.run(wide, wide_feeds)
-            return reference, "whole-model reference: the original model widened to float32", _compare(outputs, reference)[0]
+            ref = runtime.run(wide, wide_feeds)
+            return Reference(ref, outputs), (f"whole-model reference: the original model widened to float32 (no float64 reference: "
+                         f"{why})"), _compare(outputs, ref)[0]
         except Exception:  # noqa: BLE001 - fall back to the model as it is
             pass
-    return outputs, "whole-model reference: the original model in onnxruntime (no float64 Conv on CPU)", None
+    try:
+        spread = _compare(reference.rounding_spread(model, feeds, outputs), outputs)[0]
+    except Exception:  # noqa: BLE001 - then no estimate: the default tolerance stands
+        spread = None
+    estimate = (f"; its own rounding error estimated as {spread:.1e} from onnxruntime with graph optimizations "
+                "on vs off" if spread is not None else "")
+    return Reference(outputs, outputs), \
+        f"whole-model reference: the original model in onnxruntime (no float64 reference: {why}){estimate}", \
+        spread
 
 
 def _passes_full_check(model: onnx.ModelProto) -> bool:
@@ -176,12 +251,18 @@ def _passes(optimized, feeds, reference, report: Report, tol: float, full_check:
         return True
     try:
         outputs = runtime.run(optimized, feeds)
-        err, abs_err = _compare(outputs, reference)
+        err, abs_err = _compare(outputs, reference.outputs)
     except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
         report.notes.append(f"the optimized model failed to run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-        err = abs_err = float("inf")
+        report.model_rel_error = report.model_max_abs_error = float("inf")
+        report.model_tolerance = tol
+        return False
     report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
-    return within(err, tol)
+    if within(err, tol):
+        return True
+    # a tolerance tighter than the original's own error: what computes exactly the original's
+    # outputs (every rewrite rolled back) still passes
+    return reference.original is not reference.outputs and _compare(outputs, reference.original) == (0.0, 0.0)
 
 
 def _compare(outputs: dict, reference: dict) -> tuple[float, float]:

@@ -12,12 +12,15 @@ the applied sites, in the order they were applied:
 
 Each culprit costs ⌈log2 |A|⌉ + 1 re-runs, with the site checks off (every kept site already
 passed its own check; only the whole model is in question). The final run applies exactly A \\ C
-with the site checks on. When bisection runs out of re-runs or the final run still fails, the old
-conservative ladder follows: folds only (exact up to rounding), then nothing.
+with the site checks on. When bisection runs out of re-runs (MAX_BISECTION_RUNS) or of time
+(BISECTION_TIME_FACTOR x the first run's wall time, at most BISECTION_MAX_S), or the final run
+still fails, the old conservative ladder follows: folds only (exact up to rounding; skipped once
+that time is spent), then nothing.
 """
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,6 +29,11 @@ from .options import RewriteOptions
 from .report import Report
 
 MAX_BISECTION_RUNS = 24
+# the bisection (and the folds-only retry after it) stops once it has taken this many times the
+# first run's wall time, or BISECTION_MAX_S: a model that cannot be satisfied comes back
+# unchanged in bounded time
+BISECTION_TIME_FACTOR = 4.0
+BISECTION_MAX_S = 10.0
 ROLLED_BACK = "rolled back: with this site applied the whole model missed its tolerance (found by bisection)"
 KEPT_FAILING = "rolled back: the whole-model check kept failing"
 
@@ -47,18 +55,22 @@ class Attempt:
 
 
 def find_culprits(applied: list[str], fails: Callable[[frozenset], bool],
-                  max_runs: int | None = None) -> tuple[list[str] | None, int]:
+                  max_runs: int | None = None, deadline: float | None = None) -> tuple[list[str] | None, int]:
     """(the sites to roll back, re-runs used), or (None, runs) when max_runs (default
-    MAX_BISECTION_RUNS) did not suffice. `applied` is in application order and
-    fails(frozenset(applied)) is known to hold."""
+    MAX_BISECTION_RUNS) did not suffice or time.perf_counter() passed `deadline` before a re-run.
+    `applied` is in application order and fails(frozenset(applied)) is known to hold."""
     max_runs = MAX_BISECTION_RUNS if max_runs is None else max_runs
     culprits: list[str] = []
     remaining = list(applied)
     runs = 0
+
+    def spent() -> bool:
+        return runs == max_runs or (deadline is not None and time.perf_counter() > deadline)
+
     while remaining:
         lo, hi = 0, len(remaining)          # fails(prefix of length hi), not fails(prefix of length lo)
         while hi - lo > 1:
-            if runs == max_runs:
+            if spent():
                 return None, runs
             mid = (lo + hi) // 2
             runs += 1
@@ -69,7 +81,7 @@ def find_culprits(applied: list[str], fails: Callable[[frozenset], bool],
         culprits.append(remaining.pop(hi - 1))
         if not remaining:
             break
-        if runs == max_runs:
+        if spent():
             return None, runs
         runs += 1
         if not fails(frozenset(remaining)):
@@ -83,9 +95,13 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
 
     Returns the first attempt that passed, or the last one tried (passed=False) with every
     applied site in its rolled_back: the caller then returns or refuses the original."""
+    started = time.perf_counter()
     first = run(options)
     if first.passed:
         return first
+    one_run = time.perf_counter() - started
+    budget = min(BISECTION_TIME_FACTOR * one_run, BISECTION_MAX_S)
+    deadline = time.perf_counter() + budget
     failure = f"whole-model check failed ({first.why})"
     history = list(first.report.notes)
     applied = [s.key for s in first.report.applied]
@@ -96,7 +112,8 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
         def fails(keep: frozenset) -> bool:
             return not run(dataclasses.replace(unchecked, only_sites=keep)).passed
 
-        culprits, runs = find_culprits(applied, fails)
+        bisect_start = time.perf_counter()
+        culprits, runs = find_culprits(applied, fails, deadline=deadline)
         if culprits is not None:
             final = run(dataclasses.replace(options, skip_sites=options.skip_sites | frozenset(culprits),
                                             only_sites=frozenset(applied) - frozenset(culprits)))
@@ -108,12 +125,19 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
                                            f"{len(culprits)} site(s) rolled back")
             history += [note, f"the model without those sites still failed ({final.why})"]
         else:
-            history.append(f"{failure}; bisection found no culprit set within {runs} re-runs")
-    # the conservative ladder: folds only, then nothing
+            took = time.perf_counter() - bisect_start
+            limit = ("its time budget" if runs < MAX_BISECTION_RUNS else f"its cap of {MAX_BISECTION_RUNS} re-runs")
+            history.append(f"{failure}; bisection found no culprit set within {runs} re-runs ({took:.1f} s; stopped "
+                           f"at {limit}: {budget:.1f} s, the lesser of {BISECTION_TIME_FACTOR:g}x the first run's "
+                           f"{one_run:.1f} s and {BISECTION_MAX_S:g} s, or {MAX_BISECTION_RUNS} re-runs)")
+    # the conservative ladder: folds only (while time is left), then nothing
     attempt, skipped = first, set(options.skip_sites)
     for keep_folds in (True, False):
         skip = {s.key for s in attempt.report.applied if not (keep_folds and s.kind == "fold")}
         if not skip:
+            continue
+        if keep_folds and time.perf_counter() > deadline:
+            history.append("not retried with the folds only: the retries' time budget is spent")
             continue
         skipped |= skip
         note = "retrying without " + ("the non-fold rewrites" if keep_folds else "any rewrite")

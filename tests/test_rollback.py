@@ -151,3 +151,22 @@ def test_bisection_reuses_one_capture(monkeypatch):
     assert len(exports) == 2 and not opt.rewrite_report.applied
     with torch.no_grad():
         assert torch.equal(opt(x), model(x))
+
+
+def test_bisection_stops_at_its_deadline(monkeypatch):
+    """A deadline bounds the bisection on top of the re-run cap: the clock here advances one
+    second per re-run, and the deadline falls after the third."""
+    import rewrite.retry as retry
+    clock = [0.0]
+    monkeypatch.setattr(retry.time, "perf_counter", lambda: clock[0])
+    applied = [f"s{i}" for i in range(64)]
+    fails_, calls = _predicate(set(applied))
+
+    def fails(keep):
+        clock[0] += 1.0
+        return fails_(keep)
+    culprits, runs = find_culprits(applied, fails, deadline=2.5)
+    assert culprits is None and runs == 3 == len(calls)
+    assert find_culprits(applied, fails, deadline=-1.0) == (None, 0)
+    culprits, _ = find_culprits(["a", "b"], _predicate({"b"})[0], deadline=1e9)   # time left: found
+    assert culprits == ["b"]

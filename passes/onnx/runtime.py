@@ -3,8 +3,13 @@
 Sessions run on the CPU provider with graph optimizations off, so what is checked is the
 model as written, not onnxruntime's own fusions of it; sessions that time a site's forms turn
 them on, as a user would run the model. Inputs are seeded random tensors of the
-declared shapes (a symbolic batch dimension takes `batch`, other symbolic dimensions 1, unless
-the caller gives shapes) or the caller's arrays, checked against the declaration.
+declared shapes or the caller's arrays, checked against the declaration.
+
+Exporters write a dynamic dimension several ways: a name (`N`, `p2o.DynamicDimension.0`, `?`),
+no value at all, -1 or 0; all of them are dynamic here. In random inputs a dynamic batch
+dimension takes `batch`, a dynamic spatial dimension (past the channels of a rank >= 3 input)
+`spatial` (64 by default: a multiple of 32 that detectors and recognizers accept), any other 1,
+unless the caller gives shapes.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ def session(model: onnx.ModelProto, optimized: bool = False) -> ort.InferenceSes
     # Idle onnxruntime threads must not spin: the float64 torch references run right after.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    model = loosened(model)
     if not too_big(model):
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     tmp = tempfile.TemporaryDirectory(prefix="dwsep-ort-")
@@ -36,6 +42,22 @@ def session(model: onnx.ModelProto, optimized: bool = False) -> ort.InferenceSes
     sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     sess._dwsep_tmp = tmp   # keep the external data alive as long as the session
     return sess
+
+
+def loosened(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or a copy whose graph inputs declare their dynamic dimensions written as 0 or -1
+    by name: onnxruntime takes a 0 for a fixed empty dimension."""
+    fixed = [d for vi in model.graph.input for d in vi.type.tensor_type.shape.dim
+             if d.HasField("dim_value") and d.dim_value <= 0]
+    if not fixed:
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for i, vi in enumerate(copy.graph.input):
+        for j, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.dim_param = f"dynamic_{i}_{j}"
+    return copy
 
 
 def run(model: onnx.ModelProto, feeds: dict, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -67,7 +89,7 @@ def static_spatial(model: onnx.ModelProto) -> bool:
     """True when no graph input has a symbolic dimension past the batch dimension."""
     for vi in graph_inputs(model):
         dims = vi.type.tensor_type.shape.dim
-        if any(not d.HasField("dim_value") for d in list(dims)[1:]):
+        if any(dim(d) is None for d in list(dims)[1:]):
             return False
     return True
 
@@ -83,22 +105,40 @@ def inferred_shapes(model: onnx.ModelProto) -> dict:
         return {}
     shapes = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        dims = [dim(d) for d in vi.type.tensor_type.shape.dim]
         if dims and all(d is not None for d in dims[1:]):
             shapes[vi.name] = tuple([dims[0] or 1] + dims[1:])
     return shapes
 
 
-def declared(vi: onnx.ValueInfoProto) -> tuple[np.dtype, list]:
-    """(numpy dtype, dims with int or None for symbolic/unknown) of a tensor input."""
+SPATIAL_DEFAULT = 64
+
+
+def dim(d: onnx.TensorShapeProto.Dimension) -> int | None:
+    """A declared dimension's size, or None when it is dynamic: named, empty, -1 or 0."""
+    return d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+
+
+def declared(vi: onnx.ValueInfoProto) -> tuple[np.dtype, list | None]:
+    """(numpy dtype, dims with int or None for dynamic; None for an undeclared rank) of a tensor input."""
     tt = vi.type.tensor_type
     if not vi.type.HasField("tensor_type") or tt.elem_type == 0:
         raise OnnxInputError(f"graph input {vi.name!r} is not a typed tensor; cannot feed it")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    dims = [dim(d) for d in tt.shape.dim] if tt.HasField("shape") else None
     return onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type), dims
 
 
-def random_inputs(model: onnx.ModelProto, batch: int = 1, shapes: dict | None = None, seed: int = 0) -> dict:
+def dynamic_spatial(model: onnx.ModelProto) -> bool:
+    """True when some graph input of rank >= 3 has a dynamic dimension past its channels."""
+    for vi in graph_inputs(model):
+        dims = declared(vi)[1]
+        if dims is not None and len(dims) >= 3 and any(d is None for d in dims[2:]):
+            return True
+    return False
+
+
+def random_inputs(model: onnx.ModelProto, batch: int = 1, shapes: dict | None = None, seed: int = 0,
+                  spatial: int = SPATIAL_DEFAULT) -> dict:
     """Seeded inputs of the declared shapes: N(0,1) floats, small non-negative integers, False."""
     rng = np.random.default_rng(seed)
     shapes = dict(shapes or {})
@@ -108,8 +148,12 @@ def random_inputs(model: onnx.ModelProto, batch: int = 1, shapes: dict | None = 
         if vi.name in shapes:
             shape = [int(d) for d in shapes.pop(vi.name)]
             _check_shape(vi.name, shape, dims)
+        elif dims is None:
+            raise OnnxInputError(f"input {vi.name!r} declares no shape; give its shape (input_shapes / "
+                                 "--input-shape NAME:D0,D1,...) or the inputs")
         else:
-            shape = [d if d is not None else (batch if i == 0 else 1) for i, d in enumerate(dims)]
+            shape = [d if d is not None else batch if i == 0 else spatial if i >= 2 and len(dims) >= 3 else 1
+                     for i, d in enumerate(dims)]
         if np.issubdtype(dtype, np.floating):
             feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
         elif np.issubdtype(dtype, np.integer):
@@ -146,10 +190,20 @@ def user_inputs(model: onnx.ModelProto, given) -> dict:
     return feeds
 
 
-def _check_shape(name: str, shape: list, dims: list) -> None:
-    if len(shape) != len(dims) or any(d is not None and d != s for s, d in zip(shape, dims)):
-        want = ["?" if d is None else d for d in dims]
-        raise OnnxInputError(f"input {name!r}: shape {tuple(shape)} does not match the declared {want}")
+def _check_shape(name: str, shape: list, dims: list | None) -> None:
+    if dims is None:
+        return
+    if len(shape) != len(dims):
+        raise OnnxInputError(f"input {name!r}: shape {tuple(shape)} has rank {len(shape)}, the model declares rank "
+                             f"{len(dims)} {_declared(dims)}")
+    wrong = [i for i, (s, d) in enumerate(zip(shape, dims)) if d is not None and d != s]
+    if wrong:
+        raise OnnxInputError(f"input {name!r}: shape {tuple(shape)} does not match the declared {_declared(dims)} "
+                             f"(dimension {wrong[0]} is fixed at {dims[wrong[0]]})")
+
+
+def _declared(dims: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def widened_reference(model: onnx.ModelProto) -> onnx.ModelProto | None:

@@ -102,7 +102,8 @@ def test_shared_initializer_is_never_changed_in_place():
     g.output(conv())
     model = g.model()
     before = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "shared_w")).copy()
-    out, report = optimize_onnx(model, passes=("fold",), target="h100")
+    # without the clean-up, whose common-subexpression elimination would make the three convs one
+    out, report = optimize_onnx(model, passes=("fold",), target="h100", cleanup=False)
     assert len(sites(report, "fold", "applied")) == 2
     inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
     assert np.array_equal(inits["shared_w"], before)
@@ -128,7 +129,8 @@ def test_float16_model():
     model = g.model()
     out, report = optimize_onnx(model, passes=("fold",), target="h100")
     assert report.dtype == "float16" and len(sites(report, "fold", "applied")) == 1
-    assert "widened to float32" in report.notes[0] and report.model_rel_error < 1e-2
+    assert any(n.startswith("whole-model reference: the original evaluated in float64") for n in report.notes)
+    assert 0 < report.model_baseline_error < 1e-2 and report.model_rel_error < 1e-2
     x16 = {"x": X.astype(np.float16)}
     assert max_rel(run(out, x16)[0], run(model, x16)[0]) < 1e-2
 

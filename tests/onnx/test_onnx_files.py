@@ -179,7 +179,8 @@ def test_whole_model_check_rolls_back_every_culprit():
     rolled_back = len(sites(report, status="rolled_back"))
     assert any("bisection over the 3 applied sites" in n for n in report.notes), report.notes
     assert f"passed the whole-model check with {rolled_back} site(s) rolled back" in report.notes
-    assert report.model_rel_error == 0.0
+    # against the float64 reference the result is as far as the original itself: it is the original
+    assert report.model_rel_error == report.model_baseline_error > 0
 
 
 def test_without_a_bisection_budget_the_check_falls_back_to_fewer_rewrites(monkeypatch):
