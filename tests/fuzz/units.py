@@ -46,24 +46,23 @@ def _randn(shape, g, scale=1.0) -> torch.Tensor:
 
 def batchnorm(c: int, g: torch.Generator) -> nn.BatchNorm2d:
     """An eval-mode BatchNorm2d with random running statistics and a non-trivial affine."""
-    bn = nn.BatchNorm2d(c)
+    return _drawn(nn.BatchNorm2d(c), c, g)
+
+
+def batchnorm1d(c: int, g: torch.Generator) -> nn.BatchNorm1d:
+    """An eval-mode BatchNorm1d over [N, C], statistics and affine drawn as batchnorm's."""
+    return _drawn(nn.BatchNorm1d(c), c, g).eval()
+
+
+def _drawn(bn, c: int, g: torch.Generator):
+    """`bn` with random running statistics and affine (the draws in a fixed order: replayed seeds
+    depend on it)."""
     with torch.no_grad():
         bn.running_mean.copy_(_randn(c, g, 0.5))
         bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
         bn.weight.copy_((torch.rand(c, generator=g) + 0.5) * torch.sign(_randn(c, g) + 0.3))
         bn.bias.copy_(_randn(c, g, 0.2))
     return bn
-
-
-def batchnorm1d(c: int, g: torch.Generator) -> nn.BatchNorm1d:
-    """An eval-mode BatchNorm1d over [N, C], statistics and affine drawn as batchnorm's."""
-    bn = nn.BatchNorm1d(c)
-    with torch.no_grad():
-        bn.running_mean.copy_(_randn(c, g, 0.5))
-        bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-        bn.weight.copy_((torch.rand(c, generator=g) + 0.5) * torch.sign(_randn(c, g) + 0.3))
-        bn.bias.copy_(_randn(c, g, 0.2))
-    return bn.eval()
 
 
 def init_conv(conv: nn.Conv2d, g: torch.Generator, factor: str | None = None, rank: int = 1) -> None:
