@@ -39,7 +39,7 @@ def test_batchnorms_after_convs_are_folded(optimized):
     remaining = count_ops(opt, "batch_norm")
     original = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert remaining == original - len(folds)
-    if name != "convnext_tiny":  # ConvNeXt normalizes with LayerNorm: nothing to fold
+    if name != "convnext_tiny":  # ConvNeXt normalizes with LayerNorm: no BatchNorm (its affines are fold_norm's)
         assert folds and remaining == 0
 
 
@@ -53,10 +53,10 @@ EXPECTED_APPLIED = {
     "efficientnet_b0": {"fold": 49, "fuse": 16, "reverse": 2},
     "efficientnet_v2_s": {"fold": 110, "fuse": 30},
     "xception": {"fold": 40, "fuse": 34},
-    "convnext_tiny": {"fold": 6},
+    "convnext_tiny": {"fold": 6, "fold_linear": 18, "fold_norm": 19},   # layer scales, LayerNorm affines
     "resnet18": {"fold": 20},
     "resnet50": {"fold": 53},
-    "mobilevit_xs": {"fold": 32, "fuse": 7, "reverse": 1},
+    "mobilevit_xs": {"fold": 32, "fold_norm": 18, "fuse": 7, "reverse": 1},   # the transformer's LayerNorms
 }
 
 

@@ -91,10 +91,13 @@ class FxViewBuilder:
                 spec = conv_spec_of_module(module)
                 return Op("conv", **base, conv=spec if isinstance(spec, ConvSpec) else None,
                           reason=spec if isinstance(spec, str) else None)
-            if type(module) is nn.Linear and len(inputs) == 1 and _rank(inputs[0]) == 2:   # a lowered linear
+            if type(module) is nn.Linear and len(inputs) == 1 and _rank(inputs[0]) in (2, 3, 4):   # a lowered linear
                 spec = ConvSpec(module.weight.detach()[:, :, None, None],
                                 None if module.bias is None else module.bias.detach())
-                return Op("conv", **base, conv=spec, layout="nc")
+                return Op("conv", **base, conv=spec, layout="nc" if _rank(inputs[0]) == 2 else "nhwc")
+            if type(module) is nn.LayerNorm and len(module.normalized_shape) == 1 and not module.elementwise_affine:
+                base["label"] = "layer_norm"            # a LayerNorm fold_norm lowered: named as the op it was
+                return Op("norm", **base, norm=LayerNorm(float(module.eps), None), layout="nhwc")
             return Op("other", **base)
         name = op_name(node.target)
         kwargs = self._arguments(node)

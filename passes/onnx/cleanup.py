@@ -17,10 +17,12 @@ import onnx
 
 from .io import too_big
 
-# onnxslim's fusions into a conv or a linear are the fold pass's sites: left to it, so that each is
-# checked on the spot and reported (and not done twice)
+# onnxslim's fusions into a conv or a linear are the fold passes' sites: left to them, so that each is
+# checked on the spot and reported (and not done twice). FusionGemm too: at static shapes it turns a
+# MatMul + Add over channels-last activations into Reshape → Gemm → Reshape, which hides the linear
+# from fold_linear / fold_norm (torchvision ConvNeXt lost its 18 layer-scale folds that way)
 SKIPPED_FUSIONS = ["FusionConvBN", "FusionConvAdd", "FusionConvMul", "FusionPadConv", "FusionConvTransposeBN",
-                   "FusionConvTransposeAdd", "FusionConvTransposeMul", "FusionGemmMul", "FusionGemmAdd"]
+                   "FusionConvTransposeAdd", "FusionConvTransposeMul", "FusionGemm", "FusionGemmMul", "FusionGemmAdd"]
 
 
 def slim(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
