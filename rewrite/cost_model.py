@@ -172,6 +172,11 @@ class MeasuredCostModel(RooflineCostModel):
         import platform
         return f"cpu {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
+    def _one_cpu_thread(self):
+        """On the CPU, timings run on one torch thread (rewrite.measure.one_thread says why)."""
+        from . import measure
+        return measure.one_thread() if self.device.type == "cpu" else nullcontext()
+
     def times(self, key_parts: tuple, before, after, inputs, margin: float):
         """(Comparison of the two callables on `inputs`, from_cache)."""
         from . import measure
@@ -182,7 +187,7 @@ class MeasuredCostModel(RooflineCostModel):
         if hit is not None:
             self.cached += 1
             return measure.Comparison.from_list(hit), True
-        with measure.one_thread() if self.device.type == "cpu" else nullcontext():
+        with self._one_cpu_thread():
             comparison = measure.compare(before, after, inputs, margin)
         self.measured += 1
         if self.cache is not None:
@@ -201,7 +206,7 @@ class MeasuredCostModel(RooflineCostModel):
                 f"{self.cached} from the timing cache)")
         if timed is None:
             return note, None
-        with measure.one_thread() if self.device.type == "cpu" else nullcontext():
+        with self._one_cpu_thread():
             return note, measure.compare(*timed, margin, budget_s=WHOLE_MODEL_BUDGET_S, extend=WHOLE_MODEL_EXTEND,
                                          min_repeats=measure.DECISIVE_PAIRS, calls=1)
 

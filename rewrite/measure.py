@@ -1,7 +1,5 @@
-"""Timing two forms on the device where the model runs: paired medians, and a comparison that
-says how sure it is.
+"""Timing two forms on the device where the model runs: paired medians, and how sure they are.
 
-    t_before, t_after = paired_medians(before, after, inputs)
     c = compare(before, after, inputs, margin=1.05)     # c.faster(1.05), c.slower(1.05), c.describe()
 
 Both callables take the same inputs. After WARMUP calls of each (one-time costs: Triton
@@ -11,7 +9,7 @@ each call is timed alone: CUDA events around it when the inputs are CUDA tensors
 clock otherwise. A pair is CALLS_PER_PAIR calls of each, alternating, and keeps each form's least
 time: what another process adds to a call (a lost time slice, a polluted cache) only ever adds,
 so the least of a few calls is the least disturbed. Repeats stop at MAX_REPEATS pairs, or once
-MIN_REPEATS pairs are in and the site has taken BUDGET_S. The medians are returned, in seconds.
+MIN_REPEATS pairs are in and the site has taken BUDGET_S.
 
 A decision taken from a timing must hold up on a busy machine, where another process can slow
 either form by more than the difference between them. `compare` therefore judges the per-pair
@@ -61,13 +59,6 @@ def _timer(cuda: bool):
         end.synchronize()
         return start.elapsed_time(end) / 1e3
     return events
-
-
-def paired_medians(before, after, inputs, *, budget_s: float = BUDGET_S, min_repeats: int = MIN_REPEATS,
-                   max_repeats: int = MAX_REPEATS) -> tuple[float, float]:
-    """(median seconds of before(*inputs), of after(*inputs)), timed in alternation."""
-    a, b = _pairs(before, after, inputs, budget_s, min_repeats, max_repeats)
-    return statistics.median(a), statistics.median(b)
 
 
 def _pairs(before, after, inputs, budget_s: float, min_repeats: int, max_repeats: int, warmup: bool = True,

@@ -15,6 +15,7 @@ onnx, onnxruntime and onnx-graphsurgeon are imported here, never by `import rewr
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import Callable, NamedTuple
@@ -136,8 +137,8 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)
     if opts.measured:
-        optimized, report = after_whole_model_timing(run, opts, final, optimized, _whole_models(model, optimized, feeds),
-                                                     " in onnxruntime")
+        optimized = after_whole_model_timing(run, opts, final, optimized, _whole_models(model, optimized, feeds),
+                                             " in onnxruntime")
         if optimized is None:
             optimized = onnx.ModelProto()
             optimized.CopyFrom(model)
@@ -207,7 +208,7 @@ def _reference(model: onnx.ModelProto, feeds: dict, say=lambda message: None) ->
         # integer outputs (indices, shapes) are compared exactly with the original's
         exact = {k: exact[k] if np.issubdtype(v.dtype, np.floating) else v for k, v in outputs.items()}
         own = _compare(outputs, exact)[0]
-        if own == own and own != float("inf"):
+        if math.isfinite(own):
             return Reference(exact, outputs), (f"whole-model reference: the original evaluated in float64 (onnx.reference, convs in "
                            f"torch; {time.perf_counter() - started:.1f} s); its own error {own:.1e}"), own
         why = f"the original's float32 outputs are {own} away from it"

@@ -174,11 +174,10 @@ def finish_measured(report: Report, options: RewriteOptions, timed=None, runtime
     return timed_sites
 
 
-def without(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt,
-            keys: frozenset) -> Attempt | None:
-    """The passes run again applying exactly what `final` applied less the sites `keys`; the result
-    keeps final's report (every site as it was decided, `keys` now rolled back) with the new
-    whole-model check. None when that result fails its check."""
+def without(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt, keys: frozenset):
+    """The result of the passes run again applying exactly what `final` applied less the sites
+    `keys`, recorded in final's report (every site as it was decided, `keys` now rolled back, the
+    new whole-model error); None when that result fails its check."""
     applied = frozenset(site.key for site in final.report.applied)
     again = run(dataclasses.replace(options, skip_sites=options.skip_sites | keys | frozenset(final.rolled_back),
                                     only_sites=applied - keys))
@@ -187,21 +186,19 @@ def without(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, f
     report = final.report
     report.record_rollback(dict.fromkeys(keys, SLOWER))
     report.model_rel_error, report.model_max_abs_error = again.report.model_rel_error, again.report.model_max_abs_error
-    return dataclasses.replace(final, result=again.result)
+    return again.result
 
 
 def after_whole_model_timing(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt,
                              result, timed=None, runtime: str = ""):
-    """With the measured cost model: (the result to return, its report). `result` itself, unless
-    the whole model measured slower beyond the noise: then the result rebuilt without the sites
-    applied on a timing, or None (return the original) when that rebuilt result fails its check."""
-    report = final.report
-    slower = finish_measured(report, options, timed, runtime)
+    """With the measured cost model, the result to return, recorded in final's report: `result`
+    itself, unless the whole model measured slower beyond the noise; then the result rebuilt
+    without the sites applied on a timing, or None (return the original) when that fails its check."""
+    slower = finish_measured(final.report, options, timed, runtime)
     if not slower:
-        return result, report
-    again = without(run, options, final, slower)
-    if again is not None:
-        return again.result, again.report
-    report.record_rollback(dict.fromkeys(slower, SLOWER), verdict="the model without the timed sites failed its "
-                           "check: returned the original model unchanged")
-    return None, report
+        return result
+    rebuilt = without(run, options, final, slower)
+    if rebuilt is None:
+        final.report.record_rollback(dict.fromkeys(slower, SLOWER), verdict="the model without the timed sites "
+                                     "failed its check: returned the original model unchanged")
+    return rebuilt

@@ -146,11 +146,12 @@ def test_cache_command_line(tmp_path, capsys):
     assert cache_cli(["--clear", str(path)]) == 0 and not path.exists()
 
 
-def test_paired_medians_alternate_and_stop(monkeypatch):
+def test_paired_timings_alternate_and_stop(monkeypatch):
     calls = []
     before = lambda x: calls.append("b")  # noqa: E731
     after = lambda x: calls.append("a")   # noqa: E731
-    t_before, t_after = measure.paired_medians(before, after, (torch.zeros(1),), budget_s=0.0, min_repeats=3)
+    timing = measure.compare(before, after, (torch.zeros(1),), 1.05, budget_s=0.0, min_repeats=3, extend=0)
+    t_before, t_after = timing.before_s, timing.after_s
     assert t_before > 0 and t_after > 0
     timed = calls[2 * measure.WARMUP:]
     assert timed == ["b", "a"] * 3 * measure.CALLS_PER_PAIR
