@@ -55,11 +55,10 @@ SKIPPED_BY_RETRY = "rolled back: the whole-model check failed with it applied"
 
 @dataclass
 class Swept:
-    """What run_passes did: a Site per site considered, notes for the report, rewrites applied."""
+    """What run_passes did: a Site per site considered, and notes for the report."""
 
     sites: list = field(default_factory=list)
     notes: list = field(default_factory=list)
-    applied: int = 0
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,6 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
                 site = _site(adapter, view, match, rule, options, dtype)
                 swept.sites.append(site)
                 applied += site.status == "applied"
-            swept.applied += applied
             if not applied:
                 break
     return swept
