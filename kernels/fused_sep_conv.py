@@ -11,8 +11,7 @@ first imported) the kernel runs on CPU tensors in Triton's interpreter. The kern
 builtins of triton.language (tl.full, not the @jit tl.zeros / tl.cdiv / tl.sigmoid), so that
 works even when Triton itself was imported without the interpreter.
 """
-import os
-from concurrent.futures import ThreadPoolExecutor
+import time
 from contextlib import nullcontext
 from typing import Optional
 
@@ -20,97 +19,19 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import sep_conv_tuning
 from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
-from kernels.tiles import activation, dw_row
+from kernels.sep_conv_tiles import INTERPRETER_TILE, Tile, tile_for
+from kernels.tiles import activation, aligned, dw_row
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
 
 # ---------------------------------------------------------------------------------------------
-# Autotune configs: (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, UNROLL_TAPS).
-# - BLOCK_N reaches 256 so the depthwise recompute factor ceil(N / BLOCK_N) stays <= 4 on the
-#   1024-channel layers; narrow BLOCK_N with tall BLOCK_M serves the memory-bound small-N
-#   projection layers (N = 24 ... 96); BLOCK_M = 32 gives 7x7 layers more programs.
-# - UNROLL_TAPS=True unrolls all KSIZE^2 taps and runs with num_stages=2: Triton's pipeliner then
-#   prefetches the next K chunk's tap tiles into shared memory with cp.async, costing
-#   ~(KSIZE^2 * BLOCK_M * BLOCK_K + 2 * BLOCK_K * BLOCK_N) elements of shared memory (pruned when
-#   too big, so k = 7 gets none). UNROLL_TAPS=False keeps the kernel row kh a loop (num_stages=1,
-#   nothing to pipeline across it): plain vectorised loads, KSIZE of them in flight, far fewer
-#   registers. Fully unrolled *without* pipelining was measured (ptxas) to spill: not offered.
-#   Deeper pipelines (num_stages 3, 4) multiply the tap buffers again: not offered either.
-# The list is the set of tiles that won at least one layer of the DESIGN.md suite (fp16 and tf32,
-# batch 64) on an H100 (results/gpu/2026-11-25, first campaign); eight others that never won were
-# dropped: each candidate costs a compile (~3 s) per specialisation the first time a model runs.
-# The interpreter gets one small config: autotuning there is slow and pointless.
-# ---------------------------------------------------------------------------------------------
-_TILES = [  # ptxas (sm_90, fp16, k=3): 114-201 registers, no spills
-    (64, 64, 32, 4, False), (64, 128, 32, 4, False), (64, 256, 64, 8, False), (32, 256, 32, 4, False),
-    (128, 32, 32, 8, False),
-    (64, 32, 32, 4, True), (64, 64, 32, 4, True), (64, 128, 32, 4, True),
-]
-_INTERPRETER_TILE = (32, 32, 16, 4, False)
-_SMEM_BUDGET = 160 * 1024  # bytes; an H100 block can have 227 KB, leave room for a second block
-
-
-def _config(bm, bn, bk, warps, unroll):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "UNROLL_TAPS": unroll},
-                         num_warps=warps, num_stages=2 if unroll else 1)
-
-
-def _prune(configs, named_args, **kwargs):
-    """Drop tiles far wider than the problem (BLOCK_N / BLOCK_K past the next power of two of
-    N / K: pure padding), BLOCK_N under a quarter of min(N, 256) (recomputes dw too often), and
-    unrolled configs whose tap buffers overflow the shared-memory budget or that gather (R > 1:
-    channel j reads j // R, no vector loads; ptxas spills there)."""
-    n, k = triton.next_power_of_2(named_args["N"]), triton.next_power_of_2(named_args["K"])
-    taps, size = kwargs.get("KSIZE", 7) ** 2, named_args["x_ptr"].element_size()
-
-    def ok(c):
-        bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
-        unrolled_fits = (taps * bm * bk + 2 * bk * bn) * size <= _SMEM_BUDGET and kwargs.get("R", 1) == 1
-        return (bn <= max(32, n) and bk <= max(32, k) and 4 * bn >= min(n, 256)
-                and (unrolled_fits or not c.kwargs["UNROLL_TAPS"]))
-
-    kept = [c for c in configs if ok(c)] or [c for c in configs if not c.kwargs["UNROLL_TAPS"]][:1]
-    if not _INTERPRETED and len(kept) > 1 and os.environ.get("DWSEP_PARALLEL_COMPILE", "1") != "0":
-        _precompile(kept, named_args, kwargs)
-    return kept
-
-
-def _precompile(configs, named_args, constexprs):
-    """Build every candidate tile at once before the autotuner's serial loop times them.
-
-    The autotuner compiles each candidate as it first launches it, one after another (~3 s each
-    on an H100 host); in threads the compiles overlap (ptxas runs as a subprocess and much of
-    LLVM outside the GIL: 1.6x on 2 cores, more with more). Prune runs once per new autotune key,
-    so this costs nothing once tuned. Best effort: a failure here leaves the serial path to try
-    again and report it.
-    """
-    jit = _fused_sep_conv_kernel.fn
-
-    def build(config):
-        jit.warmup(grid=(1,), **named_args, **constexprs, **config.all_kwargs())
-
-    global precompile_error
-    try:
-        with ThreadPoolExecutor(max_workers=min(len(configs), os.cpu_count() or 1)) as pool:
-            list(pool.map(build, configs))
-    except Exception as exc:  # noqa: BLE001 - the autotuner compiles (and raises) on its own below
-        precompile_error = exc
-
-
-precompile_error = None  # the last failure of _precompile, for diagnostics (tests/benchmarks/compile_time.py)
-
-
-# ---------------------------------------------------------------------------------------------
 # Kernel
 # ---------------------------------------------------------------------------------------------
-# Tuned per shape and dtype (the autotuner adds the tensors' dtypes to the key). M is in the key
-# because the batch sets the grid, hence the best tile: a tile tuned on a batch-2 verification run
-# must not be reused at batch 64.
-@triton.autotune(configs=[_config(*t) for t in ([_INTERPRETER_TILE] if _INTERPRETED else _TILES)],
-                 key=["M", "K", "N", "H", "W", "KSIZE", "STRIDE", "R", "DOT_PRECISION"],
-                 prune_configs_by={"early_config_prune": _prune})
+# The tile (BLOCK_*, UNROLL_TAPS, num_warps, num_stages) comes from kernels/sep_conv_tiles.py's
+# table by regime, or from opt-in autotuning (kernels/sep_conv_tuning.py): no autotuner here.
 @triton.jit(do_not_specialize=["M", "H", "W", "Ho", "Wo"])  # alignment comes from C, K, N only
 def _fused_sep_conv_kernel(
     # tensors: x [B, H, W, C] is NHWC (channels contiguous); out / res [B, N, Ho, Wo] have any
@@ -132,6 +53,11 @@ def _fused_sep_conv_kernel(
     # UPCAST_DOT: multiply the (already rounded) operands in fp32 -- set only in the interpreter,
     # which multiplies bf16 blocks as their raw uint16 bits; bf16 products are exact in fp32.
     DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    # powers of two (<= 16) the host found to divide C (hence K), N, dw's tap strides, pw's row stride and the
+    # output's / residual's pixel strides (restated below so that channel vectors become 128-bit
+    # accesses when C or N is a multiple of 8 but not of 16, as at MobileNetV3's 72, 120, 184)
+    X_ALIGN: tl.constexpr, N_ALIGN: tl.constexpr, DW_ALIGN: tl.constexpr, PW_ALIGN: tl.constexpr, OUT_ALIGN: tl.constexpr,
+    RES_ALIGN: tl.constexpr,
     # tile sizes and tap-loop structure (autotuned)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UNROLL_TAPS: tl.constexpr,
 ):
@@ -163,6 +89,17 @@ def _fused_sep_conv_kernel(
     and divides how often it is recomputed: ceil(N / BLOCK_N) times in total. Padded K columns
     contribute nothing (their pw rows load as 0); offsets into x / out are int64.
     """
+    C = aligned(C, X_ALIGN)
+    K = aligned(K, X_ALIGN)
+    N = aligned(N, N_ALIGN)  # the masks n < N then stay constant over 8-channel vectors too
+    stride_dw_h = aligned(stride_dw_h, DW_ALIGN)
+    stride_dw_w = aligned(stride_dw_w, DW_ALIGN)
+    stride_pw_n = aligned(stride_pw_n, PW_ALIGN)
+    stride_ob, stride_oh, stride_ow = (aligned(stride_ob, OUT_ALIGN), aligned(stride_oh, OUT_ALIGN),
+                                       aligned(stride_ow, OUT_ALIGN))
+    stride_rb, stride_rh, stride_rw = (aligned(stride_rb, RES_ALIGN), aligned(stride_rh, RES_ALIGN),
+                                       aligned(stride_rw, RES_ALIGN))
+
     pid = tl.program_id(0)
     num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
     pid_m = pid // num_pid_n
@@ -249,9 +186,9 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
     part run on the tensor cores in tf32 (~1e-3 relative error). ``gate``: optional float32
     [B, C*r] squeeze-excitation scale of the depthwise output.
     ``out``: optional preallocated [B, N, Ho, Wo] output of x's dtype, NCHW- or
-    channels_last-contiguous (the faster); every element is written. ``config``: skip autotuning and launch this tile config, a dict
-    with keys BLOCK_M, BLOCK_N, BLOCK_K (powers of two >= 16), UNROLL_TAPS and optionally
-    num_warps / num_stages (for tests and tuning).
+    channels_last-contiguous (the faster); every element is written. ``config``: launch this tile
+    rather than the one ``choose_tile`` picks, a dict with keys BLOCK_M, BLOCK_N, BLOCK_K (powers
+    of two >= 16), UNROLL_TAPS and optionally num_warps / num_stages (for tests and tuning).
     """
     g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual)
     check_gate(gate, g, x.device)
@@ -280,21 +217,99 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
     res = out if residual is None else residual  # a placeholder pointer and strides when absent
     K, N = g.channels * g.mult, g.out_channels
     pw = pw_w.reshape(N, K)  # a view for [N, K, 1, 1]; any strides are fine
-    kernel = _fused_sep_conv_kernel if config is None else _fused_sep_conv_kernel.fn
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    with torch.cuda.device(x.device) if x.is_cuda else nullcontext():
-        kernel[grid](
-            x, dw_w, x if dw_b is None else dw_b.contiguous(), pw,
-            x if pw_b is None else pw_b.contiguous(),
-            res, out, out if gate is None else gate.contiguous(),
-            M, g.height, g.width, g.channels, g.out_h, g.out_w, K, N,
-            dw_w.stride(0), dw_w.stride(2), dw_w.stride(3), pw.stride(0), pw.stride(1),
-            *out.stride(), *res.stride(),
-            KSIZE=g.ksize, STRIDE=stride, PAD=padding, R=g.mult,
-            ACT1=act1, ACT2=act2, HAS_B1=dw_b is not None, HAS_B2=pw_b is not None,
-            HAS_RES=residual is not None, HAS_GATE=gate is not None,
-            DOT_PRECISION="tf32" if (allow_tf32 or x.dtype != torch.float32) else "ieee",
-            UPCAST_DOT=_INTERPRETED and x.dtype == torch.bfloat16,
-            **(config or {}),
-        )
+    args, constexprs = kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride, padding, act1, act2,
+                                        residual is not None, allow_tf32)
+
+    def launch(config: dict) -> None:
+        grid = (triton.cdiv(M, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]),)
+        with torch.cuda.device(x.device) if x.is_cuda else nullcontext():
+            _fused_sep_conv_kernel[grid](*args.values(), **constexprs, **config)
+
+    launch(config if config is not None else choose_tile(g, stride, x.device, launch).config())
     return out
+
+
+def choose_tile(g, stride: int, device: torch.device, launch) -> Tile:
+    """The tile for this launch: the table's by regime (kernels/sep_conv_tiles.py), the small
+    interpreter tile under TRITON_INTERPRET, or with DWSEP_AUTOTUNE=1 the fastest candidate as
+    timed once per problem by ``launch(config)`` and kept on disk (kernels/sep_conv_tuning.py)."""
+    if sep_conv_tuning.enabled():
+        return sep_conv_tuning.tuned_tile(sep_conv_tuning.key(g, stride, device),
+                                          [INTERPRETER_TILE] if _INTERPRETED else sep_conv_tuning.candidates(g),
+                                          lambda tile: _seconds(lambda: launch(tile.config()), device))
+    return INTERPRETER_TILE if _INTERPRETED else tile_for(g, stride)
+
+
+def _seconds(run, device: torch.device) -> float:
+    """Median seconds per run: triton.testing.do_bench (CUDA events, cache flushed) on a GPU, one
+    timed call in the interpreter (where only the tuning path itself is under test)."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(run, warmup=5, rep=25) * 1e-3
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride: int, padding: int, act1: str, act2: str,
+                     has_res: bool, allow_tf32: bool) -> tuple[dict, dict]:
+    """The kernel's runtime arguments (by name, in order) and its constexprs except the tile's.
+
+    x channels_last; pw [N, K]; res: the residual, or any tensor with the output's strides when
+    has_res is False; g the checked Geometry. Tensors may be meta tensors (shape and strides only:
+    kernels/hopper.py's static builds pass the same arguments as a launch).
+    """
+    args = dict(
+        x_ptr=x, dw_w_ptr=dw_w, dw_b_ptr=x if dw_b is None else dw_b.contiguous(), pw_w_ptr=pw,
+        pw_b_ptr=x if pw_b is None else pw_b.contiguous(), res_ptr=res, out_ptr=out,
+        gate_ptr=out if gate is None else gate.contiguous(),
+        M=g.batch * g.out_h * g.out_w, H=g.height, W=g.width, C=g.channels, Ho=g.out_h, Wo=g.out_w,
+        K=g.channels * g.mult, N=g.out_channels,
+        stride_dw_k=dw_w.stride(0), stride_dw_h=dw_w.stride(2), stride_dw_w=dw_w.stride(3),
+        stride_pw_n=pw.stride(0), stride_pw_k=pw.stride(1),
+        **dict(zip(("stride_ob", "stride_oc", "stride_oh", "stride_ow"), out.stride())),
+        **dict(zip(("stride_rb", "stride_rc", "stride_rh", "stride_rw"), res.stride())),
+    )
+    constexprs = dict(
+        KSIZE=g.ksize, STRIDE=stride, PAD=padding, R=g.mult,
+        ACT1=act1, ACT2=act2, HAS_B1=dw_b is not None, HAS_B2=pw_b is not None,
+        HAS_RES=has_res, HAS_GATE=gate is not None,
+        DOT_PRECISION="tf32" if (allow_tf32 or x.dtype != torch.float32) else "ieee",
+        UPCAST_DOT=_INTERPRETED and x.dtype == torch.bfloat16,
+        X_ALIGN=pow2_divisor(g.channels), N_ALIGN=pow2_divisor(g.out_channels), DW_ALIGN=pow2_divisor(*dw_w.stride()[2:]),
+        PW_ALIGN=pow2_divisor(pw.stride(0)), OUT_ALIGN=pow2_divisor(*out.stride()[::2], out.stride(3)),
+        RES_ALIGN=pow2_divisor(*res.stride()[::2], res.stride(3)),
+    )
+    return args, constexprs
+
+
+def pow2_divisor(*values: int, cap: int = 16) -> int:
+    """The largest power of two <= cap that divides every value (0 counts as divisible)."""
+    align = cap
+    while align > 1 and any(v % align for v in values):
+        align //= 2
+    return align
+
+
+def hopper_build(g, stride: int, padding: int, tile, *, act1: str = "relu6", act2: str = "none",
+                 residual: bool = False, gate: bool = False, allow_tf32: bool = False):
+    """Compile the kernel for sm_90 as FusedSepConv2d would launch it on this geometry (channels_last
+    x and output, tap-major depthwise weights, biases) with this tile (kernels.sep_conv_tiles.Tile),
+    without a GPU: a kernels.hopper.HopperBuild to read the TTGIR / PTX from."""
+    from kernels.hopper import build_sm90
+
+    meta = dict(device="meta", dtype=g.dtype)
+    K, N = g.channels * g.mult, g.out_channels
+    x = torch.empty((g.batch, g.channels, g.height, g.width), **meta).contiguous(memory_format=torch.channels_last)
+    dw_w = torch.empty((1, g.ksize, g.ksize, K), **meta).permute(3, 0, 1, 2)  # tap-major, as FusedSepConv2d
+    pw = torch.empty((N, K), **meta)
+    out = torch.empty((g.batch, N, g.out_h, g.out_w), **meta).contiguous(memory_format=torch.channels_last)
+    gate_t = torch.empty((g.batch, K), device="meta", dtype=torch.float32) if gate else None
+    args, constexprs = kernel_arguments(x, dw_w, torch.empty(K, **meta), pw, torch.empty(N, **meta), out, out,
+                                        gate_t, g, stride, padding, act1, act2, residual, allow_tf32)
+    config = tile.config()
+    warps, stages = config.pop("num_warps"), config.pop("num_stages")
+    return build_sm90(_fused_sep_conv_kernel, {n: (v.dtype if isinstance(v, torch.Tensor) else v)
+                                               for n, v in args.items()},
+                      {**constexprs, **config}, num_warps=warps, num_stages=stages)

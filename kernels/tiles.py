@@ -1,10 +1,11 @@
 """Triton device functions the kernels share: the activation epilogue and the depthwise tap row.
 
-Both run on fp32 register blocks inside a kernel (`@triton.jit` functions, inlined where called):
+The first two run on fp32 register blocks inside a kernel (`@triton.jit` functions, inlined where called):
 
     activation(x, ACT)   the formulas of kernels/activations.py, by name
     dw_row(a, kh, ...)   a += the KSIZE taps of depthwise kernel row kh: [BLOCK_M pixels, BLOCK_K
                          channels] masked loads of NHWC x (zero padding is the mask) times the weights
+    aligned(v, A)        v restated as a multiple of A (a divisibility hint)
 
 Nothing here launches anything.
 """
@@ -26,6 +27,13 @@ def activation(x, ACT: tl.constexpr):
     elif ACT == "gelu":
         x = 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
     return x
+
+
+@triton.jit
+def aligned(value, ALIGN: tl.constexpr):
+    """value, for a value the host knows to be a multiple of ALIGN: value // ALIGN * ALIGN is the
+    same number, but Triton's axis analysis now knows the divisibility (vector loads / stores)."""
+    return value // ALIGN * ALIGN
 
 
 @triton.jit

@@ -22,9 +22,10 @@ import argparse
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
+
+from kernels.disk import write_json_atomic
 
 FORMAT = "dwsep-rewrite timing cache v2"
 FORMATS_READ = (FORMAT, "dwsep-rewrite timing cache v1")
@@ -81,11 +82,7 @@ class TimingCache:
         if not (self.dirty and self.writable):
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".timings-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
-                json.dump({"format": FORMAT, "entries": self.entries}, f, indent=0, sort_keys=True)
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, {"format": FORMAT, "entries": self.entries})
             self.dirty = False
         except OSError as exc:
             warnings.warn(f"timing cache {self.path} not written ({exc})", stacklevel=2)

@@ -31,6 +31,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kernels.checks import Geometry
+from kernels.sep_conv_tiles import tile_for
+
 BANDWIDTH = 3.0e12  # bytes/s, measured copy bandwidth of the H100 here (DESIGN.md)
 MATRIX_RATE = {"fp16": 800e12, "bf16": 800e12, "tf32": 400e12, "fp32": 60e12}  # dense FLOP/s, H100
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -205,7 +208,7 @@ def run_layer(layer: Layer, precision: str, args, device: str, l2_bytes: int) ->
         except Exception as e:  # a peer that fails (e.g. a compile error) is recorded, the run goes on
             row["errors"][name] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         if name == "ours":
-            row["config"] = ours_config()
+            row["config"] = ours_tile(layer, args.batch, dtype)
     peers = {n: t for n, t in row["times_us"].items() if n != "ours" and n not in row["errors"]}
     ours = row["times_us"].get("ours") if "ours" not in row["errors"] else None
     floor = floor_seconds(layer, args.batch, precision) * 1e6
@@ -220,11 +223,10 @@ def run_layer(layer: Layer, precision: str, args, device: str, l2_bytes: int) ->
     return row
 
 
-def ours_config() -> str:
-    """The tile config the autotuner picked for the last launch (empty when not run on the GPU)."""
-    kernel_module = sys.modules.get("kernels.fused_sep_conv")
-    best = getattr(getattr(kernel_module, "_fused_sep_conv_kernel", None), "best_config", None)
-    return str(best) if best is not None else ""
+def ours_tile(layer: Layer, batch: int, dtype: torch.dtype) -> str:
+    """The table's tile for this layer (what the launcher runs unless DWSEP_AUTOTUNE is set)."""
+    g = Geometry(batch, layer.C, 1, layer.k, layer.H, layer.H, layer.N, layer.Ho, layer.Ho, dtype)
+    return str(tile_for(g, layer.s))
 
 
 def markdown(report: dict) -> str:

@@ -135,16 +135,3 @@ def test_bad_arguments_raise_clear_errors(fsc, changes, exc, match):
         fsc.fused_sep_conv(**dict(operands(), **changes))
 
 
-@pytest.mark.parametrize("N,K,k,r,dtype", [(1024, 1024, 3, 1, torch.float16), (24, 144, 3, 1, torch.float16),
-                                           (40, 240, 5, 1, torch.bfloat16), (64, 64, 7, 1, torch.float32),
-                                           (5, 6, 3, 2, torch.float32)])
-def test_gpu_config_pruning_keeps_fitting_tiles(fsc, N, K, k, r, dtype):
-    configs = [fsc._config(*t) for t in fsc._TILES]
-    kept = fsc._prune(configs, dict(N=N, K=K, x_ptr=torch.empty(1, dtype=dtype)), KSIZE=k, R=r)
-    assert kept
-    for c in kept:
-        bm, bn, bk = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]
-        assert bn <= max(32, 2 * N) and (N < 256 or bn >= 64)
-        if c.kwargs["UNROLL_TAPS"]:
-            assert r == 1 and c.num_stages == 2
-            assert (k * k * bm * bk + 2 * bk * bn) * torch.empty(0, dtype=dtype).element_size() <= fsc._SMEM_BUDGET

@@ -2,9 +2,10 @@
 
 The interpreter tests (tests/kernels) check the same grid on CPU; here the compiled kernels run
 it: every grid case (dtype x k x stride, mixed activations, bias, residual, layouts, padding, odd
-sizes) at two fixed tiles (rolled and unrolled tap loops: no autotuning, so one compile per
-case and tile; unrolled only where the launcher would offer it), every activation in both positions, the squeeze-excitation gate and the
-depthwise channel mean. Outputs are poisoned with NaN first: an unwritten element fails.
+sizes) at two tiles of the table (kernels/sep_conv_tiles.TABLE, taken in turn so that every tile
+runs several cases; unrolled only where the tuner would offer it), every activation in both
+positions at a rolled and an unrolled tile, the default launch (the table's tile by regime), the
+squeeze-excitation gate and the depthwise channel mean. Outputs are poisoned with NaN first: an unwritten element fails.
 """
 import itertools
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +14,11 @@ import torch
 
 from kernels.activations import ACTIVATIONS
 from kernels.reference import dw_channel_mean_reference, sep_conv_reference
+from kernels.sep_conv_tiles import SMEM_BUDGET, TABLE, Tile
 from tests.benchmarks.campaign.budget import Budget, error_text
 from tests.kernels.helpers import TOL, operands, poisoned_out, reference64, rel_err
 
-TILES = {"rolled": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, UNROLL_TAPS=False, num_warps=4, num_stages=1),
-         "unrolled": dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, UNROLL_TAPS=True, num_warps=4, num_stages=2)}
+ACTIVATION_TILES = [t for t in TABLE if (t.block_m, t.block_n) == (64, 64)]  # rolled and unrolled
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -49,29 +50,26 @@ def _check(fsc, a, out_nhwc, config, dtype, gate=None) -> dict:
     return dict(error=err, tolerance=TOL[dtype], passed=err <= TOL[dtype])
 
 
-def _fits(config: dict, k: int, r: int, dtype: torch.dtype) -> bool:
-    """Whether the launcher's own pruning would offer this tile (unrolled taps need shared memory)."""
-    if not config["UNROLL_TAPS"]:
-        return True
-    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
-    from kernels.fused_sep_conv import _SMEM_BUDGET
-    return r == 1 and (k * k * bm * bk + 2 * bk * bn) * torch.finfo(dtype).bits // 8 <= _SMEM_BUDGET
+def _fits(tile: Tile, k: int, r: int, dtype: torch.dtype) -> bool:
+    """Whether the tuner would offer this tile (unrolled taps need shared memory, no multiplier)."""
+    return not tile.unroll_taps or (r == 1 and tile.tap_buffer_bytes(k, dtype.itemsize) <= SMEM_BUDGET)
 
 
 def _jobs():
-    """(name, make) pairs; make() -> (operands, out NHWC?, tile or None (autotuned), dtype, gate)."""
-    for name, case, out_nhwc in grid_cases():
-        for tile, config in TILES.items():
-            if _fits(config, case["k"], case["r"], case["dtype"]):
-                yield f"grid/{name}/{tile}", lambda c=case, o=out_nhwc, t=config: (operands(**c), o, t, c["dtype"], None)
-    for act, tile in itertools.product(ACTIVATIONS, TILES):
+    """(name, make) pairs; make() -> (operands, out NHWC?, tile config or None (the default), dtype, gate)."""
+    for i, (name, case, out_nhwc) in enumerate(grid_cases()):
+        for tile in (TABLE[i % len(TABLE)], TABLE[(i + 4) % len(TABLE)]):
+            if _fits(tile, case["k"], case["r"], case["dtype"]):
+                yield (f"grid/{name}/{tile}",
+                       lambda c=case, o=out_nhwc, t=tile.config(): (operands(**c), o, t, c["dtype"], None))
+    for act, tile in itertools.product(ACTIVATIONS, ACTIVATION_TILES):
         def wide(act=act, tile=tile):
             a = operands(B=1, C=4, H=5, W=6, N=20, act1=act, act2=act)
             a["x"] = a["x"] * 4  # every branch of the activations
-            return a, True, TILES[tile], torch.float32, None
+            return a, True, tile.config(), torch.float32, None
         yield f"activation/{act}/{tile}", wide
     for d in DTYPES:
-        yield f"autotuned/{str(d)[6:]}", lambda d=d: (
+        yield f"default-tile/{str(d)[6:]}", lambda d=d: (
             operands(B=4, C=96, H=30, W=30, k=5, stride=2, N=48, dtype=d, act1="silu", residual=False),
             True, None, d, None)
         yield f"se-gate/{str(d)[6:]}", lambda d=d: (
@@ -91,7 +89,7 @@ def _channel_mean(dcm, dtype) -> dict:
 
 def run(budget: Budget, threads: int = 8) -> dict:
     """{cases: [...], passed, failed, skipped}; a case that raises is a failure with its error.
-    Fixed-tile cases run in threads: each is its own compile (~3 s), and compiles overlap."""
+    Cases run in threads: each is its own compile (~1-3 s), and compiles overlap."""
     import kernels.dw_channel_mean as dcm
     import kernels.fused_sep_conv as fsc
 
@@ -108,10 +106,7 @@ def run(budget: Budget, threads: int = 8) -> dict:
         except Exception as exc:  # noqa: BLE001 - a kernel that fails to build or run is a failed case
             return dict(case=name, passed=False, error=float("inf"), exception=error_text(exc))
 
-    # Triton's autotuner keeps per-call state on itself: autotuned launches must not overlap
-    tuned = [j for j in jobs if j[0].startswith(("autotuned/", "se-gate/"))]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        cases = list(pool.map(one, [j for j in jobs if j not in tuned]))
-    cases += [one(j) for j in tuned]
+        cases = list(pool.map(one, jobs))
     return dict(cases=cases, passed=sum(c.get("passed") is True for c in cases),
                 failed=sum(c.get("passed") is False for c in cases), skipped=sum("skipped" in c for c in cases))
