@@ -71,11 +71,17 @@ class Timing:
     cached: bool
 
 
+NOTHING_TO_APPLY = "no pass was run: no site was to be applied"
+
+
 def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> Swept:
     """Run options.passes over the adapter's graph. Each site is announced through
     adapter.progress when verbose or the sweep is long."""
     visited: dict = {}     # (kind, id(head node)) → head node, which keeps the id unique
     swept = Swept()
+    if options.only_sites is not None and not options.only_sites:
+        swept.notes.append(NOTHING_TO_APPLY)   # the retries' last step: no site to apply, no graph to read
+        return swept
     for kind in options.passes:
         rule = RULES[kind]
         skipped = rule.skipped(options)

@@ -15,7 +15,9 @@ passed its own check; only the whole model is in question). The final run applie
 with the site checks on. When bisection runs out of re-runs (MAX_BISECTION_RUNS) or of time
 (BISECTION_TIME_FACTOR x the first run's wall time, at most BISECTION_MAX_S), or the final run
 still fails, the old conservative ladder follows: folds only (exact up to rounding; skipped once
-that time is spent), then nothing.
+that time is spent), then nothing. When the original model itself is further from float64 than
+the tolerance (an explicit tolerance below its own rounding error), no rewritten model can pass
+and fails(∅) holds: the bisection's premise is false, so nothing is retried but the original.
 """
 from __future__ import annotations
 
@@ -105,6 +107,11 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
     failure = f"whole-model check failed ({first.why})"
     history = list(first.report.notes)
     applied = [s.key for s in first.report.applied]
+    baseline, tolerance = first.report.model_baseline_error, first.report.model_tolerance
+    if baseline is not None and tolerance is not None and baseline > tolerance:
+        history.append(f"{failure}; the original model's own error ({baseline:.1e}) is over the tolerance "
+                       f"{tolerance:.1e}: no rewrite can pass it, so none is retried")
+        deadline, applied = 0.0, []
     if applied:
         say(f"{failure}; bisecting over {len(applied)} applied sites")
         unchecked = dataclasses.replace(options, check=False)
@@ -132,24 +139,30 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
                            f"{one_run:.1f} s and {BISECTION_MAX_S:g} s, or {MAX_BISECTION_RUNS} re-runs)")
     # the conservative ladder: folds only (while time is left), then nothing
     attempt, skipped = first, set(options.skip_sites)
-    for keep_folds in (True, False):
-        skip = {s.key for s in attempt.report.applied if not (keep_folds and s.kind == "fold")}
-        if not skip:
-            continue
-        if keep_folds and time.perf_counter() > deadline:
+    skip = {s.key for s in first.report.applied if s.kind != "fold"}
+    if skip and len(skip) < len(first.report.applied):
+        if time.perf_counter() > deadline:
             history.append("not retried with the folds only: the retries' time budget is spent")
-            continue
-        skipped |= skip
-        note = "retrying without " + ("the non-fold rewrites" if keep_folds else "any rewrite")
-        say(note)
-        history.append(note)
-        attempt = run(dataclasses.replace(options, skip_sites=frozenset(skipped)))
-        if attempt.passed:
-            return dataclasses.replace(attempt, history=history, verdict="passed the whole-model check " + (
-                "with the folds only" if keep_folds else "with every rewrite rolled back"))
-        history.append(f"whole-model check failed ({attempt.why})")
-    return dataclasses.replace(attempt, rolled_back={s.key: KEPT_FAILING for s in attempt.report.applied},
-                               history=history)
+        else:
+            skipped |= skip
+            say("retrying without the non-fold rewrites")
+            history.append("retrying without the non-fold rewrites")
+            attempt = run(dataclasses.replace(options, skip_sites=frozenset(skipped)))
+            if attempt.passed:
+                return dataclasses.replace(attempt, history=history,
+                                           verdict="passed the whole-model check with the folds only")
+            history.append(f"whole-model check failed ({attempt.why})")
+    say("retrying without any rewrite")
+    history.append("retrying without any rewrite")
+    rolled_back = {s.key: KEPT_FAILING for s in first.report.applied}
+    # nothing applied: the passes are not run again (only_sites=∅), the first run's sites are its record
+    bare = run(dataclasses.replace(options, only_sites=frozenset()))
+    bare.report.sites = [dataclasses.replace(site) for site in first.report.sites]
+    if bare.passed:
+        return dataclasses.replace(bare, rolled_back=rolled_back, history=history,
+                                   verdict="passed the whole-model check with every rewrite rolled back")
+    history.append(f"whole-model check failed ({bare.why})")
+    return dataclasses.replace(bare, rolled_back=rolled_back, history=history)
 
 
 def finish_measured(report: Report, options: RewriteOptions, timed=None, runtime: str = "") -> frozenset:

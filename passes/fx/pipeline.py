@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_flatten
 from rewrite.options import RewriteOptions, model_device
 from rewrite.report import Report
 
-from ..manager import run_passes
+from ..manager import NOTHING_TO_APPLY, run_passes
 from .adapter import FxAdapter
 from .capture import Region, capture_regions
 from .layout import keep_channels_last, wants_channels_last
@@ -74,7 +74,7 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         adapter.finish()
         if region.path:             # called by the model as captured: no per-call export wrapping
             _install(root, region.path, plain_graph_module(region.module))
-    if not report.sites:
+    if not report.sites and NOTHING_TO_APPLY not in report.notes:
         report.notes.append("no candidate site: no conv followed by a BatchNorm or preceded by a pad, no dense "
                             "KxK conv, no depthwise conv was found in the captured graph")
     if wants_channels_last(options.channels_last, report):

@@ -9,8 +9,10 @@ the arithmetic (Conv, ConvTranspose) and nearest/linear Resize done by torch in
 float64. The original's own error against this reference is the baseline that widens the
 tolerance (rewrite.numerics.model_tolerance).
 
-The evaluation is bounded: past `budget_s` seconds it gives up (`ReferenceUnavailable`), as it
-does for a model it cannot widen (quantized ops, other domains, subgraphs); the caller then
+The evaluation is bounded: past `budget_s` seconds, or as soon as the convs done so far say the
+whole would take over PROJECTION_FACTOR times that (the time since the first conv over the share
+of the convs done, checked past the MIN_CONVS_SEEN-th conv, plus the time before it), it gives up
+(`ReferenceUnavailable`) rather than spend the budget on a reference it will not get, as it does for a model it cannot widen (quantized ops, other domains, subgraphs); the caller then
 estimates the original's rounding error from two onnxruntime runs that round differently
 (`rounding_spread`).
 """
@@ -35,6 +37,8 @@ NOT_WIDENED = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "C
                "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM", "If", "Loop", "Scan", "SequenceMap",
                "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 REFERENCE_BUDGET_S = 5.0
+PROJECTION_FACTOR = 2.0   # early convs run at the highest resolution: a projection from them overestimates
+MIN_CONVS_SEEN = 4
 
 
 class ReferenceUnavailable(RuntimeError):
@@ -80,8 +84,9 @@ def evaluate(model: onnx.ModelProto, feeds: dict, budget_s: float = REFERENCE_BU
     `budget_s` seconds; raises ReferenceUnavailable otherwise."""
     wide = widened(model)
     deadline = time.perf_counter() + budget_s
+    convs = sum(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node)
     try:
-        evaluator = ReferenceEvaluator(wide, new_ops=_torch_ops(deadline))
+        evaluator = ReferenceEvaluator(wide, new_ops=_torch_ops(deadline, budget_s, convs))
         names = [o.name for o in model.graph.output]
         wide_feeds = {k: v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v for k, v in feeds.items()}
         with torch.no_grad():
@@ -107,15 +112,27 @@ def rounding_spread(model: onnx.ModelProto, feeds: dict, plain: dict) -> dict[st
 
 # -- float64 kernels in torch ----------------------------------------------------------------
 
-def _torch_ops(deadline: float) -> list:
-    def check():
-        if time.perf_counter() > deadline:
+def _torch_ops(deadline: float, budget_s: float = REFERENCE_BUDGET_S, convs: int = 0) -> list:
+    first, seen = [None], [0]   # when the first conv started; convs done
+
+    def check(conv: bool = False):
+        now = time.perf_counter()
+        if now > deadline:
             raise ReferenceUnavailable("the float64 evaluation ran past its time budget")
+        if not conv or not convs:
+            return
+        first[0] = now if first[0] is None else first[0]
+        seen[0] += 1
+        if seen[0] > MIN_CONVS_SEEN:
+            projected = (now - first[0]) * convs / (seen[0] - 1) + (first[0] - deadline + budget_s)
+            if projected > PROJECTION_FACTOR * budget_s:
+                raise ReferenceUnavailable(f"the float64 evaluation would take about {projected:.0f} s "
+                                           f"(projected from {seen[0]} of {convs} convs), over its {budget_s:.0f} s budget")
 
     class Conv(op_conv.Conv):
         def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None,
                  strides=None):
-            check()
+            check(conv=True)
             nd = X.ndim - 2
             if nd not in (1, 2, 3) or X.dtype != np.float64:
                 return super()._run(X, W, B, auto_pad=auto_pad, dilations=dilations, group=group,
@@ -134,7 +151,7 @@ def _torch_ops(deadline: float) -> list:
     class ConvTranspose(op_conv_transpose.ConvTranspose):
         def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
                  output_padding=None, output_shape=None, pads=None, strides=None):
-            check()
+            check(conv=True)
             nd = X.ndim - 2
             plain = (auto_pad in (None, "NOTSET") and output_shape is None and nd in (1, 2, 3)
                      and X.dtype == np.float64 and (pads is None or list(pads[:nd]) == list(pads[nd:])))
