@@ -15,7 +15,7 @@ import pytest
 import torch
 
 
-KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.dw_channel_mean")  # in import order
+KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.dw_channel_mean", "kernels.sep_conv_se")  # in import order
 
 
 def _reload_kernels():
