@@ -81,6 +81,8 @@ def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, d
         return f"dilated depthwise conv ({dw.dilation}) is not fused"
     if not fusable_padding(dw.padding):
         return f"asymmetric depthwise padding {dw.padding} (top, bottom, left, right) is not fused"
+    if pw.is_depthwise and pw.kernel_size != (1, 1):   # GhostNet-V2's 1x5 → 5x1
+        return f"another depthwise conv ({pw.describe()}) follows, not a 1x1 stride-1 conv"
     if not pw.is_pointwise or pw.stride != (1, 1):
         return f"second conv is not a 1x1 stride-1 conv ({pw.describe()})"
     if pw.in_channels != dw.out_channels:

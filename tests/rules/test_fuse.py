@@ -127,3 +127,27 @@ def test_fuse_takes_the_activation_after_the_squeeze_excitation(fmt):
     (site,) = [s for s in report.sites if s.kind == "fuse"]
     assert site.after == "fused[dw3x3 16->16 → SE(4, relu, sigmoid) → relu6 → pw 16->16 → +res]"
     assert fresh_error(run, model, (3, 16, 10, 10)) < 1e-5
+
+
+class DecoupledAttention(nn.Module):
+    """GhostNet-V2's DFC attention, BatchNorm folded: x · sigmoid(dw5x1(dw1x5(x)))."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.row = nn.Conv2d(c, c, (1, 5), padding=(0, 2), groups=c)
+        self.col = nn.Conv2d(c, c, (5, 1), padding=(2, 0), groups=c)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.col(self.row(x)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fuse_names_what_follows_ghostnet_v2s_1x5_and_5x1(fmt):
+    torch.manual_seed(0)
+    model = DecoupledAttention().eval()
+    report, run = optimized(fmt, model, torch.randn(2, 8, 9, 9), passes=("fuse",), target="h100", force_fuse=True)
+    reasons = {s.before.split(" ")[0]: s.reason for s in report.sites if s.kind == "fuse"}
+    assert reasons["dw1x5"] == "another depthwise conv (dw5x1 8->8) follows, not a 1x1 stride-1 conv"
+    assert reasons["dw5x1"] == ("a product between the depthwise and pointwise convs that is not a "
+                                "squeeze-excitation blocks the fusion")   # the sigmoid gates x, not its input
+    assert fresh_error(run, model, (3, 8, 9, 9)) < 1e-5
