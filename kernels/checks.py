@@ -1,13 +1,16 @@
 """Argument checks and output geometry of the fused separable conv.
 
-y = act2(pw(act1(dw(x) + b1)) + b2) [+ residual]
+y = act2(pw(act_after_gate(act1(dw(x) + b1) [* gate])) + b2) [+ residual]
 
     x         [B, C, H, W]         fp32 / fp16 / bf16, any memory format
-    dw_w      [C*r, 1, k, k]       depthwise weight, channel multiplier r >= 1, k in {3, 5, 7}
+    dw_w      [C*r, 1, kh, kw]     depthwise weight, channel multiplier r >= 1, 1 <= kh, kw <= 7
     dw_b      [C*r] or None
     pw_w      [N, C*r] or [N, C*r, 1, 1]
     pw_b      [N] or None
-    residual  [B, N, Ho, Wo] or None,   Ho = (H + 2p - k) // s + 1 (same for Wo)
+    residual  [B, N, Ho, Wo] or None,   Ho = (H + 2 ph - kh) // s + 1,  Wo = (W + 2 pw - kw) // s + 1
+
+The stride s (1 or 2) is one value for both axes; the zero padding is (ph, pw) per axis, the
+same on both sides of an axis (an int p means (p, p)).
 
 Shared by the torch reference, the Triton launcher, the custom op's fake implementation and
 ``FusedSepConv2d``, so every path refuses the same inputs with the same message. Only metadata
@@ -21,7 +24,7 @@ import torch
 from kernels.activations import ACTIVATIONS
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-KERNEL_SIZES = (3, 5, 7)
+MAX_KERNEL = 7     # 1 <= kh, kw <= MAX_KERNEL: the tap loops are unrolled over a row (kw) of the kernel
 STRIDES = (1, 2)
 
 
@@ -29,7 +32,10 @@ class Geometry(NamedTuple):
     batch: int
     channels: int      # C
     mult: int          # r: depthwise channel multiplier, K = C * r
-    ksize: int         # k
+    kh: int            # kernel height
+    kw: int            # kernel width
+    pad_h: int         # zero padding above and below
+    pad_w: int         # zero padding left and right
     height: int
     width: int
     out_channels: int  # N
@@ -40,6 +46,14 @@ class Geometry(NamedTuple):
 
 def out_size(size: int, ksize: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - ksize) // stride + 1
+
+
+def padding_pair(padding) -> tuple:
+    """(ph, pw) of a padding given as an int p (both axes) or a pair; ValueError otherwise."""
+    pads = (padding, padding) if not isinstance(padding, (tuple, list)) else tuple(padding)
+    if len(pads) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pads):
+        raise ValueError(f"padding must be an int >= 0 or a pair (ph, pw) of them, got {padding!r}")
+    return pads
 
 
 def _check_tensor(name: str, t, ndims, dtype: torch.dtype, device: torch.device) -> None:
@@ -54,8 +68,9 @@ def _check_tensor(name: str, t, ndims, dtype: torch.dtype, device: torch.device)
 
 
 def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optional[torch.Tensor],
-                        stride: int, padding: int, act1: str, act2: str,
-                        residual: Optional[torch.Tensor] = None, dtypes=DTYPES) -> Geometry:
+                        stride: int, padding, act1: str, act2: str,
+                        residual: Optional[torch.Tensor] = None, dtypes=DTYPES,
+                        act_after_gate: str = "none") -> Geometry:
     """Validate the operands (TypeError for types/dtypes, ValueError otherwise); return the geometry."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -65,20 +80,19 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
         raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
     _check_tensor("dw_w", dw_w, (4,), x.dtype, x.device)
     _check_tensor("pw_w", pw_w, (2, 4), x.dtype, x.device)
-    for act_name, act in (("act1", act1), ("act2", act2)):
+    for act_name, act in (("act1", act1), ("act2", act2), ("act_after_gate", act_after_gate)):
         if act not in ACTIVATIONS:
             raise ValueError(f"{act_name}={act!r} is not supported; expected one of {ACTIVATIONS}")
     if isinstance(stride, bool) or stride not in STRIDES:
         raise ValueError(f"stride must be one of {STRIDES}, got {stride!r}")
-    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    ph, pw = padding_pair(padding)
 
     B, C, H, W = x.shape
     K, one, kh, kw = dw_w.shape
-    if one != 1 or kh != kw:
-        raise ValueError(f"dw_w must be [C*r, 1, k, k] (depthwise, square), got {tuple(dw_w.shape)}")
-    if kh not in KERNEL_SIZES:
-        raise ValueError(f"depthwise kernel size {kh} is not supported; expected one of {KERNEL_SIZES}")
+    if one != 1:
+        raise ValueError(f"dw_w must be [C*r, 1, kh, kw] (depthwise), got {tuple(dw_w.shape)}")
+    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        raise ValueError(f"depthwise kernel {kh}x{kw} is not supported; expected 1 <= kh, kw <= {MAX_KERNEL}")
     if C == 0 or K == 0 or K % C != 0:
         raise ValueError(f"dw_w has {K} output channels, not a positive multiple of x's {C} channels")
     if pw_w.dim() == 4 and tuple(pw_w.shape[2:]) != (1, 1):
@@ -92,17 +106,17 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
             if b.shape[0] != n:
                 raise ValueError(f"{name} must have shape [{n}], got {tuple(b.shape)}")
 
-    Ho, Wo = out_size(H, kh, stride, padding), out_size(W, kh, stride, padding)
+    Ho, Wo = out_size(H, kh, stride, ph), out_size(W, kw, stride, pw)
     if Ho < 1 or Wo < 1:
-        raise ValueError(f"input {H}x{W} is smaller than the {kh}x{kh} kernel with padding {padding}")
+        raise ValueError(f"input {H}x{W} is smaller than the {kh}x{kw} kernel with padding {(ph, pw)}")
     if residual is not None:
         _check_tensor("residual", residual, (4,), x.dtype, x.device)
         if tuple(residual.shape) != (B, N, Ho, Wo):
             raise ValueError(f"residual must have the output's shape {(B, N, Ho, Wo)}, got {tuple(residual.shape)}")
-    return Geometry(B, C, K // C, kh, H, W, N, Ho, Wo, x.dtype)
+    return Geometry(B, C, K // C, kh, kw, ph, pw, H, W, N, Ho, Wo, x.dtype)
 
 
-def check_dw_args(x, dw_w, dw_b: Optional[torch.Tensor], stride: int, padding: int, act1: str) -> Geometry:
+def check_dw_args(x, dw_w, dw_b: Optional[torch.Tensor], stride: int, padding, act1: str) -> Geometry:
     """check_sep_conv_args for the depthwise half alone (kernels that stop after act1); the
     geometry's N is 1."""
     probe_pw = dw_w.new_empty((1, dw_w.shape[0])) if isinstance(dw_w, torch.Tensor) and dw_w.dim() == 4 else dw_w

@@ -1,6 +1,7 @@
 """Per-image channel means of a depthwise conv's activated output, without writing that output.
 
-    mean[b, j] = 1/(Ho*Wo) * sum_{oh, ow} act1(b1[j] + sum_{kh, kw} x[b, oh*S-P+kh, ow*S-P+kw, j // R] * dw[j, kh, kw])
+    mean[b, j] = 1/(Ho*Wo) * sum_{oh, ow} act1(b1[j] + sum_{kh < KH, kw < KW} x[b, oh*S-PH+kh, ow*S-PW+kw, j // R]
+                                                                            * dw[j, kh, kw])
 
 This is the "squeeze" of a squeeze-excitation block that sits between a depthwise and a pointwise
 conv. With it the block runs as two passes over x: this kernel (read x, write B x K means), a few
@@ -41,7 +42,8 @@ def _dw_channel_sum_kernel(
     x_ptr, dw_w_ptr, dw_b_ptr, part_ptr,  # x NHWC; part fp32 [B, TILES, K]
     H, W, C, Ho, Wo, K, TILES,
     stride_dw_k, stride_dw_h, stride_dw_w,
-    KSIZE: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, R: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    R: tl.constexpr,
     ACT1: tl.constexpr, HAS_B1: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -51,16 +53,16 @@ def _dw_channel_sum_kernel(
     p_ok = offs_p < Ho * Wo
     oh = offs_p // Wo
     ow = offs_p % Wo
-    ih0 = oh * STRIDE - PAD
-    iw0 = ow * STRIDE - PAD
+    ih0 = oh * STRIDE - PH
+    iw0 = ow * STRIDE - PW
     x_pix0 = ((img.to(tl.int64) * H + ih0) * W + iw0) * C
 
     offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     k_ok = offs_k < K
     a = tl.full((BLOCK_P, BLOCK_K), 0.0, tl.float32)
-    for kh in range(KSIZE):
+    for kh in range(KH):
         a = dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, p_ok, offs_k // R, dw_w_ptr + offs_k * stride_dw_k, k_ok,
-                    stride_dw_h, stride_dw_w, H, W, C, KSIZE)
+                    stride_dw_h, stride_dw_w, H, W, C, KW)
     if HAS_B1:
         a += tl.load(dw_b_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
     a = tl.where(p_ok[:, None], activation(a, ACT1), 0.0)  # act1(b1) != 0 on rows past the image
@@ -68,10 +70,11 @@ def _dw_channel_sum_kernel(
 
 
 def dw_channel_mean(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], *, stride: int,
-                    padding: int, act1: str = "none") -> torch.Tensor:
+                    padding, act1: str = "none") -> torch.Tensor:
     """float32 [B, C*r]: the spatial mean of act1(dw(x) + b1) per image and channel (see module doc).
 
-    Operands as in kernels.checks (x read as channels_last: a copy when it is not)."""
+    Operands as in kernels.checks (any kh x kw kernel up to 7x7, padding p or (ph, pw); x read as
+    channels_last: a copy when it is not)."""
     g = check_dw_args(x, dw_w, dw_b, stride, padding, act1)
     if not x.is_cuda and not triton_interpreting():
         raise ValueError(f"dw_channel_mean runs on CUDA tensors (x is on {x.device}); for CPU tensors set "
@@ -87,7 +90,7 @@ def dw_channel_mean(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Te
                 x, dw_w, x if dw_b is None else dw_b.contiguous(), part,
                 g.height, g.width, g.channels, g.out_h, g.out_w, K, tiles,
                 dw_w.stride(0), dw_w.stride(2), dw_w.stride(3),
-                KSIZE=g.ksize, STRIDE=stride, PAD=padding, R=g.mult, ACT1=act1, HAS_B1=dw_b is not None,
+                KH=g.kh, KW=g.kw, STRIDE=stride, PH=g.pad_h, PW=g.pad_w, R=g.mult, ACT1=act1, HAS_B1=dw_b is not None,
                 **_TILE,
             )
     return part.sum(1) / pixels

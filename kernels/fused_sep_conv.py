@@ -1,9 +1,10 @@
 """Fused depthwise + pointwise (+ activations, + SE gate, + residual) convolution in one Triton launch.
 
-    y = act2(pw(act1(dw(x) + b1) * gate) + b2) [+ residual]
+    y = act2(pw(act_after_gate(act1(dw(x) + b1) * gate)) + b2) [+ residual]
 
 (gate[b, j]: an optional squeeze-excitation scale per image and depthwise channel, computed
-beforehand from kernels/dw_channel_mean.py's means.)
+beforehand from kernels/dw_channel_mean.py's means; act_after_gate: an activation after it, as
+ReXNet applies its ReLU6 after the squeeze-excitation. dw is any kh x kw kernel, 1 <= kh, kw <= 7.)
 BatchNorm is folded into the weights and biases beforehand; the depthwise result never reaches
 global memory. The tiling maths is in the kernel's docstring. Importing this module imports
 Triton (``import kernels`` does not); under ``TRITON_INTERPRET=1`` (set before this module is
@@ -44,10 +45,13 @@ def _fused_sep_conv_kernel(
     M, H, W, C, Ho, Wo, K, N,
     stride_dw_k, stride_dw_h, stride_dw_w, stride_pw_n, stride_pw_k,
     stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
-    # depthwise conv: kernel size, stride, symmetric zero padding, channel multiplier
-    KSIZE: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, R: tl.constexpr,
-    # fused prologue / epilogue: activation names, which optional operands exist
-    ACT1: tl.constexpr, ACT2: tl.constexpr,
+    # depthwise conv: kernel height and width, stride (both axes), zero padding per axis (the
+    # same on both sides of it), channel multiplier
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    R: tl.constexpr,
+    # fused prologue / epilogue: activation names (ACT_AFTER_GATE: after the gate's scale), which
+    # optional operands exist
+    ACT1: tl.constexpr, ACT_AFTER_GATE: tl.constexpr, ACT2: tl.constexpr,
     HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HAS_RES: tl.constexpr, HAS_GATE: tl.constexpr,
     # tl.dot input precision: "ieee" (exact fp32) or "tf32"; ignored for fp16 / bf16 operands.
     # UPCAST_DOT: multiply the (already rounded) operands in fp32 -- set only in the interpreter,
@@ -63,8 +67,9 @@ def _fused_sep_conv_kernel(
 ):
     """out[m, n] = act2(b2[n] + sum_j A[m, j] * pw[n, j]) (+ res[m, n]), where
 
-        A[m, j] = act1(b1[j] + sum_{kh, kw} x[b, oh*S - P + kh, ow*S - P + kw, j // R] * dw[j, kh, kw])
-                  [* gate[b, j]]
+        A[m, j] = act_after_gate(act1(b1[j] + sum_{kh < KH, kw < KW} x[b, oh*S - PH + kh, ow*S - PW + kw, j // R]
+                                                                     * dw[j, kh, kw])
+                                 [* gate[b, j]])
 
     and m = (b * Ho + oh) * Wo + ow is the flattened NHWC output pixel. The pointwise conv is the
     GEMM out[M, N] = A[M, K] @ pw^T[K, N]; its A operand, the depthwise output, is made on the fly.
@@ -74,16 +79,16 @@ def _fused_sep_conv_kernel(
     same x halo from L2, while pw (K * N elements, a few MB at most) stays L2-resident. Pixels
     are flattened over (b, oh, ow), so 7x7 maps fill a tile as well as 112x112 ones. For each
     BLOCK_K chunk of K:
-      1. A tile [BLOCK_M, BLOCK_K] in fp32 registers: KSIZE^2 masked loads of x, each one
+      1. A tile [BLOCK_M, BLOCK_K] in fp32 registers: KH * KW masked loads of x, each one
          [BLOCK_M, BLOCK_K] block contiguous along channels (vectorised); the mask is the zero
          padding. Only the scalar (kh * W + kw) * C changes between taps. Then + b1, act1,
-         * gate (a [BLOCK_M, BLOCK_K] load, rows repeating per image: L1 hits).
+         * gate (a [BLOCK_M, BLOCK_K] load, rows repeating per image: L1 hits), act_after_gate.
       2. A is rounded to the operand dtype (fp16 / bf16 as the unfused chain rounds its
          intermediate; fp32 stays fp32, tf32 on the tensor cores only if DOT_PRECISION says so)
          and acc[BLOCK_M, BLOCK_N] += A @ pw^T[BLOCK_K, BLOCK_N] with fp32 accumulation.
     Epilogue on the fp32 accumulator: + b2, act2, + residual, one rounding, store.
 
-    Work per chunk: KSIZE^2 * BLOCK_M * BLOCK_K loads + FMAs on the CUDA cores (mostly L1 hits:
+    Work per chunk: KH * KW * BLOCK_M * BLOCK_K loads + FMAs on the CUDA cores (mostly L1 hits:
     for stride 1, tap (kh, kw + 1) of pixel m is tap (kh, kw) of pixel m + 1) against
     BLOCK_M * BLOCK_K * BLOCK_N tensor-core MACs, so a wide BLOCK_N amortises the depthwise part
     and divides how often it is recomputed: ceil(N / BLOCK_N) times in total. Padded K columns
@@ -111,8 +116,8 @@ def _fused_sep_conv_kernel(
     ow = offs_m % Wo
     oh = (offs_m // Wo) % Ho
     img = offs_m // (Wo * Ho)
-    ih0 = oh * STRIDE - PAD
-    iw0 = ow * STRIDE - PAD
+    ih0 = oh * STRIDE - PH
+    iw0 = ow * STRIDE - PW
     x_pix0 = ((img.to(tl.int64) * H + ih0) * W + iw0) * C  # tap (0, 0); off x only where masked
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -127,19 +132,20 @@ def _fused_sep_conv_kernel(
         # 1. depthwise tile, fp32 (UNROLL_TAPS: see the config notes at the top of the file)
         a = tl.full((BLOCK_M, BLOCK_K), 0.0, tl.float32)
         if UNROLL_TAPS:
-            for kh in tl.static_range(KSIZE):
+            for kh in tl.static_range(KH):
                 a = dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptr + offs_k * stride_dw_k, k_ok,
-                            stride_dw_h, stride_dw_w, H, W, C, KSIZE)
+                            stride_dw_h, stride_dw_w, H, W, C, KW)
         else:
-            for kh in range(KSIZE):
+            for kh in range(KH):
                 a = dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptr + offs_k * stride_dw_k, k_ok,
-                            stride_dw_h, stride_dw_w, H, W, C, KSIZE)
+                            stride_dw_h, stride_dw_w, H, W, C, KW)
         if HAS_B1:
             a += tl.load(dw_b_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
         a = activation(a, ACT1)
         if HAS_GATE:
             a *= tl.load(gate_ptr + img.to(tl.int64)[:, None] * K + offs_k[None, :],
                          mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        a = activation(a, ACT_AFTER_GATE)
 
         # 2. pointwise: acc += A @ pw^T
         b = tl.load(pw_w_ptr + offs_k[:, None] * stride_pw_k + offs_n[None, :] * stride_pw_n,
@@ -170,11 +176,12 @@ _CONFIG_KEYS = {"BLOCK_M", "BLOCK_N", "BLOCK_K", "UNROLL_TAPS", "num_warps", "nu
 
 
 def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor],
-                   pw_w: torch.Tensor, pw_b: Optional[torch.Tensor], *, stride: int, padding: int,
+                   pw_w: torch.Tensor, pw_b: Optional[torch.Tensor], *, stride: int, padding,
                    act1: str = "none", act2: str = "none", residual: Optional[torch.Tensor] = None,
                    allow_tf32: bool = False, out: Optional[torch.Tensor] = None,
-                   config: Optional[dict] = None, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """y = act2(pw(act1(dw(x) + b1) [* gate]) + b2) [+ residual] in one launch.
+                   config: Optional[dict] = None, gate: Optional[torch.Tensor] = None,
+                   act_after_gate: str = "none") -> torch.Tensor:
+    """y = act2(pw(act_after_gate(act1(dw(x) + b1) [* gate])) + b2) [+ residual] in one launch.
 
     Shapes and dtypes are as in ``kernels.checks``; all operands share x's dtype (fp32, fp16 or
     bf16) and device. x is read in channels_last: a channels_last-contiguous tensor is used as
@@ -184,13 +191,15 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
     (as FusedSepConv2d stores it) loads fastest.
     Accumulation is fp32. fp32 inputs are exact fp32 unless ``allow_tf32``, which lets the 1x1
     part run on the tensor cores in tf32 (~1e-3 relative error). ``gate``: optional float32
-    [B, C*r] squeeze-excitation scale of the depthwise output.
+    [B, C*r] squeeze-excitation scale of the depthwise output; ``act_after_gate``: an activation
+    applied after it (after act1 when there is no gate). ``padding``: p or (ph, pw), per axis.
     ``out``: optional preallocated [B, N, Ho, Wo] output of x's dtype, NCHW- or
     channels_last-contiguous (the faster); every element is written. ``config``: launch this tile
     rather than the one ``choose_tile`` picks, a dict with keys BLOCK_M, BLOCK_N, BLOCK_K (powers
     of two >= 16), UNROLL_TAPS and optionally num_warps / num_stages (for tests and tuning).
     """
-    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual)
+    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual,
+                            act_after_gate=act_after_gate)
     check_gate(gate, g, x.device)
     if not isinstance(allow_tf32, bool):
         raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
@@ -217,8 +226,8 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
     res = out if residual is None else residual  # a placeholder pointer and strides when absent
     K, N = g.channels * g.mult, g.out_channels
     pw = pw_w.reshape(N, K)  # a view for [N, K, 1, 1]; any strides are fine
-    args, constexprs = kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride, padding, act1, act2,
-                                        residual is not None, allow_tf32)
+    args, constexprs = kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride, act1, act2,
+                                        residual is not None, allow_tf32, act_after_gate)
 
     def launch(config: dict) -> None:
         grid = (triton.cdiv(M, config["BLOCK_M"]) * triton.cdiv(N, config["BLOCK_N"]),)
@@ -252,8 +261,8 @@ def _seconds(run, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride: int, padding: int, act1: str, act2: str,
-                     has_res: bool, allow_tf32: bool) -> tuple[dict, dict]:
+def kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride: int, act1: str, act2: str,
+                     has_res: bool, allow_tf32: bool, act_after_gate: str = "none") -> tuple[dict, dict]:
     """The kernel's runtime arguments (by name, in order) and its constexprs except the tile's.
 
     x channels_last; pw [N, K]; res: the residual, or any tensor with the output's strides when
@@ -272,8 +281,8 @@ def kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride: int, pa
         **dict(zip(("stride_rb", "stride_rc", "stride_rh", "stride_rw"), res.stride())),
     )
     constexprs = dict(
-        KSIZE=g.ksize, STRIDE=stride, PAD=padding, R=g.mult,
-        ACT1=act1, ACT2=act2, HAS_B1=dw_b is not None, HAS_B2=pw_b is not None,
+        KH=g.kh, KW=g.kw, STRIDE=stride, PH=g.pad_h, PW=g.pad_w, R=g.mult,
+        ACT1=act1, ACT_AFTER_GATE=act_after_gate, ACT2=act2, HAS_B1=dw_b is not None, HAS_B2=pw_b is not None,
         HAS_RES=has_res, HAS_GATE=gate is not None,
         DOT_PRECISION="tf32" if (allow_tf32 or x.dtype != torch.float32) else "ieee",
         UPCAST_DOT=_INTERPRETED and x.dtype == torch.bfloat16,
@@ -292,7 +301,7 @@ def pow2_divisor(*values: int, cap: int = 16) -> int:
     return align
 
 
-def hopper_build(g, stride: int, padding: int, tile, *, act1: str = "relu6", act2: str = "none",
+def hopper_build(g, stride: int, tile, *, act1: str = "relu6", act2: str = "none",
                  residual: bool = False, gate: bool = False, allow_tf32: bool = False):
     """Compile the kernel for sm_90 as FusedSepConv2d would launch it on this geometry (channels_last
     x and output, tap-major depthwise weights, biases) with this tile (kernels.sep_conv_tiles.Tile),
@@ -302,12 +311,12 @@ def hopper_build(g, stride: int, padding: int, tile, *, act1: str = "relu6", act
     meta = dict(device="meta", dtype=g.dtype)
     K, N = g.channels * g.mult, g.out_channels
     x = torch.empty((g.batch, g.channels, g.height, g.width), **meta).contiguous(memory_format=torch.channels_last)
-    dw_w = torch.empty((1, g.ksize, g.ksize, K), **meta).permute(3, 0, 1, 2)  # tap-major, as FusedSepConv2d
+    dw_w = torch.empty((1, g.kh, g.kw, K), **meta).permute(3, 0, 1, 2)  # tap-major, as FusedSepConv2d
     pw = torch.empty((N, K), **meta)
     out = torch.empty((g.batch, N, g.out_h, g.out_w), **meta).contiguous(memory_format=torch.channels_last)
     gate_t = torch.empty((g.batch, K), device="meta", dtype=torch.float32) if gate else None
     args, constexprs = kernel_arguments(x, dw_w, torch.empty(K, **meta), pw, torch.empty(N, **meta), out, out,
-                                        gate_t, g, stride, padding, act1, act2, residual, allow_tf32)
+                                        gate_t, g, stride, act1, act2, residual, allow_tf32)
     config = tile.config()
     warps, stages = config.pop("num_warps"), config.pop("num_stages")
     return build_sm90(_fused_sep_conv_kernel, {n: (v.dtype if isinstance(v, torch.Tensor) else v)

@@ -5,10 +5,11 @@ Registered so that torch.compile, torch.export and FX treat each as one opaque o
 output (the fake implementations give shape, dtype and strides). Dispatch: CUDA tensors -> the
 Triton launcher; CPU tensors -> the Triton launcher under TRITON_INTERPRET=1 (so tests run the
 real kernel), the torch reference otherwise. Importing this module does not import Triton.
-Inference only: no autograd formula is registered.
+Inference only: no autograd formula is registered. ``padding`` is the per-axis pair [ph, pw]
+(a schema takes no int-or-list; the launchers, references and modules also take an int).
 """
 import warnings
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
@@ -28,21 +29,25 @@ def _launcher(name: str):
 
 @torch.library.custom_op("dwsep::fused_sep_conv", mutates_args=())
 def fused_sep_conv_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], pw_w: torch.Tensor,
-                      pw_b: Optional[torch.Tensor], stride: int, padding: int, act1: str, act2: str,
+                      pw_b: Optional[torch.Tensor], stride: int, padding: List[int], act1: str, act2: str,
                       residual: Optional[torch.Tensor], allow_tf32: bool,
-                      gate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """y = act2(pw(act1(dw(x) + b1) [* gate]) + b2) [+ residual], in x's memory format (see kernels.checks)."""
+                      gate: Optional[torch.Tensor] = None, act_after_gate: str = "none") -> torch.Tensor:
+    """y = act2(pw(act_after_gate(act1(dw(x) + b1) [* gate])) + b2) [+ residual], in x's memory format
+    (see kernels.checks)."""
+    padding = tuple(padding)
     launch = _launcher("fused_sep_conv") if (x.is_cuda or triton_interpreting()) else None
     if launch is not None:
         return launch(x, dw_w, dw_b, pw_w, pw_b, stride=stride, padding=padding, act1=act1, act2=act2,
-                      residual=residual, allow_tf32=allow_tf32, gate=gate)
-    y = sep_conv_reference(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual, gate)
+                      residual=residual, allow_tf32=allow_tf32, gate=gate, act_after_gate=act_after_gate)
+    y = sep_conv_reference(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual, gate, act_after_gate)
     return torch.empty_like(y, memory_format=output_format(x)).copy_(y)
 
 
 @fused_sep_conv_op.register_fake
-def _fused_sep_conv_fake(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual, allow_tf32, gate=None):
-    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual)
+def _fused_sep_conv_fake(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual, allow_tf32, gate=None,
+                         act_after_gate="none"):
+    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, tuple(padding), act1, act2, residual,
+                            act_after_gate=act_after_gate)
     check_gate(gate, g, x.device)
     return torch.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype, device=x.device,
                        memory_format=output_format(x))
@@ -50,8 +55,9 @@ def _fused_sep_conv_fake(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2,
 
 @torch.library.custom_op("dwsep::dw_channel_mean", mutates_args=())
 def dw_channel_mean_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], stride: int,
-                       padding: int, act1: str) -> torch.Tensor:
+                       padding: List[int], act1: str) -> torch.Tensor:
     """float32 [B, C*r]: spatial mean of act1(dw(x) + b1) (see kernels.dw_channel_mean)."""
+    padding = tuple(padding)
     launch = _launcher("dw_channel_mean") if (x.is_cuda or triton_interpreting()) else None
     if launch is not None:
         return launch(x, dw_w, dw_b, stride=stride, padding=padding, act1=act1)
@@ -60,5 +66,5 @@ def dw_channel_mean_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch
 
 @dw_channel_mean_op.register_fake
 def _dw_channel_mean_fake(x, dw_w, dw_b, stride, padding, act1):
-    check_dw_args(x, dw_w, dw_b, stride, padding, act1)
+    check_dw_args(x, dw_w, dw_b, stride, tuple(padding), act1)
     return x.new_empty((x.shape[0], dw_w.shape[0]), dtype=torch.float32)

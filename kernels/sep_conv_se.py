@@ -72,8 +72,8 @@ def _dw_stage_kernel(
     x_ptr, dw_w_ptr, dw_b_ptr, a_ptr, part_ptr,  # x NHWC; a [B, Ho, Wo, K] x's dtype; part fp32 [B, TILES, K]
     H, W, C, Ho, Wo, K, TILES,
     stride_dw_k, stride_dw_h, stride_dw_w,
-    KSIZE: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, R: tl.constexpr,
-    ACT1: tl.constexpr, HAS_B1: tl.constexpr, X_ALIGN: tl.constexpr, DW_ALIGN: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    R: tl.constexpr, ACT1: tl.constexpr, HAS_B1: tl.constexpr, X_ALIGN: tl.constexpr, DW_ALIGN: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     C = aligned(C, X_ALIGN)
@@ -86,16 +86,16 @@ def _dw_stage_kernel(
     p_ok = offs_p < Ho * Wo
     oh = offs_p // Wo
     ow = offs_p % Wo
-    ih0 = oh * STRIDE - PAD
-    iw0 = ow * STRIDE - PAD
+    ih0 = oh * STRIDE - PH
+    iw0 = ow * STRIDE - PW
     x_pix0 = ((img.to(tl.int64) * H + ih0) * W + iw0) * C
 
     offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     k_ok = offs_k < K
     a = tl.full((BLOCK_P, BLOCK_K), 0.0, tl.float32)
-    for kh in range(KSIZE):
+    for kh in range(KH):
         a = dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, p_ok, offs_k // R, dw_w_ptr + offs_k * stride_dw_k, k_ok,
-                   stride_dw_h, stride_dw_w, H, W, C, KSIZE)
+                   stride_dw_h, stride_dw_w, H, W, C, KW)
     if HAS_B1:
         a += tl.load(dw_b_ptr + offs_k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
     a = activation(a, ACT1)
@@ -249,7 +249,7 @@ def sep_conv_se(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor
             x, dw_w, x if dw_b is None else dw_b.contiguous(), a, part,
             g.height, g.width, g.channels, g.out_h, g.out_w, K, tiles,
             dw_w.stride(0), dw_w.stride(2), dw_w.stride(3),
-            KSIZE=g.ksize, STRIDE=stride, PAD=padding, R=g.mult, ACT1=act1, HAS_B1=dw_b is not None,
+            KH=g.kh, KW=g.kw, STRIDE=stride, PH=g.pad_h, PW=g.pad_w, R=g.mult, ACT1=act1, HAS_B1=dw_b is not None,
             X_ALIGN=pow2_divisor(g.channels), DW_ALIGN=pow2_divisor(*dw_w.stride()[2:]), **STAGE)
         _excite_kernel[(g.batch,)](
             part, w1.reshape(squeeze, K).contiguous(), c1.contiguous(), w2.reshape(K, squeeze).contiguous(),

@@ -21,7 +21,7 @@ so the rules are:
     layer is memory bound and taller tiles halve the weight reloads per pixel.
   * BLOCK_K = 64 with BLOCK_N = 256 (8 warps: a 64x256 fp32 accumulator is 64 registers per
     thread), else 32.
-  * Unrolled taps (pipelined, cp.async) for 3x3 kernels without a channel multiplier in fp16 /
+  * Unrolled taps (pipelined, cp.async) for kernels of at most 9 taps (3x3, 1x5, 5x1, ...) without a channel multiplier in fp16 /
     bf16, except stride-1 large maps (>= 56x56 outputs) with N < 128, where the rolled loop's plain
     vector loads won; 5x5 / 7x7 tap buffers do not fit in shared memory next to a second block, a
     multiplier gathers channels (no vector loads), and in fp32 the unrolled form reaches ptxas's
@@ -58,9 +58,9 @@ class Tile:
         return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, UNROLL_TAPS=self.unroll_taps,
                     num_warps=self.num_warps, num_stages=self.num_stages)
 
-    def tap_buffer_bytes(self, ksize: int, itemsize: int) -> int:
-        """Shared memory of the unrolled form's pipeline: the k² tap tiles and the weight tile, twice."""
-        return (ksize * ksize * self.block_m * self.block_k + 2 * self.block_k * self.block_n) * itemsize
+    def tap_buffer_bytes(self, taps: int, itemsize: int) -> int:
+        """Shared memory of the unrolled form's pipeline: the kh·kw tap tiles and the weight tile, twice."""
+        return (taps * self.block_m * self.block_k + 2 * self.block_k * self.block_n) * itemsize
 
     def __str__(self) -> str:
         taps = "unrolled" if self.unroll_taps else "rolled"
@@ -88,10 +88,10 @@ def tile_for(g: Geometry, stride: int) -> Tile:
     block_n = min(256, max(32, _next_pow2(g.out_channels)))
     pixels = g.out_h * g.out_w
     block_m, block_k, warps = _blocks(block_n, pixels >= LARGE_MAP)
-    unroll = (g.ksize == 3 and g.mult == 1 and block_n < 256 and g.dtype.itemsize == 2
+    unroll = (g.kh * g.kw <= 9 and g.mult == 1 and block_n < 256 and g.dtype.itemsize == 2
               and (stride == 2 or pixels < LARGE_MAP or g.out_channels >= 128))
     tile = Tile(block_m, block_n, block_k, warps, unroll)
-    if unroll and tile.tap_buffer_bytes(g.ksize, g.dtype.itemsize) > SMEM_BUDGET:
+    if unroll and tile.tap_buffer_bytes(g.kh * g.kw, g.dtype.itemsize) > SMEM_BUDGET:
         tile = Tile(block_m, block_n, block_k, warps, False)
     return tile
 

@@ -52,7 +52,7 @@ def key(g: Geometry, stride: int, device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "triton-interpreter"
     return " | ".join(str(p) for p in (
         name, f"torch {torch.__version__}", f"triton {triton.__version__}", str(g.dtype).removeprefix("torch."),
-        f"C{g.channels} r{g.mult} k{g.ksize} s{stride} N{g.out_channels}",
+        f"C{g.channels} r{g.mult} k{g.kh}x{g.kw} s{stride} N{g.out_channels}",
         f"M~{_bucket(g.batch * g.out_h * g.out_w)} P~{_bucket(g.out_h * g.out_w)}"))
 
 
@@ -63,7 +63,7 @@ def candidates(g: Geometry) -> list[Tile]:
     n = _bucket(g.out_channels)
     return [t for t in TABLE
             if t.block_n <= max(32, n) and 4 * t.block_n >= min(n, 256)
-            and (not t.unroll_taps or (g.mult == 1 and t.tap_buffer_bytes(g.ksize, g.dtype.itemsize) <= SMEM_BUDGET))]
+            and (not t.unroll_taps or (g.mult == 1 and t.tap_buffer_bytes(g.kh * g.kw, g.dtype.itemsize) <= SMEM_BUDGET))]
 
 
 def _load(path: Path) -> tuple[dict, bool]:

@@ -3,7 +3,7 @@
 The first two run on fp32 register blocks inside a kernel (`@triton.jit` functions, inlined where called):
 
     activation(x, ACT)   the formulas of kernels/activations.py, by name
-    dw_row(a, kh, ...)   a += the KSIZE taps of depthwise kernel row kh: [BLOCK_M pixels, BLOCK_K
+    dw_row(a, kh, ...)   a += the KW taps of depthwise kernel row kh: [BLOCK_M pixels, BLOCK_K
                          channels] masked loads of NHWC x (zero padding is the mask) times the weights
     aligned(v, A)        v restated as a multiple of A (a divisibility hint)
 
@@ -38,11 +38,15 @@ def aligned(value, ALIGN: tl.constexpr):
 
 @triton.jit
 def dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptrs, k_ok, stride_dw_h, stride_dw_w, H, W, C,
-            KSIZE: tl.constexpr):
-    """a += the KSIZE taps of kernel row kh: masked [BLOCK_M, BLOCK_K] loads of x times dw."""
+            KW: tl.constexpr):
+    """a += the KW taps of kernel row kh (a kh x KW kernel has KH such rows):
+
+        a[m, j] += sum_{kw < KW} x[b, ih0[m] + kh, iw0[m] + kw, cin[j]] * dw[j, kh, kw]
+
+    as masked [BLOCK_M, BLOCK_K] loads of x (zero outside the image) times dw."""
     ih = ih0 + kh
     row_ok = m_ok & (ih >= 0) & (ih < H)
-    for kw in tl.static_range(KSIZE):
+    for kw in tl.static_range(KW):
         iw = iw0 + kw
         ok = row_ok & (iw >= 0) & (iw < W)
         xv = tl.load(x_ptr + (x_pix0 + (kh * W + kw) * C)[:, None] + cin[None, :],

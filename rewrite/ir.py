@@ -211,12 +211,15 @@ class SqueezeExcite:
 
 @dataclass(frozen=True, eq=False)
 class FusedSepConv:
-    """One kernel for y = act2(pw(act1(dw(x)) [· se])) [+ residual], the dw result kept on chip.
+    """One kernel for y = act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ residual], the dw result
+    kept on chip.
 
     act1/act2 are activation names or None; `residual` says whether a tensor of the output's
     shape is added after act2 (it is an extra input of the fused op). With `se`, a first pass
     computes the squeeze-excitation gate from the dw output's channel means (kernels.
-    dw_channel_mean) and the fused kernel scales the dw output by it on chip.
+    dw_channel_mean) and the fused kernel scales the dw output by it on chip; `act_after_gate`
+    (only with `se`: ReXNet's ReLU6) is an activation of the gated product. dw is any kh x kw
+    depthwise conv the kernel takes (1 <= kh, kw <= 7, padding symmetric per axis).
     """
 
     dw: ConvSpec
@@ -225,11 +228,13 @@ class FusedSepConv:
     act2: str | None
     residual: bool = False
     se: SqueezeExcite | None = None
+    act_after_gate: str | None = None
 
     def apply(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         y = self.dw.apply(x)
         y = ACTIVATIONS[self.act1](y) if self.act1 else y
         y = y * self.se.scale(y) if self.se else y
+        y = ACTIVATIONS[self.act_after_gate](y) if self.act_after_gate else y
         y = self.pw.apply(y)
         y = ACTIVATIONS[self.act2](y) if self.act2 else y
         return y + residual if self.residual else y
@@ -238,8 +243,8 @@ class FusedSepConv:
         return replace(self, dw=self.dw.to(dtype), pw=self.pw.to(dtype), se=self.se and self.se.to(dtype))
 
     def describe(self) -> str:
-        parts = [self.dw.describe(), self.act1, self.se.describe() if self.se else None, self.pw.describe(), self.act2,
-                 "+res" if self.residual else None]
+        parts = [self.dw.describe(), self.act1, self.se.describe() if self.se else None, self.act_after_gate,
+                 self.pw.describe(), self.act2, "+res" if self.residual else None]
         return "fused[" + " → ".join(p for p in parts if p) + "]"
 
 

@@ -132,14 +132,16 @@ def fused_module(spec) -> nn.Module:
     from kernels import FusedSepConv2d, FusedSepConvSE2d  # the kernel package is only needed when fusing
 
     dw, pw, se = spec.dw, spec.pw, spec.se
-    common = dict(stride=dw.stride[0], padding=dw.padding[0], act1=spec.act1 or "none", act2=spec.act2 or "none")
+    common = dict(stride=dw.stride[0], padding=(dw.padding[0], dw.padding[2]), act1=spec.act1 or "none",
+                  act2=spec.act2 or "none")  # ConvSpec padding (top, bottom, left, right), symmetric per axis
     if se is None:
         return FusedSepConv2d(dw.weight, dw.bias, pw.weight, pw.bias, **common).eval()
     zeros = lambda conv: conv.weight.new_zeros(conv.out_channels)  # noqa: E731 - bias-free SE convs
     return FusedSepConvSE2d(dw.weight, dw.bias, pw.weight, pw.bias, se.reduce.weight,
                             zeros(se.reduce) if se.reduce.bias is None else se.reduce.bias, se.expand.weight,
                             zeros(se.expand) if se.expand.bias is None else se.expand.bias,
-                            se_act=se.act or "none", se_gate=se.gate, **common).eval()
+                            se_act=se.act or "none", se_gate=se.gate, act_after_gate=spec.act_after_gate or "none",
+                            **common).eval()
 
 
 def run_nodes(gm: fx.GraphModule, nodes: list, feeds: dict, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -11,13 +11,15 @@ kernels/fused_sep_conv.py:
     dwsep.FusedSepConv_<act1>_<act2>[_residual](X, W_dw, B_dw, W_pw, B_pw[, R]; strides, pads, group)
         = act2(Conv1x1(act1(Conv(X, W_dw, B_dw; strides, pads, group)), W_pw, B_pw)) [+ R]
 
-    dwsep.FusedSepConvSE_<act1>_<act2>_<se act>_<gate>[_residual](X, W_dw, B_dw, W_pw, B_pw,
+    dwsep.FusedSepConvSE_<act1>_<act2>_<se act>_<gate>[_postgate_<act>][_residual](X, W_dw, B_dw, W_pw, B_pw,
             W_r, B_r, W_e, B_e[, R]; strides, pads, group)
-        = act2(Conv1x1(a · gate(Conv1x1(se_act(Conv1x1(GlobalAveragePool(a), W_r, B_r)), W_e, B_e)),
+        = act2(Conv1x1(post(a · gate(Conv1x1(se_act(Conv1x1(GlobalAveragePool(a), W_r, B_r)), W_e, B_e))),
                        W_pw, B_pw)) [+ R]      with a = act1(Conv(X, W_dw, B_dw; …))
 
-where gate is Sigmoid or HardSigmoid(α = 1/6, β = 1/2). The SE act and gate are in the name, so
-one name always has one body.
+where gate is Sigmoid or HardSigmoid(α = 1/6, β = 1/2) and post the activation after the gate
+(ReXNet's ReLU6; the identity without _postgate_). The SE act, gate and post activation are in
+the name, so one name always has one body. pads is [ph, pw, ph, pw]: the fused kernel pads each
+axis the same on both sides; the dw kernel is any kh x kw up to 7x7 (its shape is W_dw's).
 """
 from __future__ import annotations
 
@@ -115,6 +117,7 @@ def function_name(fused: FusedSepConv) -> str:
     name = f"FusedSepConv_{fused.act1 or 'none'}_{fused.act2 or 'none'}"
     if fused.se is not None:
         name = f"FusedSepConvSE_{fused.act1 or 'none'}_{fused.act2 or 'none'}_{fused.se.act or 'none'}_{fused.se.gate}"
+        name += f"_postgate_{fused.act_after_gate}" if fused.act_after_gate else ""
     return name + ("_residual" if fused.residual else "")
 
 
@@ -132,7 +135,8 @@ def fused_node(fused: FusedSepConv, x: gs.Tensor, residual: gs.Tensor | None, na
     if residual is not None:
         inputs.append(residual)
     out = gs.Variable(names.fresh(f"{name}_fused_output"), dtype=inputs[1].values.dtype)
-    attrs = {"strides": list(fused.dw.stride), "pads": [fused.dw.padding[0]] * 4, "group": fused.dw.groups}
+    t, _, l, _ = fused.dw.padding      # (top, bottom, left, right), symmetric per axis
+    attrs = {"strides": list(fused.dw.stride), "pads": [t, l, t, l], "group": fused.dw.groups}
     return gs.Node(function_name(fused), names.fresh(name), attrs, inputs, [out], domain=DOMAIN)
 
 
@@ -156,7 +160,8 @@ def function_proto(fused: FusedSepConv, opset: int, dtype: torch.dtype) -> onnx.
         nodes.append(helper.make_node("Sigmoid", ["se_expand"], ["se_gate"]) if se.gate == "sigmoid" else
                      helper.make_node("HardSigmoid", ["se_expand"], ["se_gate"], alpha=1 / 6, beta=0.5))
         nodes.append(helper.make_node("Mul", [a, "se_gate"], ["se_scaled"]))
-        a = "se_scaled"
+        nodes += activation_nodes(fused.act_after_gate, "se_scaled", "post", np_dtype, opset)
+        a = "post" if fused.act_after_gate else "se_scaled"
     nodes.append(helper.make_node("Conv", [a, "W_pw", "B_pw"], ["pw"]))
     nodes += activation_nodes(fused.act2, "pw", "act2", np_dtype, opset)
     if fused.residual:

@@ -19,7 +19,7 @@ from ..algebra import absorb_pad, check_fold_affine_before, fold_affine, fold_af
 from ..ir import Affine, ConvSpec, ZeroPad
 from ..view import Op, View
 from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
-from .fuse import fuse_enabled
+from .fuse import fusable_padding, fuse_enabled
 
 
 def fold_matches(view: View):
@@ -79,7 +79,7 @@ def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
         after = [fold_affine_before(first, second)]
     elif isinstance(first, ZeroPad) and isinstance(second, ConvSpec):
         after = [absorb_pad(first, second)]
-        if second.is_depthwise and len(set(after[0].padding)) != 1 and len(set(second.padding)) == 1 \
+        if second.is_depthwise and not fusable_padding(after[0].padding) and fusable_padding(second.padding) \
                 and "fuse" in options.passes and fuse_enabled(options):
             return Decline("fold", f"absorbing the pad would give the depthwise conv the padding "
                            f"{after[0].padding}, which the fused kernel does not take; the pad stays so the "

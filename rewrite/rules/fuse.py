@@ -1,24 +1,28 @@
-"""fuse: dw(+bias)(+act1)(+SE) → pw(+bias)(+act2)(+residual) ⇒ one fused kernel (kernels/).
+"""fuse: dw(+bias)(+act1)(+SE(+act)) → pw(+bias)(+act2)(+residual) ⇒ one fused kernel (kernels/).
 
 The rewrite is the identity on the maths — y = act2(pw(act1(dw(x)))) [+ r] — so it is exact
 up to summation order; what it buys is that the dw result never goes to device memory and three
 to five launches become one. BatchNorm must already be folded into the convs. The fused kernel
-covers: depthwise k ∈ {3, 5, 7} square, equal stride 1 or 2, symmetric zero padding, dilation
-1, any multiplier; pointwise 1x1 stride 1; activations in FUSABLE_ACTIVATIONS; fp32/fp16/bf16.
+covers: depthwise kh x kw with 1 ≤ kh, kw ≤ 7 (square or not: GhostNet-V2's 1x5 and 5x1),
+stride 1 or 2 equal on both axes, zero padding (ph, pw) the same on both sides of each axis,
+dilation 1, any multiplier; pointwise 1x1 stride 1; activations in FUSABLE_ACTIVATIONS;
+fp32/fp16/bf16.
 
 A squeeze-excitation between the convs is taken through soundly, because its gate is a
 per-image, per-channel scale: pw(a · s[b]) = (pw · diag(s[b])) a. Only s needs all of a (its
 spatial mean), so the fused form makes two passes over x — channel means of a (a is never
 written), the small excitation MLP on [B, K], then the fused kernel scaling a by s on chip —
 and the unfused block's write of a, its re-reads for the mean and the scale, and its write of
-a · s all go away.
+a · s all go away. An activation after the gate (ReXNet: pw(relu6(dw(x) · s))) runs on chip
+too, after the scale: y = act2(pw(act_after_gate(act1(dw(x)) · s))) — it is applied to the
+gated product, never moved across the gate (relu6(a · s) ≠ relu6(a) · s).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from kernels.activations import ACTIVATIONS, SE_GATES
-from kernels.checks import DTYPES, KERNEL_SIZES, STRIDES
+from kernels.checks import DTYPES, MAX_KERNEL, STRIDES
 
 from ..ir import Activation, ConvSpec, FusedSepConv, SqueezeExcite
 from ..view import View
@@ -33,16 +37,17 @@ NOT_A_GPU = "fuse pass skipped: the target is not a GPU (force_fuse=True fuses a
 
 @dataclass(eq=False)
 class FuseParts:
-    """What a fuse match found: y = act2(pw(act1(dw(x)) [· se])) [+ residual]."""
+    """What a fuse match found: y = act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ residual]."""
 
     dw: ConvSpec
     act1: str | None
     se: SqueezeExcite | None
     pw: ConvSpec
     act2: str | None
+    act_after_gate: str | None = None
 
     def fused(self, residual: bool) -> FusedSepConv:
-        return FusedSepConv(self.dw, self.act1, self.pw, self.act2, residual, self.se)
+        return FusedSepConv(self.dw, self.act1, self.pw, self.act2, residual, self.se, self.act_after_gate)
 
 
 def fuse_enabled(options) -> bool:
@@ -55,25 +60,34 @@ def fuse_skipped(options) -> str | None:
     return None if fuse_enabled(options) else NOT_A_GPU
 
 
-def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype) -> str | None:
+def fusable_padding(padding) -> bool:
+    """The fused kernel pads each axis the same on both sides: (top, bottom, left, right) with
+    top == bottom and left == right (ph and pw may differ: a 1x5 kernel pads (0, 0, 2, 2))."""
+    top, bottom, left, right = padding
+    return top == bottom and left == right
+
+
+def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype,
+               act_after_gate: str | None = None) -> str | None:
     """None when the fused kernel computes this chain, else the reason it cannot."""
-    k = dw.kernel_size
+    kh, kw = dw.kernel_size
     if not dw.is_depthwise:
         return f"first conv is not depthwise ({dw.describe()})"
-    if k[0] != k[1] or k[0] not in KERNEL_SIZES:
-        sizes = [f"{n}x{n}" for n in KERNEL_SIZES]
-        return f"depthwise kernel {k[0]}x{k[1]} is not {', '.join(sizes[:-1])} or {sizes[-1]}"
+    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        return f"depthwise kernel {kh}x{kw} is larger than {MAX_KERNEL}x{MAX_KERNEL} on an axis"
     if dw.stride[0] != dw.stride[1] or dw.stride[0] not in STRIDES:
         return f"depthwise stride {dw.stride} is not 1 or 2 on both axes"
     if dw.dilation != (1, 1):
         return f"dilated depthwise conv ({dw.dilation}) is not fused"
-    if len(set(dw.padding)) != 1:
-        return f"asymmetric depthwise padding {dw.padding} is not fused"
+    if not fusable_padding(dw.padding):
+        return f"asymmetric depthwise padding {dw.padding} (top, bottom, left, right) is not fused"
+    if pw.is_depthwise and pw.kernel_size != (1, 1):   # GhostNet-V2's 1x5 → 5x1
+        return f"another depthwise conv ({pw.describe()}) follows, not a 1x1 stride-1 conv"
     if not pw.is_pointwise or pw.stride != (1, 1):
         return f"second conv is not a 1x1 stride-1 conv ({pw.describe()})"
     if pw.in_channels != dw.out_channels:
         return f"channel mismatch: dw gives {dw.out_channels}, pw takes {pw.in_channels}"
-    for act in (act1, act2):
+    for act in (act1, act_after_gate, act2):
         if act is not None and act not in FUSABLE_ACTIVATIONS:
             return f"activation {act} is not fused"
     if dtype not in FUSABLE_DTYPES:
@@ -105,14 +119,19 @@ def measured_loss(dw: ConvSpec, se, out_hw) -> str | None:
     From the first GPU campaign (fp16, batch 64): 8 of 10 squeeze-excitation layers slower
     (0.26-0.81x); 7x7 output maps slower (0.58x at 1024 channels, 0.64x at 960 -> 160); the
     5x5 layer slower (0.83x, and its SE layers 0.45-0.74x); every 3x3 layer at 14x14 or more
-    faster or even (1.0-3.5x)."""
+    faster or even (1.0-3.5x). Non-square kernels were not measured: those with more taps than
+    3x3 (3x5, 1x7 ... ) are declined as the 5x5 was, those with fewer (1x5, 5x1) kept as 3x3."""
     where = f"on an H100 ({MEASURED_ON})"
     if se is not None:
         return f"the fused squeeze-excitation form measured slower than eager at 8 of 10 SE layers {where}"
     if out_hw[0] * out_hw[1] <= 49:
         return f"fused at a {out_hw[0]}x{out_hw[1]} output map measured slower than eager {where}"
-    if dw.kernel_size[0] >= 5:
-        return f"the fused {dw.kernel_size[0]}x{dw.kernel_size[1]} depthwise kernel measured slower than eager {where}"
+    kh, kw = dw.kernel_size
+    if kh == kw and kh >= 5:
+        return f"the fused {kh}x{kw} depthwise kernel measured slower than eager {where}"
+    if kh * kw > 9:  # only square kernels were measured: more taps than the 3x3 is taken as a loss
+        return (f"the fused {kh}x{kw} depthwise kernel has {kh * kw} taps, more than the 3x3 that measured "
+                f"faster (the 5x5 measured slower than eager {where})")
     return None
 
 
@@ -147,7 +166,7 @@ def _match_se(view: View, tip) -> tuple[list, SqueezeExcite] | str:
     return ops + [mul], SqueezeExcite(convs[0], act, convs[1], gate)
 
 
-def _blocker(view: View, value, after_se: bool) -> str:
+def _blocker(view: View, value) -> str:
     """Why no pointwise conv directly follows `value`: what stands before the next conv, if any."""
     readers = view.readers(value)
     if readers > 1:
@@ -158,15 +177,12 @@ def _blocker(view: View, value, after_se: bool) -> str:
         op = view.sole_user(op.output)
     if op is not None and op.kind == "conv" and between:
         blocker = next((o for o in between if o.kind != "layout"), between[0])
-        if blocker.kind == "act" and after_se:
-            return (f"{blocker.act} after the squeeze-excitation blocks the fusion (the fused kernel applies "
-                    "its activation before the gate)")
         return f"{blocker.describe()} between the depthwise and pointwise convs blocks the fusion"
     return f"no pointwise conv follows (the depthwise output goes to {view.describe_readers(value)})"
 
 
 def fuse_matches(view: View):
-    """Every depthwise conv: dw (+act1) (+SE) → pw (+act2) (+ residual), or why not."""
+    """Every depthwise conv: dw (+act1) (+SE (+act)) → pw (+act2) (+ residual), or why not."""
     for op in view.ops:
         if op.kind != "conv" or op.conv is None or not op.conv.is_depthwise or op.layout != "nchw":
             continue
@@ -181,7 +197,7 @@ def _fuse_match(view: View, dw) -> Match:
     nxt = view.sole_user(tip)
     if nxt is not None and nxt.kind == "affine":
         return declined("fuse", dw, f"{nxt.label} after the depthwise conv is not folded")
-    act1 = None
+    act1 = act_after_gate = None
     if nxt is not None and nxt.kind == "act":
         act1, tip = nxt.act, nxt.output
         ops.append(nxt)
@@ -193,9 +209,13 @@ def _fuse_match(view: View, dw) -> Match:
         se_ops, se = found
         ops.extend(se_ops)
         tip = se_ops[-1].output
+        nxt = view.sole_user(tip)
+        if nxt is not None and nxt.kind == "act":   # ReXNet: relu6 of the gated product
+            act_after_gate, tip = nxt.act, nxt.output
+            ops.append(nxt)
     pw = view.sole_user(tip)
     if pw is None or pw.kind != "conv":
-        return declined("fuse", dw, _blocker(view, tip, se is not None))
+        return declined("fuse", dw, _blocker(view, tip))
     reason = conv_reason(pw)
     if reason:
         what = "pointwise conv" if pw.conv is None or pw.conv.kernel_size == (1, 1) else "next conv"
@@ -218,17 +238,23 @@ def _fuse_match(view: View, dw) -> Match:
             tip = add.output
     layers = [dw.conv] + ([Activation(act1)] if act1 else []) + [pw.conv] + ([Activation(act2)] if act2 else [])
     return Match("fuse", dw.name, ops, layers, dw.inputs[0], tip, residual=residual,
-                 parts=FuseParts(dw.conv, act1, se, pw.conv, act2))
+                 parts=FuseParts(dw.conv, act1, se, pw.conv, act2, act_after_gate))
 
 
 def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, residual: bool,
-              input_shape, dtype, options, se: SqueezeExcite | None = None) -> Plan | Decline:
-    convs = [dw] + ([Activation(act1)] if act1 else []) + [pw] + ([Activation(act2)] if act2 else [])
-    before = convs[:1 + bool(act1)] + ([se] if se else []) + convs[1 + bool(act1):]
-    reason = check_fuse(dw, act1, pw, act2, dtype) or (check_se(se, dw.out_channels) if se else None)
+              input_shape, dtype, options, se: SqueezeExcite | None = None,
+              act_after_gate: str | None = None) -> Plan | Decline:
+    """Plan act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ r] as one fused kernel (act_after_gate
+    only with an se: the matcher takes an activation after the gate into the site)."""
+    head = [dw] + ([Activation(act1)] if act1 else [])
+    post = [Activation(act_after_gate)] if act_after_gate else []
+    tail = [pw] + ([Activation(act2)] if act2 else [])
+    convs = head + post + tail     # the unfused layers, less the SE (costed below)
+    before = head + ([se] if se else []) + post + tail
+    reason = check_fuse(dw, act1, pw, act2, dtype, act_after_gate) or (check_se(se, dw.out_channels) if se else None)
     if reason:
         return Decline("fuse", reason, before)
-    fused = FusedSepConv(dw, act1, pw, act2, residual, se)
+    fused = FusedSepConv(dw, act1, pw, act2, residual, se, act_after_gate)
     model = options.cost_model
     oh, ow = dw.output_hw(input_shape[2], input_shape[3])
     loss = None if options.measured or options.force_fuse else measured_loss(dw, se, (oh, ow))
@@ -250,10 +276,12 @@ def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, re
 
 def _plan_match(match: Match, shape, dtype, options) -> Plan | Decline:
     f = match.parts
-    return plan_fuse(f.dw, f.act1, f.pw, f.act2, match.residual is not None, shape, dtype, options, f.se)
+    return plan_fuse(f.dw, f.act1, f.pw, f.act2, match.residual is not None, shape, dtype, options, f.se,
+                     f.act_after_gate)
 
 
 RULE = register(Rule(
     "fuse", order=50, matches=fuse_matches, plan=_plan_match, timed=True, skipped=fuse_skipped,
-    summary="depthwise (+act) (+squeeze-excitation) → pointwise (+act) (+residual) into one Triton kernel",
+    summary="depthwise kh x kw (+act) (+squeeze-excitation (+act)) → pointwise (+act) (+residual) into one "
+            "Triton kernel",
 ))

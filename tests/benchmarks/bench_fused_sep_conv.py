@@ -225,7 +225,8 @@ def run_layer(layer: Layer, precision: str, args, device: str, l2_bytes: int) ->
 
 def ours_tile(layer: Layer, batch: int, dtype: torch.dtype) -> str:
     """The table's tile for this layer (what the launcher runs unless DWSEP_AUTOTUNE is set)."""
-    g = Geometry(batch, layer.C, 1, layer.k, layer.H, layer.H, layer.N, layer.Ho, layer.Ho, dtype)
+    g = Geometry(batch, layer.C, 1, layer.k, layer.k, layer.k // 2, layer.k // 2, layer.H, layer.H, layer.N,
+                 layer.Ho, layer.Ho, dtype)
     return str(tile_for(g, layer.s))
 
 

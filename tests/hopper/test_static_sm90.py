@@ -30,7 +30,7 @@ LAYERS = [(32, 112, 3, 1, 64), (64, 112, 3, 2, 128), (128, 56, 3, 1, 128), (256,
 
 def geometry(C, H, k, s, N, dtype=torch.float16, batch=64):
     Ho = out_size(H, k, s, k // 2)
-    return Geometry(batch, C, 1, k, H, H, N, Ho, Ho, dtype)
+    return Geometry(batch, C, 1, k, k, k // 2, k // 2, H, H, N, Ho, Ho, dtype)
 
 
 def representatives(dtype=torch.float16):
@@ -63,7 +63,7 @@ FP16_CASES = sorted(representatives().items(), key=lambda item: str(item[0]))
 @pytest.mark.parametrize("tile,case", FP16_CASES, ids=[str(t) for t, _ in FP16_CASES])
 def test_table_tile_keeps_the_design_promises_on_sm90(fsc, tile, case):
     (C, H, k, s, N), g = case
-    build = fsc.hopper_build(g, s, k // 2, tile)
+    build = fsc.hopper_build(g, s, tile)
     report = build.summary()
     assert build.mma_versions == {3} and build.dots >= 1, report
     assert build.spill_bytes == 0 and build.registers <= 255, report
@@ -82,7 +82,7 @@ def test_table_tile_keeps_the_design_promises_on_sm90(fsc, tile, case):
 def test_other_dtypes_keep_wgmma_and_do_not_spill(fsc, dtype):
     for layer in ((192, 28, 3, 1, 32), (256, 28, 3, 1, 256)):
         g = geometry(*layer, dtype=dtype)
-        build = fsc.hopper_build(g, layer[3], layer[2] // 2, tile_for(g, layer[3]), allow_tf32=True)
+        build = fsc.hopper_build(g, layer[3], tile_for(g, layer[3]), allow_tf32=True)
         assert build.mma_versions == {3} and build.spill_bytes == 0, build.summary()
 
 
@@ -91,5 +91,5 @@ def test_without_the_alignment_facts_stores_are_scalar(fsc, monkeypatch):
     real = fsc.pow2_divisor
     monkeypatch.setattr(fsc, "pow2_divisor", lambda *v, cap=16: min(2, real(*v, cap=cap)))
     g = geometry(144, 56, 3, 1, 24)
-    build = fsc.hopper_build(g, 1, 1, tile_for(g, 1))
+    build = fsc.hopper_build(g, 1, tile_for(g, 1))
     assert 128 not in build.stores, build.summary()

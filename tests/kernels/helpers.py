@@ -1,7 +1,7 @@
 """Operands and error measure shared by the kernels' tests."""
 import torch
 
-from kernels.checks import out_size
+from kernels.checks import out_size, padding_pair
 from kernels.reference import sep_conv_reference
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
@@ -9,14 +9,17 @@ TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 
 def operands(B=2, C=6, r=1, H=9, W=7, k=3, stride=1, padding=None, N=40, *, dtype=torch.float32,
              bias=True, residual=False, channels_last=True, act1="relu", act2="none"):
-    """Fresh random (never zero) operands of a fused sep conv, as the kwargs of the launcher."""
-    padding = k // 2 if padding is None else padding
+    """Fresh random (never zero) operands of a fused sep conv, as the kwargs of the launcher.
+    k: an int (square) or (kh, kw); padding: None (k // 2 per axis), an int or (ph, pw)."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    padding = (kh // 2, kw // 2) if padding is None else padding
+    ph, pw = padding_pair(padding)
     K = C * r
     x = torch.randn(B, C, H, W)
-    Ho, Wo = out_size(H, k, stride, padding), out_size(W, k, stride, padding)
+    Ho, Wo = out_size(H, kh, stride, ph), out_size(W, kw, stride, pw)
     args = dict(
         x=x.contiguous(memory_format=torch.channels_last) if channels_last else x,
-        dw_w=torch.randn(K, 1, k, k) / k,
+        dw_w=torch.randn(K, 1, kh, kw) / (kh * kw) ** 0.5,
         dw_b=torch.randn(K) * 0.5 if bias else None,
         pw_w=torch.randn(N, K) / K ** 0.5,
         pw_b=torch.randn(N) * 0.5 if bias else None,
@@ -42,8 +45,8 @@ def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
 
 def poisoned_out(a, channels_last=True):
     """A NaN-filled output buffer (channels_last, or NCHW) for the launcher kwargs ``a``."""
-    x, k = a["x"], a["dw_w"].shape[-1]
-    shape = (x.shape[0], a["pw_w"].shape[0], out_size(x.shape[2], k, a["stride"], a["padding"]),
-             out_size(x.shape[3], k, a["stride"], a["padding"]))
+    x, (kh, kw), (ph, pw) = a["x"], a["dw_w"].shape[2:], padding_pair(a["padding"])
+    shape = (x.shape[0], a["pw_w"].shape[0], out_size(x.shape[2], kh, a["stride"], ph),
+             out_size(x.shape[3], kw, a["stride"], pw))
     out = torch.full(shape, float("nan"), dtype=x.dtype)
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out

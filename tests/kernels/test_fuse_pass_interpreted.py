@@ -82,3 +82,41 @@ def test_squeeze_excitation_blocks_run_both_kernels_and_match(fsc, dcm):
         ref = copy.deepcopy(model).double()(fresh.double())
     assert len(means) == 2
     assert max_rel(out.double(), ref) < 1e-5
+
+
+class _ReXNetBlock(nn.Module):
+    """ReXNet's bottleneck with a non-square depthwise kernel: pw → relu6 → dw(1x5, BN) → SE → relu6 → pw(BN) + x."""
+
+    def __init__(self, c=8, e=16):
+        super().__init__()
+        self.exp = nn.Sequential(nn.Conv2d(c, e, 1, bias=False), batchnorm(e, e), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(e, e, (1, 5), padding=(0, 2), groups=e, bias=False), batchnorm(e, e))
+        self.fc1, self.fc2 = nn.Conv2d(e, 4, 1), nn.Conv2d(4, e, 1)
+        self.pw = nn.Sequential(nn.Conv2d(e, c, 1, bias=False), batchnorm(c, c))
+
+    def forward(self, x):
+        a = self.dw(self.exp(x))
+        s = torch.sigmoid(self.fc2(torch.relu(self.fc1(a.mean((2, 3), keepdim=True)))))
+        return x + self.pw(nn.functional.relu6(a * s))
+
+
+def test_relu6_after_the_gate_and_a_1x5_kernel_run_both_kernels_and_match(fsc, dcm):
+    from kernels import FusedSepConvSE2d
+
+    model = _ReXNetBlock().eval()
+    x = torch.randn(2, 8, 9, 11) * 3
+    opt = optimize(model, x, target="h100", force_fuse=True)
+    (fused,) = [m for m in opt.modules() if isinstance(m, FusedSepConvSE2d)]
+    assert fused.act_after_gate == "relu6" and fused.dw_weight.shape[2:] == (1, 5) and fused.padding == (0, 2)
+    launches, real = [], fsc.fused_sep_conv
+
+    def counting(*args, **kwargs):
+        launches.append(kwargs["act_after_gate"])
+        return real(*args, **kwargs)
+
+    fresh = torch.randn(3, 8, 9, 11) * 3
+    with mock.patch.object(fsc, "fused_sep_conv", counting), torch.no_grad():
+        out = opt(fresh)
+        ref = copy.deepcopy(model).double()(fresh.double())
+    assert launches == ["relu6"]
+    assert max_rel(out.double(), ref) < 1e-5

@@ -1,4 +1,5 @@
-"""The fused Triton kernel (run in Triton's interpreter) against a float64 reference."""
+"""The fused Triton kernel (run in Triton's interpreter) against a float64 reference, for every
+depthwise kernel shape kh x kw up to 7x7 (square or not), per-axis padding, strides 1 and 2."""
 import itertools
 
 import pytest
@@ -37,6 +38,35 @@ def test_matches_float64_reference(fsc, case):
     assert rel_err(y, reference64(a)) <= TOL[case["dtype"]]
 
 
+NON_SQUARE = [  # (kh, kw), stride, (ph, pw): GhostNet-V2's 1x5 / 5x1, wide, tall, even, 1x1, 7x7 unpadded
+    ((1, 5), 1, (0, 2)), ((5, 1), 2, (2, 0)), ((3, 7), 1, (1, 3)), ((7, 2), 2, (3, 0)), ((1, 1), 2, (0, 0)),
+    ((4, 6), 1, (2, 1)), ((7, 7), 1, (0, 0))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("k, stride, padding", NON_SQUARE, ids=[f"{kh}x{kw}-s{s}" for (kh, kw), s, _ in NON_SQUARE])
+def test_any_kernel_shape_up_to_7x7_matches_float64(fsc, dtype, k, stride, padding):
+    i = NON_SQUARE.index((k, stride, padding))
+    a = operands(B=2, C=(5, 6)[i % 2], r=1 + i % 2, H=11, W=9, k=k, stride=stride, padding=padding, N=(24, 40)[i % 2],
+                 dtype=dtype, act1=ACTIVATIONS[i % 6], act2=ACTIVATIONS[(i + 3) % 6], residual=i % 2 == 0,
+                 channels_last=i % 3 != 1)
+    y = fsc.fused_sep_conv(**a, out=poisoned_out(a, channels_last=i % 2 == 0))
+    ref = reference64(a)
+    assert y.shape == ref.shape == (2, a["pw_w"].shape[0], (11 + 2 * padding[0] - k[0]) // stride + 1,
+                                    (9 + 2 * padding[1] - k[1]) // stride + 1)
+    assert rel_err(y, ref) <= TOL[dtype]
+
+
+def test_the_kernel_reads_rows_and_columns_the_right_way_round(fsc):
+    # a 1x5 and its 5x1 transpose give transposed outputs on transposed inputs
+    a = operands(B=1, C=4, H=7, W=10, k=(1, 5), N=8, act1="none")
+    t = dict(a, x=a["x"].transpose(2, 3).contiguous(memory_format=torch.channels_last),
+             dw_w=a["dw_w"].transpose(2, 3).contiguous(), padding=(2, 0))
+    y, yt = fsc.fused_sep_conv(**a), fsc.fused_sep_conv(**t)
+    assert rel_err(yt.transpose(2, 3), reference64(a)) <= TOL[torch.float32]
+    assert rel_err(y, reference64(a)) <= TOL[torch.float32] and y.shape[2:] == (7, 10)
+
+
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_each_activation_in_both_positions(fsc, act):
     # wide operands so every branch of the activations (x < -3, |x| < 3, x > 6) is exercised
@@ -46,7 +76,7 @@ def test_each_activation_in_both_positions(fsc, act):
 
 
 @pytest.mark.parametrize("unroll", [False, True], ids=["rolled", "unrolled"])
-@pytest.mark.parametrize("k", [3, 7])
+@pytest.mark.parametrize("k", [3, 7, (1, 5), (7, 3)])
 def test_both_tap_loops_and_tiles(fsc, unroll, k):
     a = operands(B=2, C=7, r=3, H=8, W=9, k=k, stride=2, N=37, act1="silu", act2="relu6", residual=True)
     config = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, UNROLL_TAPS=unroll, num_warps=4, num_stages=2 if unroll else 1)
@@ -55,16 +85,18 @@ def test_both_tap_loops_and_tiles(fsc, unroll, k):
 
 
 @settings(max_examples=20, deadline=None, derandomize=True)
-@given(B=st.integers(1, 3), C=st.integers(1, 8), r=st.integers(1, 3), k=st.sampled_from([3, 5, 7]),
-       stride=st.sampled_from([1, 2]), extra_pad=st.integers(-1, 1), H=st.integers(0, 6), W=st.integers(0, 6),
+@given(B=st.integers(1, 3), C=st.integers(1, 8), r=st.integers(1, 3), kh=st.integers(1, 7), kw=st.integers(1, 7),
+       stride=st.sampled_from([1, 2]), extra_ph=st.integers(-1, 1), extra_pw=st.integers(-1, 1),
+       H=st.integers(0, 6), W=st.integers(0, 6),
        N=st.integers(1, 40), dtype=st.sampled_from(DTYPES), act1=st.sampled_from(ACTIVATIONS),
        act2=st.sampled_from(ACTIVATIONS), bias=st.booleans(), residual=st.booleans(), channels_last=st.booleans())
-def test_random_configurations(B, C, r, k, stride, extra_pad, H, W, N, dtype, act1, act2, bias, residual,
-                               channels_last):
+def test_random_configurations(B, C, r, kh, kw, stride, extra_ph, extra_pw, H, W, N, dtype, act1, act2, bias,
+                               residual, channels_last):
     import kernels.fused_sep_conv as fsc  # hypothesis forbids function-scoped fixtures
-    padding = max(0, k // 2 + extra_pad)
-    H, W = H + max(1, k - 2 * padding), W + max(1, k - 2 * padding)  # at least one output pixel
-    a = operands(B, C, r, H, W, k, stride, padding, N, dtype=dtype, bias=bias, residual=residual,
+    # padding below the kernel size on each axis (as the old k // 2 + 1 <= k - 1): output pixel 0 reads x
+    ph, pw = min(max(0, kh // 2 + extra_ph), kh - 1), min(max(0, kw // 2 + extra_pw), kw - 1)
+    H, W = H + max(1, kh - 2 * ph), W + max(1, kw - 2 * pw)  # at least one output pixel
+    a = operands(B, C, r, H, W, (kh, kw), stride, (ph, pw), N, dtype=dtype, bias=bias, residual=residual,
                  channels_last=channels_last, act1=act1, act2=act2)
     assert rel_err(fsc.fused_sep_conv(**a, out=poisoned_out(a)), reference64(a)) <= TOL[dtype]
 
@@ -104,9 +136,9 @@ BAD_ARGS = [
     (_bad(x=torch.randn(2, 6, 9, 7, dtype=torch.float64)), TypeError, "dtype torch.float64"),
     (_bad(x=torch.randn(6, 9, 7)), ValueError, "4-D"),
     (_bad(dw_w=torch.randn(6, 1, 3, 3, dtype=torch.float16)), TypeError, "dw_w has dtype"),
-    (_bad(dw_w=torch.randn(6, 1, 3, 5)), ValueError, "square"),
+    (_bad(dw_w=torch.randn(6, 1, 1, 8)), ValueError, "depthwise kernel 1x8 is not supported"),
     (_bad(dw_w=torch.randn(6, 2, 3, 3)), ValueError, "depthwise"),
-    (_bad(dw_w=torch.randn(6, 1, 4, 4)), ValueError, "kernel size 4"),
+    (_bad(dw_w=torch.randn(6, 1, 9, 9)), ValueError, "depthwise kernel 9x9 is not supported"),
     (_bad(dw_w=torch.randn(9, 1, 3, 3)), ValueError, "multiple of x's 6 channels"),
     (_bad(pw_w=torch.randn(40, 7)), ValueError, "to follow dw_w's 6 channels"),
     (_bad(pw_w=torch.randn(40, 6, 3, 3)), ValueError, r"\[N, C\*r, 1, 1\]"),
@@ -119,6 +151,9 @@ BAD_ARGS = [
     (_bad(stride=3), ValueError, "stride must be one of"),
     (_bad(padding=-1), ValueError, "padding must be an int >= 0"),
     (_bad(padding=1.0), ValueError, "padding must be an int >= 0"),
+    (_bad(padding=(1, 1, 1, 1)), ValueError, r"or a pair \(ph, pw\)"),
+    (_bad(padding=(1, -1)), ValueError, r"or a pair \(ph, pw\)"),
+    (_bad(act_after_gate="tanh"), ValueError, "act_after_gate='tanh' is not supported"),
     (_bad(residual=torch.randn(2, 40, 9, 8)), ValueError, "residual must have the output's shape"),
     (_bad(x=torch.randn(2, 6, 1, 7), padding=0), ValueError, "smaller than the 3x3 kernel"),
     (_bad(dw_w=torch.randn(6, 1, 3, 3, device="meta")), ValueError, "dw_w is on meta"),

@@ -29,7 +29,11 @@ def _chain(C=6, r=1, N=20, k=3, stride=1, padding=1, bias=True, act1="relu", act
     dict(C=3, N=10, k=7, stride=1, padding=3, bias=False, act1="gelu", act2="relu6"),
     dict(C=8, N=40, k=3, stride=2, padding="valid", act1="none", act2="relu"),
     dict(C=4, r=3, N=16, k=5, stride=1, padding="same", act1="relu6", act2="gelu"),
-], ids=["default", "r2-k5-s2", "k7-nobias", "valid", "same-r3"])
+    dict(C=6, N=12, k=(1, 5), stride=1, padding=(0, 2), act1="none", act2="relu"),      # GhostNet-V2's DFC
+    dict(C=6, N=12, k=(5, 1), stride=2, padding=(2, 0), act1="relu", act2="none"),
+    dict(C=3, r=2, N=8, k=(3, 7), stride=1, padding="same", act1="silu", act2="none"),
+    dict(C=4, N=8, k=(2, 4), stride=2, padding=(1, 0), act1="none", act2="none"),       # even, padding per axis
+], ids=["default", "r2-k5-s2", "k7-nobias", "valid", "same-r3", "1x5", "5x1-s2", "3x7-same", "2x4-s2"])
 def test_from_convs_matches_the_unfused_chain(cfg):
     dw, pw, seq = _chain(**cfg)
     fused = FusedSepConv2d.from_convs(dw, pw, act1=cfg.get("act1", "relu"), act2=cfg.get("act2", "none"))
@@ -78,8 +82,8 @@ def test_no_bias_and_extra_repr():
     fused = FusedSepConv2d(torch.randn(8, 1, 3, 3), None, torch.randn(16, 8, 1, 1), None, stride=2, padding=1,
                            act1="relu6", act2="none", allow_tf32=True)
     assert fused.dw_bias is None and fused.pw_bias is None
-    assert repr(fused) == ("FusedSepConv2d(8, 16, kernel_size=3, stride=2, padding=1, act1=relu6, act2=none, "
-                           "dw_bias=False, pw_bias=False, allow_tf32=True)")
+    assert repr(fused) == ("FusedSepConv2d(8, 16, kernel_size=(3, 3), stride=2, padding=(1, 1), act1=relu6, "
+                           "act2=none, dw_bias=False, pw_bias=False, allow_tf32=True)")
     assert fused(torch.randn(2, 4, 9, 9)).shape == (2, 16, 5, 5)  # C = 4 read from the input: r = 2
 
 
@@ -89,13 +93,13 @@ def _conv(*args, **kwargs):
 
 DECLINES = [
     (_conv(8, 8, 3, padding=1), _conv(8, 16, 1), "not depthwise"),
-    (_conv(8, 8, (3, 5), padding=1, groups=8), _conv(8, 16, 1), "not square"),
-    (_conv(8, 8, 9, padding=4, groups=8), _conv(8, 16, 1), "not square with k in"),
+    (_conv(8, 8, 9, padding=4, groups=8), _conv(8, 16, 1), r"kernel \(9, 9\) is not within 1..7"),
+    (_conv(8, 8, (1, 8), padding=(0, 4), groups=8), _conv(8, 16, 1), r"kernel \(1, 8\) is not within 1..7"),
     (_conv(8, 8, 3, stride=3, padding=1, groups=8), _conv(8, 16, 1), "stride"),
     (_conv(8, 8, 3, stride=(1, 2), padding=1, groups=8), _conv(8, 16, 1), "stride"),
     (_conv(8, 8, 3, padding=2, dilation=2, groups=8), _conv(8, 16, 1), "dilation"),
     (_conv(8, 8, 3, padding=1, groups=8, padding_mode="reflect"), _conv(8, 16, 1), "padding_mode"),
-    (_conv(8, 8, 3, padding=(1, 0), groups=8), _conv(8, 16, 1), "not symmetric"),
+    (_conv(8, 8, (3, 4), padding="same", groups=8), _conv(8, 16, 1), "pads one side more"),
     (_conv(8, 8, 3, padding=1, groups=8), _conv(8, 16, 3, padding=1), "not a 1x1"),
     (_conv(8, 8, 3, padding=1, groups=8), _conv(8, 16, 1, stride=2), "not a 1x1"),
     (_conv(8, 8, 3, padding=1, groups=8), _conv(8, 16, 1, groups=2), "not a 1x1"),

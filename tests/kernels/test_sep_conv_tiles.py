@@ -17,7 +17,7 @@ H100_RUN = Path(__file__).resolve().parents[2] / "results/gpu/2026-11-25-h100/ru
 
 def geometry(C, H, k, s, N, r=1, dtype=torch.float16, batch=8):
     Ho = out_size(H, k, s, k // 2)
-    return Geometry(batch, C, r, k, H, H, N, Ho, Ho, dtype)
+    return Geometry(batch, C, r, k, k, k // 2, k // 2, H, H, N, Ho, Ho, dtype)
 
 
 GRID = list(itertools.product((8, 72, 144, 960), (7, 14, 56, 112), (3, 5, 7), (1, 2), (8, 24, 40, 160, 256, 320, 1024),
@@ -32,7 +32,7 @@ def test_every_problem_gets_a_wgmma_tile_of_the_table_that_computes_dw_once():
         if N <= 256:
             assert tile.block_n >= N  # one N tile: the depthwise part is computed once
         if tile.unroll_taps:
-            assert r == 1 and dtype.itemsize == 2 and tile.tap_buffer_bytes(k, dtype.itemsize) <= SMEM_BUDGET
+            assert r == 1 and dtype.itemsize == 2 and tile.tap_buffer_bytes(k * k, dtype.itemsize) <= SMEM_BUDGET
         assert tile in sep_conv_tuning.candidates(g)  # tuning may always fall back on the table's choice
 
 
@@ -82,4 +82,4 @@ def test_autotuned_launch_is_correct_and_persists(fsc, tmp_path, monkeypatch):
     a = operands(B=2, C=8, H=6, W=5, N=16, dtype=torch.float16)
     assert rel_err(fsc.fused_sep_conv(**a), reference64(a)) <= TOL[torch.float16]
     entries = json.loads((tmp_path / "tiles.json").read_text())["entries"]
-    assert len(entries) == 1 and "triton-interpreter" in next(iter(entries)) and "C8 r1 k3 s1 N16" in next(iter(entries))
+    assert len(entries) == 1 and "triton-interpreter" in next(iter(entries)) and "C8 r1 k3x3 s1 N16" in next(iter(entries))

@@ -52,7 +52,7 @@ def _check(fsc, a, out_nhwc, config, dtype, gate=None) -> dict:
 
 def _fits(tile: Tile, k: int, r: int, dtype: torch.dtype) -> bool:
     """Whether the tuner would offer this tile (unrolled taps need shared memory, no multiplier)."""
-    return not tile.unroll_taps or (r == 1 and tile.tap_buffer_bytes(k, dtype.itemsize) <= SMEM_BUDGET)
+    return not tile.unroll_taps or (r == 1 and tile.tap_buffer_bytes(k * k, dtype.itemsize) <= SMEM_BUDGET)
 
 
 def _jobs():
