@@ -3,7 +3,8 @@
     y = act2(pw(act_after_gate(act1(dw(x) + b1) * gate)) + b2) [+ residual]
 
 (gate[b, j]: an optional squeeze-excitation scale per image and depthwise channel, computed
-beforehand from kernels/dw_channel_mean.py's means; act_after_gate: an activation after it, as
+beforehand from the depthwise output's channel means (FusedSepConvSE2d itself runs the
+three-launch form of kernels/sep_conv_se.py instead); act_after_gate: an activation after it, as
 ReXNet applies its ReLU6 after the squeeze-excitation. dw is any kh x kw kernel, 1 <= kh, kw <= 7.)
 BatchNorm is folded into the weights and biases beforehand; the depthwise result never reaches
 global memory. The tiling maths is in the kernel's docstring. Importing this module imports

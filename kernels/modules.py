@@ -12,16 +12,12 @@ TRITON_INTERPRET=1 the custom op, i.e. the Triton kernel in the interpreter, ins
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and dw_channel_mean)
+import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and sep_conv_se)
 from kernels.activations import SE_GATES, activation
 from kernels.checks import DTYPES, MAX_KERNEL, STRIDES, check_sep_conv_args, padding_pair
-from kernels.reference import dw_channel_mean_reference, sep_conv_reference
-
-GATES = dict(zip(SE_GATES, (torch.sigmoid, F.hardsigmoid)))
-
+from kernels.reference import excitation_reference, sep_conv_reference, sep_conv_se_reference
 
 def _param(t: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
     return None if t is None else nn.Parameter(t.detach(), requires_grad=False)
@@ -127,9 +123,9 @@ class FusedSepConvSE2d(FusedSepConv2d):
     """y = act2(pw(act_after_gate(a * s)) + pw_bias) [+ residual], a = act1(dw(x) + dw_bias), with
     the squeeze-excitation gate s[b, j] = gate(W2 act(W1 mean_hw(a[b]) + c1) + c2)[j].
 
-    Two launches and a few tiny ops: ``dwsep::dw_channel_mean`` (a's channel means, a never
-    written), the excitation MLP on the [B, C*r] means in fp32 torch, then ``dwsep::fused_sep_conv``
-    with the gate, which scales a on chip. se_reduce_weight [S, C*r] (or [S, C*r, 1, 1]),
+    One custom op, ``dwsep::sep_conv_se`` (kernels/sep_conv_se.py): three launches on CUDA, the
+    depthwise conv computed once (its output and channel sums, the excitation MLP, the gated 1x1
+    GEMM). se_reduce_weight [S, C*r] (or [S, C*r, 1, 1]),
     se_expand_weight [C*r, S] (or 4-d), their biases [S] / [C*r]; se_act an activation name of
     kernels.activations, se_gate "sigmoid" or "hardsigmoid"; act_after_gate an activation name
     applied to the gated a (ReXNet's ReLU6 after its squeeze-excitation), "none" by default.
@@ -160,24 +156,19 @@ class FusedSepConvSE2d(FusedSepConv2d):
         self.se_expand_bias = _param(se_expand_bias)
         self.se_act, self.se_gate, self.act_after_gate = se_act, se_gate, act_after_gate
 
+    def se_weights(self) -> tuple:
+        return self.se_reduce_weight, self.se_reduce_bias, self.se_expand_weight, self.se_expand_bias
+
     def gate(self, means: torch.Tensor) -> torch.Tensor:
         """The excitation MLP on channel means [B, C*r], in the means' dtype (fp32, or fp64)."""
-        d = means.dtype
-        s = F.linear(means, self.se_reduce_weight.to(d), self.se_reduce_bias.to(d))
-        s = F.linear(activation(self.se_act)(s), self.se_expand_weight.to(d), self.se_expand_bias.to(d))
-        return GATES[self.se_gate](s)
+        return excitation_reference(means, *self.se_weights(), self.se_act, self.se_gate)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        dw = (x, self.dw_weight, self.dw_bias)
-        conv = (self.stride, self.padding)
+        args = (x, self.dw_weight, self.dw_bias, self.pw_weight, self.pw_bias, *self.se_weights(), self.stride)
+        acts = (self.act1, self.act2, self.se_act, self.se_gate, self.act_after_gate)
         if x.dtype not in DTYPES:  # float64 (references): plain torch throughout
-            gate = self.gate(dw_channel_mean_reference(*dw, *conv, self.act1))
-            return sep_conv_reference(*dw, self.pw_weight, self.pw_bias, *conv, self.act1, self.act2, residual, gate,
-                                      self.act_after_gate)
-        op_conv = (self.stride, list(self.padding))
-        gate = self.gate(torch.ops.dwsep.dw_channel_mean(*dw, *op_conv, self.act1))
-        return torch.ops.dwsep.fused_sep_conv(*dw, self.pw_weight, self.pw_bias, *op_conv, self.act1, self.act2,
-                                              residual, self.allow_tf32, gate, self.act_after_gate)
+            return sep_conv_se_reference(*args, self.padding, *acts, residual)
+        return torch.ops.dwsep.sep_conv_se(*args, list(self.padding), *acts, residual, self.allow_tf32)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, se={self.se_reduce_weight.shape[0]}, se_act={self.se_act}, "

@@ -1,5 +1,5 @@
 """The fused separable conv and the depthwise channel mean as torch.library custom ops:
-``torch.ops.dwsep.fused_sep_conv`` and ``torch.ops.dwsep.dw_channel_mean``.
+``torch.ops.dwsep.fused_sep_conv`` and ``torch.ops.dwsep.sep_conv_se`` (the squeeze-excitation block).
 
 Registered so that torch.compile, torch.export and FX treat each as one opaque op with a known
 output (the fake implementations give shape, dtype and strides). Dispatch: CUDA tensors -> the
@@ -13,8 +13,8 @@ from typing import List, Optional
 
 import torch
 
-from kernels.checks import check_dw_args, check_gate, check_sep_conv_args, output_format, triton_interpreting
-from kernels.reference import dw_channel_mean_reference, sep_conv_reference
+from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
+from kernels.reference import sep_conv_reference, sep_conv_se_reference
 
 
 def _launcher(name: str):
@@ -53,18 +53,28 @@ def _fused_sep_conv_fake(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2,
                        memory_format=output_format(x))
 
 
-@torch.library.custom_op("dwsep::dw_channel_mean", mutates_args=())
-def dw_channel_mean_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], stride: int,
-                       padding: List[int], act1: str) -> torch.Tensor:
-    """float32 [B, C*r]: spatial mean of act1(dw(x) + b1) (see kernels.dw_channel_mean)."""
+@torch.library.custom_op("dwsep::sep_conv_se", mutates_args=())
+def sep_conv_se_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], pw_w: torch.Tensor,
+                   pw_b: Optional[torch.Tensor], w1: torch.Tensor, c1: torch.Tensor, w2: torch.Tensor, c2: torch.Tensor,
+                   stride: int, padding: List[int], act1: str, act2: str, se_act: str, se_gate: str,
+                   act_after_gate: str, residual: Optional[torch.Tensor], allow_tf32: bool) -> torch.Tensor:
+    """The squeeze-excitation block y = act2(pw(act_after_gate(a ⊙ s)) + b2) [+ residual] (see
+    kernels.sep_conv_se: three launches on CUDA), in x's memory format."""
     padding = tuple(padding)
-    launch = _launcher("dw_channel_mean") if (x.is_cuda or triton_interpreting()) else None
+    launch = _launcher("sep_conv_se") if (x.is_cuda or triton_interpreting()) else None
     if launch is not None:
-        return launch(x, dw_w, dw_b, stride=stride, padding=padding, act1=act1)
-    return dw_channel_mean_reference(x, dw_w, dw_b, stride, padding, act1)
+        return launch(x, dw_w, dw_b, pw_w, pw_b, w1, c1, w2, c2, stride=stride, padding=padding, act1=act1,
+                      act2=act2, se_act=se_act, se_gate=se_gate, act_after_gate=act_after_gate, residual=residual,
+                      allow_tf32=allow_tf32)
+    y = sep_conv_se_reference(x, dw_w, dw_b, pw_w, pw_b, w1, c1, w2, c2, stride, padding, act1, act2, se_act, se_gate,
+                              act_after_gate, residual)
+    return torch.empty_like(y, memory_format=output_format(x)).copy_(y)
 
 
-@dw_channel_mean_op.register_fake
-def _dw_channel_mean_fake(x, dw_w, dw_b, stride, padding, act1):
-    check_dw_args(x, dw_w, dw_b, stride, tuple(padding), act1)
-    return x.new_empty((x.shape[0], dw_w.shape[0]), dtype=torch.float32)
+@sep_conv_se_op.register_fake
+def _sep_conv_se_fake(x, dw_w, dw_b, pw_w, pw_b, w1, c1, w2, c2, stride, padding, act1, act2, se_act, se_gate,
+                      act_after_gate, residual, allow_tf32):
+    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, tuple(padding), act1, act2, residual,
+                            act_after_gate=act_after_gate)
+    return torch.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype, device=x.device,
+                       memory_format=output_format(x))

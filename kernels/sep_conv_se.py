@@ -3,7 +3,7 @@ result computed once:
 
     a    = act1(dw(x) + b1)                                   [B, Ho, Wo, K]  in x's dtype
     s[b] = gate(W2 · se_act(W1 · mean_hw(a[b]) + c1) + c2)    [B, K]          fp32
-    y    = act2(pw(a ⊙ s) + b2) [+ residual]                  [B, N, Ho, Wo]
+    y    = act2(pw(act_after_gate(a ⊙ s)) + b2) [+ residual]  [B, N, Ho, Wo]
 
 The gate needs the mean of the whole depthwise map before any output pixel can be finished, so
 one kernel cannot do it all. The earlier form ran the depthwise conv twice (once for the means,
@@ -17,7 +17,7 @@ once inside the fused dw+pw kernel) and the excitation MLP as four torch launche
      ([S], reduced over K in BLOCK_K chunks); s = gate(W2 z + c2) (K in BLOCK_K chunks); fp32.
   3. ``_gated_pw_kernel``   the 1x1 conv as a GEMM out[M, N] = (a ⊙ s)[M, K] · pwᵀ[K, N] over the
      M = B·Ho·Wo pixels: per K step the A tile is loaded, scaled by the gate rows of its images
-     in fp32 registers, rounded to the operand dtype and fed to the tensor cores; the B tile is a
+     in fp32 registers, act_after_gate applied (ReXNet's ReLU6 after its squeeze-excitation), rounded to the operand dtype and fed to the tensor cores; the B tile is a
      plain load the pipeliner prefetches (num_stages = 3, cp.async on sm_90). Epilogue: + b2,
      act2, + residual, one rounding, store in the output's layout.
 
@@ -140,13 +140,14 @@ def _gated_pw_kernel(
     a_ptr, gate_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,  # a [M, K]; gate fp32 [B, K]; pw [N, K]
     M, Ho, Wo, K, N,
     stride_pw_n, stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
-    ACT2: tl.constexpr, HAS_B2: tl.constexpr, HAS_RES: tl.constexpr,
+    ACT_AFTER_GATE: tl.constexpr, ACT2: tl.constexpr, HAS_B2: tl.constexpr, HAS_RES: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
     K_ALIGN: tl.constexpr, N_ALIGN: tl.constexpr, PW_ALIGN: tl.constexpr, OUT_ALIGN: tl.constexpr,
     RES_ALIGN: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """out[m, n] = act2(b2[n] + Σ_k a[m, k] · s[b(m), k] · pw[n, k]) (+ res[m, n]); m = (b·Ho + oh)·Wo + ow."""
+    """out[m, n] = act2(b2[n] + Σ_k act_after_gate(a[m, k] · s[b(m), k]) · pw[n, k]) (+ res[m, n]);
+    m = (b·Ho + oh)·Wo + ow."""
     K = aligned(K, K_ALIGN)
     N = aligned(N, N_ALIGN)
     stride_pw_n = aligned(stride_pw_n, PW_ALIGN)
@@ -171,7 +172,8 @@ def _gated_pw_kernel(
         k_ok = offs_k < K
         ok = m_ok[:, None] & k_ok[None, :]
         a = tl.load(a_rows + offs_k[None, :], mask=ok, other=0.0)
-        a = (a.to(tl.float32) * tl.load(gate_rows + offs_k[None, :], mask=ok, other=0.0)).to(a.dtype)
+        gated = a.to(tl.float32) * tl.load(gate_rows + offs_k[None, :], mask=ok, other=0.0)
+        a = activation(gated, ACT_AFTER_GATE).to(a.dtype)
         b = tl.load(pw_w_ptr + offs_k[:, None] + offs_n[None, :] * stride_pw_n,
                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         if UPCAST_DOT:
@@ -217,13 +219,14 @@ def check_se_weights(w1: torch.Tensor, c1: torch.Tensor, w2: torch.Tensor, c2: t
 def sep_conv_se(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], pw_w: torch.Tensor,
                 pw_b: Optional[torch.Tensor], w1: torch.Tensor, c1: torch.Tensor, w2: torch.Tensor,
                 c2: torch.Tensor, *, stride: int, padding: int, act1: str = "none", act2: str = "none",
-                se_act: str = "relu", se_gate: str = "sigmoid", residual: Optional[torch.Tensor] = None,
-                allow_tf32: bool = False) -> torch.Tensor:
-    """y = act2(pw(a ⊙ s) + b2) [+ residual], a = act1(dw(x) + b1), s the excitation gate of a's
+                se_act: str = "relu", se_gate: str = "sigmoid", act_after_gate: str = "none",
+                residual: Optional[torch.Tensor] = None, allow_tf32: bool = False) -> torch.Tensor:
+    """y = act2(pw(act_after_gate(a ⊙ s)) + b2) [+ residual], a = act1(dw(x) + b1), s the excitation gate of a's
     channel means (see the module docstring), in three launches. Operands as in kernels.checks;
     the squeeze-excitation weights any float dtype (the MLP runs in fp32). The output takes x's
     memory format."""
-    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual)
+    g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual,
+                            act_after_gate=act_after_gate)
     K, N = g.channels * g.mult, g.out_channels
     squeeze = check_se_weights(w1, c1, w2, c2, K)
     activation_fn(se_act)  # a ValueError names the valid choices
@@ -259,7 +262,7 @@ def sep_conv_se(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor
         _gated_pw_kernel[(triton.cdiv(M, tile.block_m) * triton.cdiv(N, tile.block_n),)](
             a, gate, pw, x if pw_b is None else pw_b.contiguous(), res, out,
             M, g.out_h, g.out_w, K, N, pw.stride(0), *out.stride(), *res.stride(),
-            ACT2=act2, HAS_B2=pw_b is not None, HAS_RES=residual is not None,
+            ACT_AFTER_GATE=act_after_gate, ACT2=act2, HAS_B2=pw_b is not None, HAS_RES=residual is not None,
             DOT_PRECISION="tf32" if (allow_tf32 or x.dtype != torch.float32) else "ieee",
             UPCAST_DOT=_INTERPRETED and x.dtype == torch.bfloat16,
             K_ALIGN=pow2_divisor(K), N_ALIGN=pow2_divisor(N), PW_ALIGN=pow2_divisor(pw.stride(0)),
@@ -268,3 +271,25 @@ def sep_conv_se(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor
             BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
             num_warps=tile.num_warps, num_stages=GEMM_STAGES)
     return out
+
+
+def gemm_hopper_build(pixels: int, K: int, N: int, dtype: torch.dtype, *, residual: bool = False,
+                      act_after_gate: str = "none"):
+    """Compile the gated GEMM for sm_90 as sep_conv_se launches it (channels-last output of
+    `pixels` = B·Ho·Wo pixels, here one image of pixels x 1), without a GPU: a
+    kernels.hopper.HopperBuild."""
+    from kernels.hopper import build_sm90
+
+    tile = gemm_tile(N)
+    out_strides = (pixels * N, 1, N, N)  # [1, N, pixels, 1] channels-last
+    args = dict(a_ptr=dtype, gate_ptr=torch.float32, pw_w_ptr=dtype, pw_b_ptr=dtype, res_ptr=dtype, out_ptr=dtype,
+                M=pixels, Ho=pixels, Wo=1, K=K, N=N, stride_pw_n=K,
+                **dict(zip(("stride_ob", "stride_oc", "stride_oh", "stride_ow"), out_strides)),
+                **dict(zip(("stride_rb", "stride_rc", "stride_rh", "stride_rw"), out_strides)))
+    constexprs = dict(ACT_AFTER_GATE=act_after_gate, ACT2="none", HAS_B2=True, HAS_RES=residual,
+                      DOT_PRECISION="tf32" if dtype == torch.float32 else "ieee", UPCAST_DOT=False,
+                      K_ALIGN=pow2_divisor(K), N_ALIGN=pow2_divisor(N), PW_ALIGN=pow2_divisor(K),
+                      OUT_ALIGN=pow2_divisor(*out_strides[::2], out_strides[3]),
+                      RES_ALIGN=pow2_divisor(*out_strides[::2], out_strides[3]),
+                      BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k)
+    return build_sm90(_gated_pw_kernel, args, constexprs, num_warps=tile.num_warps, num_stages=GEMM_STAGES)

@@ -211,13 +211,13 @@ class SqueezeExcite:
 
 @dataclass(frozen=True, eq=False)
 class FusedSepConv:
-    """One kernel for y = act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ residual], the dw result
-    kept on chip.
+    """One fused op for y = act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ residual]: one kernel,
+    the dw result kept on chip, or with `se` three (kernels/sep_conv_se.py).
 
     act1/act2 are activation names or None; `residual` says whether a tensor of the output's
-    shape is added after act2 (it is an extra input of the fused op). With `se`, a first pass
-    computes the squeeze-excitation gate from the dw output's channel means (kernels.
-    dw_channel_mean) and the fused kernel scales the dw output by it on chip; `act_after_gate`
+    shape is added after act2 (it is an extra input of the fused op). With `se`, the dw output is
+    written once with its channel sums, the excitation MLP makes the gate, and the 1x1 GEMM scales
+    its A tiles by it on chip; `act_after_gate`
     (only with `se`: ReXNet's ReLU6) is an activation of the gated product. dw is any kh x kw
     depthwise conv the kernel takes (1 <= kh, kw <= 7, padding symmetric per axis).
     """

@@ -93,3 +93,30 @@ def test_without_the_alignment_facts_stores_are_scalar(fsc, monkeypatch):
     g = geometry(144, 56, 3, 1, 24)
     build = fsc.hopper_build(g, 1, tile_for(g, 1))
     assert 128 not in build.stores, build.summary()
+
+
+@pytest.fixture(scope="module")
+def se():
+    import importlib
+
+    module = importlib.import_module("kernels.sep_conv_se")
+    if module._INTERPRETED:
+        pytest.skip("TRITON_INTERPRET is set for the whole run: the static builds need the compiled kernel")
+    return module
+
+
+# (pixels at batch 64, K, N): EfficientNet-B0 / MobileNetV3 squeeze-excitation projections
+SE_GEMMS = [(64 * 49, 1152, 320), (64 * 196, 480, 80), (64 * 784, 144, 24), (64 * 196, 72, 40)]
+
+
+@pytest.mark.parametrize("pixels, K, N", SE_GEMMS, ids=[f"K{k}-N{n}" for _, k, n in SE_GEMMS])
+def test_squeeze_excitation_gemm_is_a_pipelined_wgmma(se, pixels, K, N):
+    """The gated GEMM of kernels/sep_conv_se.py: wgmma fed from a three-stage cp.async pipeline
+    (16-byte copies), one dot left in flight, 128-bit stores, no spills."""
+    build = se.gemm_hopper_build(pixels, K, N, torch.float16, residual=True, act_after_gate="relu6")
+    report = build.summary()
+    assert build.mma_versions == {3} and build.num_stages == 3, report
+    assert build.cp_async_bytes[16] > 0 and set(build.cp_async_bytes) == {16}, report
+    assert max(build.wait_pendings) >= 1, report
+    assert set(build.stores) == {128} and build.spill_bytes == 0, report
+    assert build.shared_bytes <= SMEM_PER_BLOCK, report

@@ -6,7 +6,7 @@ run: tests elsewhere keep FusedSepConv2d's fast torch fallback on CPU, and the c
 a GPU (the module is re-imported in its previous mode afterwards). Triton itself is imported
 first, in normal mode, so other Triton users in the session are unaffected; the kernel file calls
 only builtins of triton.language, which the interpreter patches in either mode. Test modules
-here reach the launchers through the ``fsc`` / ``dcm`` fixtures, never by a module-level import.
+here reach the launchers through the ``fsc`` / ``se`` fixtures, never by a module-level import.
 """
 import importlib
 import os
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 
-KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.dw_channel_mean", "kernels.sep_conv_se")  # in import order
+KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.sep_conv_se")  # in import order
 
 
 def _reload_kernels():
@@ -47,9 +47,9 @@ def fsc():
 
 
 @pytest.fixture
-def dcm():
-    """The depthwise channel-mean kernel module, imported under the interpreter."""
-    return importlib.import_module("kernels.dw_channel_mean")
+def se():
+    """The squeeze-excitation kernels' module, imported under the interpreter."""
+    return importlib.import_module("kernels.sep_conv_se")
 
 
 @pytest.fixture(autouse=True)

@@ -53,10 +53,9 @@ def test_whole_model_converted_to_channels_last_still_matches(fsc):
     assert max_rel(out.double(), ref) < 1e-5
 
 
-def test_squeeze_excitation_blocks_run_both_kernels_and_match(fsc, dcm):
+def test_squeeze_excitation_blocks_run_the_three_launch_form_and_match(se):
     """Two MBConv blocks with squeeze-excitation (EfficientNet's SiLU / sigmoid, MobileNetV3's
-    ReLU / hard-sigmoid, one with a residual): each fuses through the channel-mean kernel and the
-    gated fused kernel."""
+    ReLU / hard-sigmoid, one with a residual): each fuses into kernels/sep_conv_se.py's form."""
     from kernels import FusedSepConvSE2d
     from models_under_test.blocks import ConvBNAct, InvertedResidual
 
@@ -70,14 +69,14 @@ def test_squeeze_excitation_blocks_run_both_kernels_and_match(fsc, dcm):
     opt = optimize(model, x, target="h100", force_fuse=True)
     assert sum(isinstance(m, FusedSepConvSE2d) for m in opt.modules()) == 2
     assert all(s.status == "applied" for s in opt.rewrite_report.sites if s.kind == "fuse")
-    means, real = [], dcm.dw_channel_mean
+    means, real = [], se.sep_conv_se
 
     def counting(*args, **kwargs):
         means.append(args[0].shape)
         return real(*args, **kwargs)
 
     fresh = torch.randn(3, 3, 17, 15)
-    with mock.patch.object(dcm, "dw_channel_mean", counting), torch.no_grad():
+    with mock.patch.object(se, "sep_conv_se", counting), torch.no_grad():
         out = opt(fresh)
         ref = copy.deepcopy(model).double()(fresh.double())
     assert len(means) == 2
@@ -100,7 +99,7 @@ class _ReXNetBlock(nn.Module):
         return x + self.pw(nn.functional.relu6(a * s))
 
 
-def test_relu6_after_the_gate_and_a_1x5_kernel_run_both_kernels_and_match(fsc, dcm):
+def test_relu6_after_the_gate_and_a_1x5_kernel_run_the_se_form_and_match(se):
     from kernels import FusedSepConvSE2d
 
     model = _ReXNetBlock().eval()
@@ -108,14 +107,14 @@ def test_relu6_after_the_gate_and_a_1x5_kernel_run_both_kernels_and_match(fsc, d
     opt = optimize(model, x, target="h100", force_fuse=True)
     (fused,) = [m for m in opt.modules() if isinstance(m, FusedSepConvSE2d)]
     assert fused.act_after_gate == "relu6" and fused.dw_weight.shape[2:] == (1, 5) and fused.padding == (0, 2)
-    launches, real = [], fsc.fused_sep_conv
+    launches, real = [], se.sep_conv_se
 
     def counting(*args, **kwargs):
         launches.append(kwargs["act_after_gate"])
         return real(*args, **kwargs)
 
     fresh = torch.randn(3, 8, 9, 11) * 3
-    with mock.patch.object(fsc, "fused_sep_conv", counting), torch.no_grad():
+    with mock.patch.object(se, "sep_conv_se", counting), torch.no_grad():
         out = opt(fresh)
         ref = copy.deepcopy(model).double()(fresh.double())
     assert launches == ["relu6"]

@@ -17,19 +17,13 @@ def se_weights(K, S=5, dtype=torch.float32):
                                   torch.randn(K, S) / S ** 0.5, torch.randn(K) * 0.1 + 1)]
 
 
-def reference(a, w, se_act, se_gate):
+def reference(a, w, se_act, se_gate, act_after_gate="none"):
     d = lambda t: None if t is None else t.double()  # noqa: E731
     mean = dw_channel_mean_reference(d(a["x"]), d(a["dw_w"]), d(a["dw_b"]), a["stride"], a["padding"], a["act1"])
     w1, c1, w2, c2 = (t.double() for t in w)
     gate = GATES[se_gate](F.linear(activation(se_act)(F.linear(mean, w1, c1)), w2, c2))
     return sep_conv_reference(d(a["x"]), d(a["dw_w"]), d(a["dw_b"]), d(a["pw_w"]), d(a["pw_b"]), a["stride"],
-                              a["padding"], a["act1"], a["act2"], d(a["residual"]), gate)
-
-
-@pytest.fixture
-def se():
-    import importlib
-    return importlib.import_module("kernels.sep_conv_se")
+                              a["padding"], a["act1"], a["act2"], d(a["residual"]), gate, act_after_gate)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -37,15 +31,19 @@ def se():
     (3, 1, 1, 24, 40, 9, 7, "silu", "silu", "sigmoid", True),
     (5, 2, 1, 20, 24, 17, 13, "hardswish", "relu", "hardsigmoid", False),
     (7, 1, 2, 6, 10, 5, 19, "relu6", "relu", "sigmoid", False),
-    (3, 2, 1, 40, 72, 11, 11, "none", "silu", "sigmoid", True)])
+    (3, 2, 1, 40, 72, 11, 11, "none", "silu", "sigmoid", True),
+    ((1, 5), 1, 1, 8, 16, 9, 7, "relu", "relu", "sigmoid", False), ((5, 1), 2, 2, 5, 12, 17, 6, "none", "silu",
+                                                                     "hardsigmoid", True)])
+@pytest.mark.parametrize("act_after_gate", ["none", "relu6"])
 def test_three_launches_match_the_block_in_float64(se, dtype, k, stride, r, C, N, H, W, act1, se_act, se_gate,
-                                                     residual):
+                                                     residual, act_after_gate):
     # 17x13 with the interpreter's 16-pixel stage tiles: several tiles per image, a partial last one
     a = operands(B=3, C=C, r=r, H=H, W=W, k=k, stride=stride, N=N, dtype=dtype, act1=act1, act2="relu",
                  residual=residual)
     w = se_weights(C * r, dtype=dtype)
-    y = se.sep_conv_se(**a, w1=w[0], c1=w[1], w2=w[2], c2=w[3], se_act=se_act, se_gate=se_gate)
-    ref = reference(a, w, se_act, se_gate)
+    y = se.sep_conv_se(**a, w1=w[0], c1=w[1], w2=w[2], c2=w[3], se_act=se_act, se_gate=se_gate,
+                       act_after_gate=act_after_gate)
+    ref = reference(a, w, se_act, se_gate, act_after_gate)
     assert y.shape == ref.shape and y.is_contiguous(memory_format=torch.channels_last)
     assert rel_err(y, ref) <= TOL[dtype]
 

@@ -1,6 +1,6 @@
-"""The squeeze-excitation path, in Triton's interpreter: the depthwise channel-mean kernel, the
-fused kernel's gate (and the activation after it), the two custom ops and FusedSepConvSE2d, each
-against a float64 reference."""
+"""The squeeze-excitation path, in Triton's interpreter: the fused kernel's gate (and the
+activation after it), the custom op and FusedSepConvSE2d (kernels/sep_conv_se.py's three
+launches), each against a float64 reference."""
 import copy
 
 import pytest
@@ -8,24 +8,9 @@ import torch
 import torch.nn as nn
 
 from kernels import FusedSepConvSE2d
-from kernels.reference import dw_channel_mean_reference
 from tests.kernels.helpers import TOL, operands, poisoned_out, reference64, rel_err
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k, stride, r, act1, H, W", [
-    (3, 1, 1, "relu6", 9, 7), (5, 2, 2, "silu", 11, 6), (7, 1, 1, "hardswish", 5, 19), (3, 2, 3, "none", 17, 17),
-    ((1, 5), 1, 1, "relu", 9, 7), ((5, 1), 2, 2, "none", 17, 6), ((3, 7), 1, 1, "gelu", 6, 13)])
-def test_channel_mean_matches_float64(dcm, dtype, k, stride, r, act1, H, W):
-    # 17x17 with the interpreter's 16-pixel tiles: several tiles per image, a partial last one
-    a = operands(B=3, C=5, r=r, H=H, W=W, k=k, stride=stride, dtype=dtype, act1=act1)
-    mean = dcm.dw_channel_mean(a["x"], a["dw_w"], a["dw_b"], stride=stride, padding=a["padding"], act1=act1)
-    ref = dw_channel_mean_reference(a["x"].double(), a["dw_w"].double(), a["dw_b"].double(), stride, a["padding"],
-                                    act1)
-    assert mean.dtype == torch.float32 and mean.shape == (3, 5 * r)
-    assert rel_err(mean, ref) <= TOL[torch.float32]  # fp32 accumulation of the rounded operands
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -108,11 +93,11 @@ def test_module_runs_both_kernels_and_matches_the_block(dtype, form):
         assert rel_err(block.fused().double()(x.double()), ref) <= 1e-12  # the float64 path is plain torch
 
 
-def test_module_exports_as_two_custom_ops():
+def test_module_exports_as_one_custom_op():
     fused = SEBlock().fused()
     ep = torch.export.export(fused, (torch.randn(2, 8, 9, 9),))
     ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
-    assert sum("dwsep.dw_channel_mean" in t for t in ops) == 1 and sum("dwsep.fused_sep_conv" in t for t in ops) == 1
+    assert ops == ["dwsep.sep_conv_se.default"]
 
 
 def test_module_checks_its_squeeze_excitation():
@@ -128,13 +113,3 @@ def test_module_checks_its_squeeze_excitation():
         FusedSepConvSE2d(*args, block.fc2.weight, block.fc2.bias, act_after_gate="tanh", stride=1, padding=1)
     rexnet = FusedSepConvSE2d(*args, block.fc2.weight, block.fc2.bias, act_after_gate="relu6", stride=1, padding=1)
     assert repr(rexnet).endswith("se=3, se_act=relu, se_gate=sigmoid, act_after_gate=relu6)")
-
-
-def test_channel_mean_checks_its_arguments(dcm):
-    a = operands()
-    with pytest.raises(ValueError, match="act1='tanh' is not supported"):
-        dcm.dw_channel_mean(a["x"], a["dw_w"], a["dw_b"], stride=1, padding=1, act1="tanh")
-    with pytest.raises(ValueError, match="dw_b must have shape"):
-        dcm.dw_channel_mean(a["x"], a["dw_w"], a["dw_b"][:3], stride=1, padding=1)
-    with pytest.raises(TypeError, match="dtype torch.int32"):
-        dcm.dw_channel_mean(a["x"].int(), a["dw_w"], None, stride=1, padding=1)

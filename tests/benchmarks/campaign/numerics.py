@@ -5,7 +5,7 @@ it: every grid case (dtype x k x stride, mixed activations, bias, residual, layo
 sizes) at two tiles of the table (kernels/sep_conv_tiles.TABLE, taken in turn so that every tile
 runs several cases; unrolled only where the tuner would offer it), every activation in both
 positions at a rolled and an unrolled tile, the default launch (the table's tile by regime), the
-squeeze-excitation gate and the depthwise channel mean. Outputs are poisoned with NaN first: an unwritten element fails.
+squeeze-excitation gate and the three-launch squeeze-excitation block (kernels/sep_conv_se.py). Outputs are poisoned with NaN first: an unwritten element fails.
 """
 import itertools
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from kernels.activations import ACTIVATIONS
-from kernels.reference import dw_channel_mean_reference, sep_conv_reference
+from kernels.reference import sep_conv_reference, sep_conv_se_reference
 from kernels.sep_conv_tiles import SMEM_BUDGET, TABLE, Tile
 from tests.benchmarks.campaign.budget import Budget, error_text
 from tests.kernels.helpers import TOL, operands, poisoned_out, reference64, rel_err
@@ -77,25 +77,32 @@ def _jobs():
             torch.rand(3, 12) + 0.1)
 
 
-def _channel_mean(dcm, dtype) -> dict:
-    a = operands(B=3, C=40, r=2, H=33, W=31, k=5, stride=2, dtype=dtype, act1="hardswish")
-    mean = dcm.dw_channel_mean(a["x"].cuda(), a["dw_w"].cuda(), a["dw_b"].cuda(), stride=2, padding=a["padding"],
-                               act1="hardswish").cpu()
-    ref = dw_channel_mean_reference(a["x"].double(), a["dw_w"].double(), a["dw_b"].double(), 2, a["padding"],
-                                    "hardswish")
-    err = rel_err(mean, ref)
-    return dict(error=err, tolerance=TOL[torch.float32], passed=err <= TOL[torch.float32])
+def _squeeze_excitation(se, dtype) -> dict:
+    """kernels/sep_conv_se.py's three launches (dw stage with channel sums over several tiles per
+    image, excitation MLP, gated GEMM with relu6 after the gate) against float64."""
+    a = operands(B=3, C=40, r=2, H=33, W=31, k=5, stride=2, N=72, dtype=dtype, act1="hardswish", act2="relu",
+                 residual=True)
+    w = [torch.randn(10, 80) / 9, torch.randn(10) * 0.1, torch.randn(80, 10) / 3, torch.randn(80) * 0.1 + 1]
+    w1, c1, w2, c2 = (t.to(dtype).cuda() for t in w)
+    y = se.sep_conv_se(**_on("cuda", a), w1=w1, c1=c1, w2=w2, c2=c2, se_act="silu", se_gate="hardsigmoid",
+                       act_after_gate="relu6").cpu()
+    d = lambda t: None if t is None else t.double()  # noqa: E731
+    ref = sep_conv_se_reference(*(d(a[n]) for n in ("x", "dw_w", "dw_b", "pw_w", "pw_b")),
+                                *(t.to(dtype).double() for t in w), 2, a["padding"], "hardswish", "relu", "silu",
+                                "hardsigmoid", "relu6", d(a["residual"]))
+    err = rel_err(y, ref)
+    return dict(error=err, tolerance=TOL[dtype], passed=err <= TOL[dtype])
 
 
 def run(budget: Budget, threads: int = 8) -> dict:
     """{cases: [...], passed, failed, skipped}; a case that raises is a failure with its error.
     Cases run in threads: each is its own compile (~1-3 s), and compiles overlap."""
-    import kernels.dw_channel_mean as dcm
     import kernels.fused_sep_conv as fsc
+    import kernels.sep_conv_se as se
 
     torch.manual_seed(0)
     jobs = [(n, lambda m=m: _check(fsc, *m())) for n, m in _jobs()]
-    jobs += [(f"channel-mean/{str(d)[6:]}", lambda d=d: _channel_mean(dcm, d)) for d in DTYPES]
+    jobs += [(f"squeeze-excitation/{str(d)[6:]}", lambda d=d: _squeeze_excitation(se, d)) for d in DTYPES]
 
     def one(job):
         name, check = job
