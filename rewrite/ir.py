@@ -14,6 +14,7 @@ truth.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Union
 
@@ -353,6 +354,40 @@ def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor) -> tor
     for layer in layers:
         x = layer.apply(x)
     return x
+
+
+def output_shape(layer, shape: tuple) -> tuple | None:
+    """The full shape `layer` produces from an input of `shape`, or None where that is not worked
+    out here. A ConvSpec reads NCHW, or [N, C] as a linear."""
+    shape = tuple(shape)
+    if isinstance(layer, (Affine, Activation, LayerNorm)):
+        return shape
+    if isinstance(layer, Linear):
+        return shape[:-1] + (layer.spec.out_channels,)
+    if isinstance(layer, ConvSpec):
+        return (shape[0], layer.out_channels) if len(shape) == 2 else \
+            (shape[0], layer.out_channels, *layer.output_hw(*shape[2:]))
+    if isinstance(layer, ZeroPad):
+        t, b, l, r = layer.padding
+        return shape[:-2] + (shape[-2] + t + b, shape[-1] + l + r)
+    if isinstance(layer, Permute):
+        return tuple(shape[p] for p in layer.perm)
+    if isinstance(layer, Flatten):
+        s, e = layer.start % len(shape), layer.end % len(shape)
+        return shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:]
+    if isinstance(layer, FusedSepConv):
+        return (shape[0], layer.pw.out_channels, *layer.dw.output_hw(*shape[2:]))
+    return None
+
+
+def chain_shapes(layers, shape: tuple) -> list:
+    """The full shape after each layer of a chain run on an input of `shape` (None from the first
+    layer whose shape is not worked out on)."""
+    shapes = []
+    for layer in layers:
+        shape = output_shape(layer, shape) if shape is not None else None
+        shapes.append(shape)
+    return shapes
 
 
 def describe_chain(layers) -> str:

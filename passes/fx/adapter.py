@@ -111,6 +111,7 @@ class FxAdapter:
         tail.op, tail.target, tail.kwargs = "call_module", "_pending", {}
         tail.args = (arg,) + tuple(match.runtime_inputs[1:])
         new.append(tail)
+        self._stand_in(nodes, plan.stand_ins, new, match.input)
         for node in reversed(nodes):
             if node is not tail:
                 graph.erase_node(node)
@@ -161,6 +162,18 @@ class FxAdapter:
         with torch.no_grad():
             Recorder(self.gm).run(*tree_flatten(example_inputs)[0])
 
+    def _stand_in(self, nodes: list, stand_ins: dict, new: list, site_input) -> None:
+        """Point the shape-only readers (reshape_as, sym_size) of each value the site removes at the
+        new value of the same shape, moving a reader (and what reads it) after that value."""
+        chosen = set(nodes)
+        for value, index in stand_ins.items():
+            stand = site_input if index < 0 else new[index]
+            for user in list(value.users):
+                if user not in chosen:
+                    user.replace_input_with(value, stand)
+                    _move_after(self.gm.graph, stand, user)
+                    self.builder.forget(user)
+
     def _claim(self, base: str) -> str:
         """`base`, or `base_2`, `base_3`...: the first module path no node refers to; a module
         left there by the rewritten chain is removed first."""
@@ -181,6 +194,16 @@ class FxAdapter:
         return any(node.op in ("get_attr", "call_module") and isinstance(node.target, str)
                    and (node.target == path or node.target.startswith(path + "."))
                    for node in self.gm.graph.nodes)
+
+
+def _move_after(graph: fx.Graph, anchor: fx.Node, node: fx.Node) -> None:
+    """Move `node` just after `anchor` if it comes before it, and its readers after it likewise."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    if order[node] > order[anchor]:
+        return
+    anchor.append(node)
+    for user in list(node.users):
+        _move_after(graph, node, user)
 
 
 def _role(module) -> str:

@@ -26,7 +26,7 @@ from . import runtime
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
-from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node, gemm_node, shape_nodes
+from .lower import DOMAIN, LoweredNodes, conv_node, function_name, function_proto, fused_node, gemm_node, shape_nodes
 from .verify import FUNCTION_IR_VERSION, run_site, site_model
 from .view import OnnxViewBuilder
 
@@ -83,7 +83,7 @@ class OnnxAdapter:
                 self.functions[name] = function_proto(fused, self.opset, self.dtype)
             plan.note = f"marked as {DOMAIN}.{name} (one fused kernel on GPU)"
             residual = self._tensor(match.residual) if match.residual is not None else None
-            return [fused_node(fused, x, residual, match.name, self.names)]
+            return LoweredNodes([fused_node(fused, x, residual, match.name, self.names)])
         if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
             return shape_nodes(plan.after, x, self.shapes.get(match.input), match.name, self.names)
         nodes = []
@@ -92,7 +92,7 @@ class OnnxAdapter:
             name = match.name if len(plan.after) == 1 else f"{match.name}_{role}"
             nodes.append((gemm_node if match.layout == "nc" else conv_node)(spec, x, name, self.names))
             x = nodes[-1].outputs[0]
-        return nodes
+        return LoweredNodes(nodes)
 
     def original(self, match):
         return self._runner(match.nodes_in(self.graph.nodes), match, self._tensor(match.output))
@@ -109,6 +109,15 @@ class OnnxAdapter:
 
     def commit(self, match, plan, lowered: list) -> None:
         old = match.nodes_in(self.graph.nodes)
+        ends = lowered.ends[:-1] + [self._tensor(match.output)]
+        removed = {id(node) for node in old}
+        for value, index in plan.stand_ins.items():      # shape-only readers: a value of the same shape
+            stand = self._tensor(match.input) if index < 0 else ends[index]
+            for node in self.graph.nodes:
+                if id(node) not in removed:
+                    for i, t in enumerate(node.inputs):
+                        if t.name == value:
+                            node.inputs[i] = stand
         replace_nodes(self.graph, old, lowered, self._tensor(match.output))
         if len(lowered) == 1:
             lowered[0].name = match.name          # the node that replaces a chain keeps its name
@@ -154,7 +163,7 @@ class OnnxAdapter:
             return
         names = [n.inputs[0].name for n in self.graph.nodes
                  if is_op(n, "Conv", "Gemm", "Pad", "BatchNormalization", "MatMul", "LayerNormalization",
-                          "Transpose", "Flatten", "Reshape", *QUANTIZED_CONVS) and n.inputs]
+                          "Transpose", "Flatten", "Reshape", "Shape", *QUANTIZED_CONVS) and n.inputs]
         names += [n.outputs[0].name for n in self.graph.nodes if is_op(n, "Flatten", "Reshape") and n.outputs]
         last = {n.inputs[0].name for n in self.graph.nodes if is_op(n, "MatMul", "LayerNormalization") and n.inputs}
         names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")

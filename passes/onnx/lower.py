@@ -70,11 +70,19 @@ def matmul_nodes(spec: ConvSpec, x: gs.Tensor, name: str, names: Names) -> list:
     return nodes
 
 
-def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> list:
+class LoweredNodes(list):
+    """The nodes of a lowered chain, in order; `ends[i]` is the tensor its layer i produces."""
+
+    def __init__(self, nodes=(), ends=None):
+        super().__init__(nodes)
+        self.ends = list(ends) if ends is not None else [node.outputs[0] for node in self]
+
+
+def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> LoweredNodes:
     """Nodes computing a chain of Linear / ConvSpec (NCHW) / LayerNorm / Permute / Flatten layers on
     x of the full `shape`: MatMul + Add (Gemm over [N, C]), Conv, LayerNormalization (Scale = 1
     without an affine), Transpose, Flatten / Reshape."""
-    nodes, shape = [], tuple(shape)
+    nodes, ends, shape = [], [], tuple(shape)
     for i, layer in enumerate(layers):
         dtype = x.dtype if x.dtype is not None else np.float32
         if isinstance(layer, Linear):
@@ -108,7 +116,8 @@ def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> l
             raise TypeError(f"no ONNX lowering for {layer.describe()} here")
         nodes += new
         x = new[-1].outputs[0]
-    return nodes
+        ends.append(x)
+    return LoweredNodes(nodes, ends)
 
 
 def function_name(fused: FusedSepConv) -> str:

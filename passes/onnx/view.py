@@ -15,6 +15,7 @@
     MatMul by a constant over a 3-d/4-d tensor (+ Add of a constant [C_out] bias, its only reader)
                                                   → conv, 1x1, layout "nhwc" (a Linear over NHWC / tokens)
     Gemm of a 2-d activation by constants          → conv, 1x1, layout "nc" (a Linear over [N, C])
+    Shape                                         → other, reading its input for the shape only
     anything else                                 → other, labelled with the op type
 
 An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
@@ -85,6 +86,8 @@ class OnnxViewBuilder:
             affine = self._last_axis_affine(node, x, shapes.get(x.name))
             if affine is not None:
                 return Op("affine", inputs, **base, affine=affine, layout="nhwc")
+        if is_op(node, "Shape"):
+            return Op("other", (), **base, shape_inputs=inputs)
         if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:
             return Op(node.op.lower(), inputs, **base)
         if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:
@@ -97,8 +100,10 @@ class OnnxViewBuilder:
             perm = node.attrs.get("perm")
             return Op("layout", inputs, **base, shape_op=Permute(tuple(int(p) for p in perm)) if perm else None)
         if is_op(node, "Flatten", "Reshape") and inputs and node.inputs[0].name == inputs[0]:
-            flatten = _flatten(shapes.get(inputs[0]), shapes.get(node.outputs[0].name))
-            if flatten is not None and (node.op == "Reshape" or int(node.attrs.get("axis", 1)) == flatten.start == 1):
+            before = shapes.get(inputs[0])
+            flatten = _flatten(before, shapes.get(node.outputs[0].name)) if node.op == "Reshape" else \
+                _flatten_axis(before, int(node.attrs.get("axis", 1)))
+            if flatten is not None:
                 return Op("reshape", inputs[:1], **base, shape_op=flatten)
         if is_op(node, "LayerNormalization") and inputs and node.inputs[0].name == inputs[0]:
             return self._layer_norm(node, shapes, base) or Op("other", inputs, **base)
@@ -221,6 +226,17 @@ class OnnxViewBuilder:
         else:
             axes = constant_value(node.inputs[1], self.overridable) if len(node.inputs) > 1 else None
         return axes is not None and sorted(int(a) % 4 for a in list(axes)) == [2, 3]
+
+
+def _flatten_axis(before, axis: int) -> Flatten | None:
+    """ONNX Flatten(axis) of a tensor of shape `before`, [Π before[:axis], Π before[axis:]], as one
+    torch flatten where it is one: axis 1 merges the trailing axes, axis r − 1 the leading ones."""
+    if before is None or len(before) < 3:
+        return None
+    axis %= len(before)
+    if axis == 1:
+        return Flatten(1, len(before) - 1)
+    return Flatten(0, len(before) - 2) if axis == len(before) - 1 else None
 
 
 def _flatten(before, after) -> Flatten | None:

@@ -27,6 +27,8 @@ class Plan:
     note: str = ""
     tolerance: float | None = None   # set for approximate rewrites: the user's error budget
     removes_work: bool = False       # the rewrite only removes ops, as a fold does: never timed
+    stand_ins: dict = field(default_factory=dict)   # a removed value whose shape is read elsewhere → the
+                                     # index in `after` of the layer producing its shape (−1: the input)
 
     @property
     def describe_before(self) -> str:
