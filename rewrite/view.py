@@ -22,6 +22,7 @@ Kinds:
     layout  a permutation of the axes (NCHW ⇄ NHWC); shape_op: its Permute, where known
     reshape a flatten that keeps the last axis; shape_op: its Flatten
     norm    a LayerNorm over the last axis                          norm (LayerNorm) | reason
+    concat  a concatenation of its inputs, in order, along `axis` (1: the channels of NCHW / [N, C])
     other   anything else (label says what)
 
 An op may also read values for their shape only (`shape_inputs`: torch's `reshape_as(x, other)`
@@ -36,7 +37,8 @@ from typing import Hashable
 
 from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 
-KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "other")
+KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "concat",
+         "other")
 
 
 @dataclass(eq=False)
@@ -58,6 +60,7 @@ class Op:
                                    # tensor [B, H, W, C] or tokens [B, N, C]; "nc": a linear over [N, C]
     origin: str | None = None      # the pass whose rewrite created this op
     shape_inputs: tuple = ()       # values read for their shape only (not counted as users)
+    axis: int | None = None        # concat: the axis it joins along (non-negative)
 
     def __post_init__(self):
         if self.kind not in KINDS:

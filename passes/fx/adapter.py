@@ -15,11 +15,11 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
-from rewrite.ir import Flatten, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, Flatten, FusedSepConv, LayerNorm, Linear, Permute
 
 from ..verify import capture_window
 from .inplace import restore_inplace
-from .lower import PermuteModule, conv_module, fused_module, linear_module, run_nodes, shape_modules
+from .lower import ConcatConvs, PermuteModule, concat_module, conv_module, fused_module, linear_module, run_nodes, shape_modules
 from .view import FxViewBuilder
 
 
@@ -58,6 +58,8 @@ class FxAdapter:
     def lower(self, match, plan) -> list:
         if isinstance(plan.after[0], FusedSepConv):
             return [fused_module(plan.after[0])]
+        if isinstance(plan.after[0], Concat):
+            return [concat_module(plan.after[0], match.layout == "nc")]
         if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
             return shape_modules(plan.after)
         lower = linear_module if match.layout == "nc" else conv_module
@@ -100,6 +102,8 @@ class FxAdapter:
         pass                               # nothing entered the graph
 
     def commit(self, match, plan, lowered: list) -> None:
+        if isinstance(lowered[0], ConcatConvs):
+            return self._commit_concat(match, plan, lowered[0])
         graph = self.gm.graph
         nodes = match.nodes_in(graph.nodes)
         tail = match.ops[-1].nodes[-1]
@@ -124,6 +128,31 @@ class FxAdapter:
             node.target = self._claim(base)
             self.gm.add_submodule(node.target, module)
             self.builder.origin[node] = plan.kind
+        self.builder.forget(tail)
+        self.touched.update(nodes)
+
+    def _commit_concat(self, match, plan, module: ConcatConvs) -> None:
+        """One conv module per branch, each on its branch's input and named after the conv it
+        replaces; the site's tail becomes the aten.cat of their outputs."""
+        graph = self.gm.graph
+        nodes = match.nodes_in(graph.nodes)
+        tail = match.ops[-1].nodes[-1]
+        inputs = match.runtime_inputs
+        with graph.inserting_before(tail):
+            branches = [graph.create_node("call_module", "_pending", (x,)) for x in inputs]
+        tail.op, tail.target = "call_function", torch.ops.aten.cat.default
+        tail.args, tail.kwargs = (branches, 1), {}
+        for node in reversed(nodes):
+            if node is not tail:
+                graph.erase_node(node)
+        for node in list(graph.nodes):
+            if node.op == "get_attr" and not node.users:
+                graph.erase_node(node)
+        for node, conv, op in zip(branches, module.convs, match.ops):
+            node.target = self._claim(op.name)
+            self.gm.add_submodule(node.target, conv)
+            self.builder.origin[node] = plan.kind
+        self.builder.origin[tail] = plan.kind
         self.builder.forget(tail)
         self.touched.update(nodes)
 

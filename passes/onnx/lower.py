@@ -29,7 +29,7 @@ import onnx_graphsurgeon as gs
 import torch
 from onnx import helper
 
-from rewrite.ir import ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, Permute
 
 from .graph import Names
 
@@ -118,6 +118,17 @@ def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> L
         x = new[-1].outputs[0]
         ends.append(x)
     return LoweredNodes(nodes, ends)
+
+
+def concat_nodes(concat: Concat, inputs: list, names_: list, linear: bool, names: Names) -> LoweredNodes:
+    """One Conv (Gemm where `linear`) per branch of `concat` on its input, and the Concat of their
+    outputs along axis 1; each conv node named after the conv it replaces."""
+    nodes = [(gemm_node if linear else conv_node)(conv, x, name, names)
+             for conv, x, name in zip(concat.convs, inputs, names_)]
+    out = gs.Variable(names.fresh(f"{names_[0]}_concat"), dtype=nodes[0].outputs[0].dtype)
+    nodes.append(gs.Node("Concat", names.fresh(f"{names_[0]}_concat"), {"axis": 1},
+                         [node.outputs[0] for node in nodes], [out]))
+    return LoweredNodes(nodes, [out])
 
 
 def function_name(fused: FusedSepConv) -> str:

@@ -16,6 +16,7 @@
                                                   → conv, 1x1, layout "nhwc" (a Linear over NHWC / tokens)
     Gemm of a 2-d activation by constants          → conv, 1x1, layout "nc" (a Linear over [N, C])
     Shape                                         → other, reading its input for the shape only
+    Concat                                        → concat (its axis, non-negative where the rank is known)
     anything else                                 → other, labelled with the op type
 
 An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
@@ -86,6 +87,10 @@ class OnnxViewBuilder:
             affine = self._last_axis_affine(node, x, shapes.get(x.name))
             if affine is not None:
                 return Op("affine", inputs, **base, affine=affine, layout="nhwc")
+        if is_op(node, "Concat") and len(inputs) == len(node.inputs):
+            rank = len(shapes[inputs[0]]) if inputs and inputs[0] in shapes else None
+            axis = int(node.attrs.get("axis", 0))
+            return Op("concat", inputs, **base, axis=axis % rank if rank else (axis if axis >= 0 else None))
         if is_op(node, "Shape"):
             return Op("other", (), **base, shape_inputs=inputs)
         if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:

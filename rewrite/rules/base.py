@@ -68,6 +68,7 @@ class Match:
     reason: str | None = None   # set: declined by the matcher, with this reason
     residual: object = None     # a value added at the chain's end (fuse), or None
     parts: object = None        # the rule's typed record of the match, where it needs one
+    more_inputs: tuple = ()     # the other inputs of a site that reads several (a Concat's branches)
 
     @property
     def layout(self) -> str:
@@ -76,8 +77,9 @@ class Match:
 
     @property
     def runtime_inputs(self) -> list:
-        """The values the chain reads at run time: its input, and the residual it adds."""
-        return [self.input] + ([self.residual] if self.residual is not None else [])
+        """The values the chain reads at run time: its input (and the other inputs of a multi-input
+        site), and the residual it adds."""
+        return [self.input, *self.more_inputs] + ([self.residual] if self.residual is not None else [])
 
     def nodes_in(self, graph_nodes) -> list:
         """The format nodes of the match's ops, in the graph's order."""
