@@ -90,7 +90,7 @@ class OnnxAdapter:
             names = [op.name for op in match.ops[:len(inputs)]]
             return concat_nodes(plan.after[0], inputs, names, match.layout == "nc", self.names)
         if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
-            return shape_nodes(plan.after, x, self.shapes.get(match.input), match.name, self.names)
+            return shape_nodes(plan.after, x, self.shapes.get(match.input), match.name, self.names, self.opset)
         nodes = []
         for spec in plan.after:
             role = "linear" if match.layout == "nc" else "dw" if spec.is_depthwise else "pw"
@@ -170,7 +170,8 @@ class OnnxAdapter:
                  if is_op(n, "Conv", "Gemm", "Pad", "BatchNormalization", "MatMul", "LayerNormalization",
                           "Transpose", "Flatten", "Reshape", "Shape", "Concat", *QUANTIZED_CONVS) and n.inputs]
         names += [n.outputs[0].name for n in self.graph.nodes if is_op(n, "Flatten", "Reshape") and n.outputs]
-        last = {n.inputs[0].name for n in self.graph.nodes if is_op(n, "MatMul", "LayerNormalization") and n.inputs}
+        last = {n.inputs[0].name for n in self.graph.nodes if n.inputs and (
+            is_op(n, "MatMul", "LayerNormalization") or self.builder.reduces_last_axis(n, {}))}
         names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")
                   for t in n.inputs if isinstance(t, gs.Variable)]
         self.progress("capturing activations")

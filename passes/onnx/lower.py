@@ -78,10 +78,11 @@ class LoweredNodes(list):
         self.ends = list(ends) if ends is not None else [node.outputs[0] for node in self]
 
 
-def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> LoweredNodes:
+def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names, opset: int = 17) -> LoweredNodes:
     """Nodes computing a chain of Linear / ConvSpec (NCHW) / LayerNorm / Permute / Flatten layers on
     x of the full `shape`: MatMul + Add (Gemm over [N, C]), Conv, LayerNormalization (Scale = 1
-    without an affine), Transpose, Flatten / Reshape."""
+    without an affine; below opset 17, which lacks it, written out as exporters do), Transpose,
+    Flatten / Reshape."""
     nodes, ends, shape = [], [], tuple(shape)
     for i, layer in enumerate(layers):
         dtype = x.dtype if x.dtype is not None else np.float32
@@ -92,6 +93,8 @@ def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> L
         elif isinstance(layer, ConvSpec):
             new = [conv_node(layer, x, name, names)]
             shape = (shape[0], layer.out_channels, *layer.output_hw(*shape[2:]))
+        elif isinstance(layer, LayerNorm) and opset < LAYER_NORMALIZATION_OPSET:
+            new = layer_norm_nodes(layer, x, dtype, name, names)
         elif isinstance(layer, LayerNorm):
             c = shape[-1]
             scale = np.ones(c, dtype) if layer.affine is None else layer.affine.scale.numpy().astype(dtype)
@@ -118,6 +121,35 @@ def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> L
         x = new[-1].outputs[0]
         ends.append(x)
     return LoweredNodes(nodes, ends)
+
+
+LAYER_NORMALIZATION_OPSET = 17
+
+
+def layer_norm_nodes(layer: LayerNorm, x: gs.Tensor, dtype, name: str, names: Names) -> list:
+    """(x − E[x]) / sqrt(E[(x − E[x])²] + ε) [· γ + β] over the last axis in opset-13 ops (ReduceMean
+    with its axes as an attribute), as torch exports a LayerNorm below opset 17."""
+    def var(role):
+        return gs.Variable(names.fresh(f"{name}_{role}"), dtype=dtype)
+
+    def const(role, value):
+        return gs.Constant(names.fresh(f"{name}.{role}"), np.asarray(value, dtype))
+
+    mean, d, sq, v, ve, sd, y = (var(r) for r in ("mean", "centred", "squared", "var", "var_eps", "std", "norm"))
+    nodes = [gs.Node("ReduceMean", names.fresh(f"{name}_mean"), {"axes": [-1], "keepdims": 1}, [x], [mean]),
+             gs.Node("Sub", names.fresh(f"{name}_centre"), {}, [x, mean], [d]),
+             gs.Node("Pow", names.fresh(f"{name}_square"), {}, [d, const("two", 2.0)], [sq]),
+             gs.Node("ReduceMean", names.fresh(f"{name}_var"), {"axes": [-1], "keepdims": 1}, [sq], [v]),
+             gs.Node("Add", names.fresh(f"{name}_eps"), {}, [v, const("eps", layer.eps)], [ve]),
+             gs.Node("Sqrt", names.fresh(f"{name}_std"), {}, [ve], [sd]),
+             gs.Node("Div", names.fresh(f"{name}_norm"), {}, [d, sd], [y])]
+    if layer.affine is not None:
+        scaled, shifted = var("scaled"), var("shifted")
+        nodes += [gs.Node("Mul", names.fresh(f"{name}_gamma"), {}, [y, const("gamma", layer.affine.scale.numpy())],
+                          [scaled]),
+                  gs.Node("Add", names.fresh(f"{name}_beta"), {}, [scaled, const("beta", layer.affine.shift.numpy())],
+                          [shifted])]
+    return nodes
 
 
 def concat_nodes(concat: Concat, inputs: list, names_: list, linear: bool, names: Names) -> LoweredNodes:

@@ -10,6 +10,8 @@
     Mul / Add / Sub of two activations            → mul / add / sub
     Mul/Add/Sub/Div of a 3-d/4-d activation by a [C] constant over its last axis → affine, layout "nhwc"
     LayerNormalization over the last axis         → norm (LayerNorm; its Scale, B as the affine)
+    ReduceMean → Sub → Pow(2) / Mul → ReduceMean → Add(ε) → Sqrt → Div [→ Mul(γ)] [→ Add(β)] over
+        the last axis (a LayerNorm as exporters write it below opset 17, and tf2onnx) → norm, all its nodes
     Transpose                                     → layout (Permute)
     Flatten(axis 1), a Reshape that merges adjacent axes (shapes captured) → reshape (Flatten)
     MatMul by a constant over a 3-d/4-d tensor (+ Add of a constant [C_out] bias, its only reader)
@@ -101,6 +103,9 @@ class OnnxViewBuilder:
                       reason=pad if isinstance(pad, str) else None)
         if self._is_mean(node):
             return Op("mean", inputs, **base)
+        norm = self._decomposed_layer_norm(node, shapes, base)
+        if norm is not None:
+            return norm
         if is_op(node, "Transpose"):
             perm = node.attrs.get("perm")
             return Op("layout", inputs, **base, shape_op=Permute(tuple(int(p) for p in perm)) if perm else None)
@@ -156,6 +161,73 @@ class OnnxViewBuilder:
         affine = None if plain else Affine(scale, shift, -1)
         return Op("norm", (x,), **base, norm=LayerNorm(float(node.attrs.get("epsilon", 1e-5)), affine),
                   layout="nhwc")
+
+    def reduces_last_axis(self, node: gs.Node, shapes: dict) -> bool:
+        """ReduceMean keeping dims over the last axis only."""
+        if not is_op(node, "ReduceMean") or not int(node.attrs.get("keepdims", 1)) or not node.inputs:
+            return False
+        if self.opset < MEAN_OPSET_AXES_INPUT:
+            axes = node.attrs.get("axes")
+        else:
+            axes = constant_value(node.inputs[1], self.overridable) if len(node.inputs) > 1 else None
+        shape = shapes.get(node.inputs[0].name)
+        axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+        return axes == [-1] or (shape is not None and axes == [len(shape) - 1])
+
+    def _decomposed_layer_norm(self, mean: gs.Node, shapes: dict, base: dict) -> Op | None:
+        """y = (x − E[x]) / sqrt(E[(x − E[x])²] + ε) [· γ] [+ β] over the last axis, written out op
+        by op (torch below opset 17, tf2onnx), starting at its first ReduceMean: one norm op over
+        all its nodes, or None where the nodes are not exactly that (or a value inside is read
+        elsewhere)."""
+        if not self.reduces_last_axis(mean, shapes):
+            return None
+        x = mean.inputs[0]
+        if is_constant(x, self.overridable):
+            return None
+        follow = lambda t: sole_consumer(self.graph, t)   # noqa: E731
+        sub = follow(mean.outputs[0])
+        if not is_op(sub, "Sub") or sub.inputs[0] is not x or sub.inputs[1] is not mean.outputs[0]:
+            return None
+        d = sub.outputs[0]
+        readers = list(d.outputs)
+        if len(readers) not in (2, 3) or any(o is d for o in self.graph.outputs):
+            return None
+        square = next((n for n in readers if is_op(n, "Pow") and n.inputs[0] is d and _is_value(
+            constant_value(n.inputs[1], self.overridable), 2.0)), None) or \
+            next((n for n in readers if is_op(n, "Mul") and n.inputs[0] is d and n.inputs[1] is d), None)
+        var = follow(square.outputs[0]) if square is not None else None
+        if var is None or not self.reduces_last_axis(var, shapes):
+            return None
+        add = follow(var.outputs[0])
+        eps = constant_value(next((t for t in add.inputs if t is not var.outputs[0]), None), self.overridable) \
+            if is_op(add, "Add") and len(add.inputs) == 2 else None
+        sqrt = follow(add.outputs[0]) if eps is not None and eps.size == 1 else None
+        div = follow(sqrt.outputs[0]) if is_op(sqrt, "Sqrt") else None
+        if not is_op(div, "Div") or div.inputs[0] is not d or div.inputs[1] is not sqrt.outputs[0] or \
+                set(map(id, readers)) != {id(square), id(div)}:
+            return None
+        nodes, y = [mean, sub, square, var, add, sqrt, div], div.outputs[0]
+        shape = shapes.get(x.name)
+        channels = shape[-1] if shape is not None else None
+        scale = shift = None
+        for op_type in ("Mul", "Add"):
+            nxt = follow(y)
+            if not is_op(nxt, op_type) or len(nxt.inputs) != 2 or not any(t is y for t in nxt.inputs):
+                continue
+            c = constant_value(nxt.inputs[1] if nxt.inputs[0] is y else nxt.inputs[0], self.overridable)
+            if c is None or channels is None or c.size != channels or (c.ndim and c.shape[-1] != channels):
+                continue
+            v = torch.from_numpy(np.asarray(c, np.float64).reshape(-1))
+            scale, shift = (v, shift) if op_type == "Mul" else (scale, v)
+            nodes.append(nxt)
+            y = nxt.outputs[0]
+        affine = None
+        if scale is not None or shift is not None:
+            c = channels
+            affine = Affine(scale if scale is not None else torch.ones(c, dtype=torch.float64),
+                            shift if shift is not None else torch.zeros(c, dtype=torch.float64), -1)
+        return Op("norm", (x.name,), **{**base, "output": y.name, "nodes": tuple(nodes), "label": "LayerNorm (ReduceMean … Div)"},
+                  norm=LayerNorm(float(eps.reshape(-1)[0]), affine), layout="nhwc")
 
     def _last_axis_affine(self, node: gs.Node, x: gs.Tensor, shape) -> Affine | None:
         """x·c, x + c, x − c, x / c with c a [C] constant over the last axis of a 3-d / 4-d x."""
@@ -231,6 +303,10 @@ class OnnxViewBuilder:
         else:
             axes = constant_value(node.inputs[1], self.overridable) if len(node.inputs) > 1 else None
         return axes is not None and sorted(int(a) % 4 for a in list(axes)) == [2, 3]
+
+
+def _is_value(c, value: float) -> bool:
+    return c is not None and c.size == 1 and float(np.asarray(c).reshape(-1)[0]) == value
 
 
 def _flatten_axis(before, axis: int) -> Flatten | None:
