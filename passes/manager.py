@@ -15,7 +15,9 @@ An adapter provides:
     lower(match, plan) -> object           the replacement, built but not yet in the graph
     original(match), reference(match)      callables running the original ops (model dtype / float64)
     candidate(lowered, match)              callable running the replacement
-    commit(match, plan, lowered)           splice the replacement in
+    commit(match, plan, lowered)           splice the replacement in; a value the site removes whose
+                                           shape an op outside it reads is replaced, for that reader,
+                                           by plan.stand_ins' value of the same shape
     discard(lowered)                       drop a replacement that failed its check
     reference_is_lifted: bool              reference() evaluates the lifted IR, not the original ops
     site_name(match) -> str                the site's name in the user's model, for the report
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rewrite.ir import channels_last_input
+from rewrite.ir import chain_shapes, channels_last_input
 from rewrite.report import Site, site_key
 from rewrite.rules import RULES, Decline, Match, Plan, Rule
 
@@ -130,8 +132,35 @@ def _site(adapter, view, match: Match, rule: Rule, options, dtype) -> Site:
     plan = rule.plan(match, tuple(shape), dtype, options)
     if isinstance(plan, Decline):
         return _record(name, match, "declined", plan.reason, plan)
+    stand_ins = _stand_ins(view, match, plan)
+    if isinstance(stand_ins, str):
+        return _record(name, match, "declined", stand_ins, plan)
+    plan.stand_ins = stand_ins
     status, reason, check, timing = _apply(adapter, name, match, plan, rule, options, dtype)
     return _record(name, match, status, reason, plan, check, timing)
+
+
+def _stand_ins(view, match: Match, plan: Plan) -> dict | str:
+    """For each value the site removes (the output of every op but the last) whose shape an op
+    outside the site reads (view.shape_readers: torch's reshape_as, ONNX Shape): the index of a
+    layer of plan.after producing a value of that shape, −1 for the site's input. A string: the
+    reason no such value exists."""
+    inside = {id(op) for op in match.ops}
+    stand_ins, shapes = {}, None
+    for op in match.ops[:-1]:
+        readers = [r for r in view.shape_readers(op.output) if id(r) not in inside]
+        if not readers:
+            continue
+        want, given = view.shape(op.output), view.shape(match.input)
+        if shapes is None:
+            shapes = chain_shapes(plan.after, given) if given is not None else []
+        found = [i for i, s in enumerate(shapes) if want is not None and s == want]
+        found += [-1] if want is not None and given == want else []
+        if not found:
+            return (f"{readers[0].describe()} reads the shape of the {op.describe()}'s output, and no value of "
+                    "the rewritten chain has that shape")
+        stand_ins[op.output] = found[0]
+    return stand_ins
 
 
 def _record(name: str, match: Match, status: str, reason: str, plan: Plan | Decline | None = None,

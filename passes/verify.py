@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from rewrite.ir import ConvSpec, FusedSepConv, ParallelBranches, ZeroPad, channels_last_input
+from rewrite.ir import Concat, ConvSpec, FusedSepConv, ParallelBranches, ZeroPad, channels_last_input
 from rewrite.measure import one_thread
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
 
@@ -60,8 +60,9 @@ def capture_window(a, channels_last: bool = False):
 
 def _spatial_layers(layers):
     for layer in layers:
-        if isinstance(layer, ParallelBranches):    # the widest branch: same stride and output size as all
-            yield max(layer.convs, key=lambda conv: conv.kernel_size[0] * conv.dilation[0])
+        if isinstance(layer, (ParallelBranches, Concat)):  # the widest branch: same stride and output size as all
+            convs = layer.convs if isinstance(layer, ParallelBranches) else list(layer.convs)
+            yield max(convs, key=lambda conv: conv.kernel_size[0] * conv.dilation[0])
         else:
             yield from ([layer.dw, layer.pw] if isinstance(layer, FusedSepConv) else [layer])
 
@@ -99,11 +100,13 @@ def crop_side(layers) -> int:
 def crop(values: list, layers) -> list:
     """The site's inputs cut to at most CHECK_BATCH images: the chain input (values[0]) to a
     crop_side² window, the extra inputs (a residual, aligned with the output) to the window of
-    the output that this crop gives."""
+    the output that this crop gives; a Concat's inputs all to the input's window."""
     x = values[0]
     if x.dim() != 4:
         return [v[:CHECK_BATCH] for v in values]
     side = crop_side(layers)
+    if layers and isinstance(layers[0], Concat):
+        return [v[:CHECK_BATCH, :, :side, :side] for v in values]
     if layers and channels_last_input(layers[0]):      # [B, H, W, C]; no residual
         return [x[:CHECK_BATCH, :side, :side, :]] + [v[:CHECK_BATCH] for v in values[1:]]
     x = x[:CHECK_BATCH, :, :side, :side]

@@ -14,6 +14,7 @@ truth.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Union
 
@@ -344,20 +345,79 @@ class Flatten:
         return f"flatten({self.start},{self.end})"
 
 
+@dataclass(frozen=True, eq=False)
+class Concat:
+    """y = cat([conv_1(x_1), …, conv_k(x_k)], axis 1): convs each reading its own input (a split's
+    parts, as MixNet's mixed convs do), their outputs joined along the channels. A site built on it
+    takes k inputs (Match.more_inputs)."""
+
+    convs: tuple
+
+    def apply(self, *xs: torch.Tensor) -> torch.Tensor:
+        if len(xs) != len(self.convs):
+            raise ValueError(f"a concat of {len(self.convs)} convs takes as many inputs, got {len(xs)}")
+        return torch.cat([conv.apply(x) for conv, x in zip(self.convs, xs)], 1)
+
+    def to(self, dtype: torch.dtype) -> "Concat":
+        return Concat(tuple(conv.to(dtype) for conv in self.convs))
+
+    @property
+    def out_channels(self) -> int:
+        return sum(conv.out_channels for conv in self.convs)
+
+    def describe(self) -> str:
+        return "cat[" + " | ".join(conv.describe() for conv in self.convs) + "]"
+
+
 def channels_last_input(layer) -> bool:
     """Whether a chain starting with `layer` reads its channels from the last axis."""
     return isinstance(layer, (Linear, LayerNorm)) or (isinstance(layer, Affine) and layer.axis == -1)
 
 
 Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, ParallelBranches, Linear, LayerNorm, Permute,
-              Flatten]
+              Flatten, Concat]
 
 
-def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor) -> torch.Tensor:
-    """Evaluate a chain layer by layer (the ground truth the algebra is tested against)."""
-    for layer in layers:
-        x = layer.apply(x)
+def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """Evaluate a chain layer by layer (the ground truth the algebra is tested against); `more`:
+    the other inputs of a first layer that takes several (a Concat's)."""
+    for i, layer in enumerate(layers):
+        x = layer.apply(x, *more) if i == 0 and more else layer.apply(x)
     return x
+
+
+def output_shape(layer, shape: tuple) -> tuple | None:
+    """The full shape `layer` produces from an input of `shape`, or None where that is not worked
+    out here. A ConvSpec reads NCHW, or [N, C] as a linear."""
+    shape = tuple(shape)
+    if isinstance(layer, (Affine, Activation, LayerNorm)):
+        return shape
+    if isinstance(layer, Linear):
+        return shape[:-1] + (layer.spec.out_channels,)
+    if isinstance(layer, ConvSpec):
+        return (shape[0], layer.out_channels) if len(shape) == 2 else \
+            (shape[0], layer.out_channels, *layer.output_hw(*shape[2:]))
+    if isinstance(layer, ZeroPad):
+        t, b, l, r = layer.padding
+        return shape[:-2] + (shape[-2] + t + b, shape[-1] + l + r)
+    if isinstance(layer, Permute):
+        return tuple(shape[p] for p in layer.perm)
+    if isinstance(layer, Flatten):
+        s, e = layer.start % len(shape), layer.end % len(shape)
+        return shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:]
+    if isinstance(layer, FusedSepConv):
+        return (shape[0], layer.pw.out_channels, *layer.dw.output_hw(*shape[2:]))
+    return None
+
+
+def chain_shapes(layers, shape: tuple) -> list:
+    """The full shape after each layer of a chain run on an input of `shape` (None from the first
+    layer whose shape is not worked out on)."""
+    shapes = []
+    for layer in layers:
+        shape = output_shape(layer, shape) if shape is not None else None
+        shapes.append(shape)
+    return shapes
 
 
 def describe_chain(layers) -> str:

@@ -22,7 +22,13 @@ Kinds:
     layout  a permutation of the axes (NCHW ⇄ NHWC); shape_op: its Permute, where known
     reshape a flatten that keeps the last axis; shape_op: its Flatten
     norm    a LayerNorm over the last axis                          norm (LayerNorm) | reason
+    concat  a concatenation of its inputs, in order, along `axis` (1: the channels of NCHW / [N, C])
     other   anything else (label says what)
+
+An op may also read values for their shape only (`shape_inputs`: torch's `reshape_as(x, other)`
+reads `other`'s shape, `x.size()`, ONNX Shape). Such a reader is not a user of the value: a rewrite
+may remove the op that produces it, and the front end then points the reader at a value of the
+same shape in the rewritten chain (Plan.stand_ins).
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ from typing import Hashable
 
 from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 
-KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "other")
+KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "concat",
+         "other")
 
 
 @dataclass(eq=False)
@@ -52,6 +59,8 @@ class Op:
     layout: str = "nchw"           # "nhwc": a linear (affine, norm) over the last axis of a channels-last
                                    # tensor [B, H, W, C] or tokens [B, N, C]; "nc": a linear over [N, C]
     origin: str | None = None      # the pass whose rewrite created this op
+    shape_inputs: tuple = ()       # values read for their shape only (not counted as users)
+    axis: int | None = None        # concat: the axis it joins along (non-negative)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -78,15 +87,22 @@ class View:
     def __post_init__(self):
         self._producer = {op.output: op for op in self.ops}
         self._users: dict = {}
+        self._shape_users: dict = {}
         for op in self.ops:
             for v in dict.fromkeys(op.inputs):
                 self._users.setdefault(v, []).append(op)
+            for v in dict.fromkeys(op.shape_inputs):
+                self._shape_users.setdefault(v, []).append(op)
 
     def producer(self, value) -> Op | None:
         return self._producer.get(value)
 
     def users(self, value) -> list:
         return self._users.get(value, [])
+
+    def shape_readers(self, value) -> list:
+        """Ops reading only the shape of `value` (not among its users)."""
+        return self._shape_users.get(value, [])
 
     def readers(self, value) -> int:
         """Ops reading `value`, plus one if it is a graph output."""

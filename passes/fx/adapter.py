@@ -15,11 +15,11 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
-from rewrite.ir import Flatten, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, Flatten, FusedSepConv, LayerNorm, Linear, Permute
 
 from ..verify import capture_window
 from .inplace import restore_inplace
-from .lower import PermuteModule, conv_module, fused_module, linear_module, run_nodes, shape_modules
+from .lower import ConcatConvs, PermuteModule, concat_module, conv_module, fused_module, linear_module, run_nodes, shape_modules
 from .view import FxViewBuilder
 
 
@@ -58,6 +58,8 @@ class FxAdapter:
     def lower(self, match, plan) -> list:
         if isinstance(plan.after[0], FusedSepConv):
             return [fused_module(plan.after[0])]
+        if isinstance(plan.after[0], Concat):
+            return [concat_module(plan.after[0], match.layout == "nc")]
         if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
             return shape_modules(plan.after)
         lower = linear_module if match.layout == "nc" else conv_module
@@ -100,6 +102,8 @@ class FxAdapter:
         pass                               # nothing entered the graph
 
     def commit(self, match, plan, lowered: list) -> None:
+        if isinstance(lowered[0], ConcatConvs):
+            return self._commit_concat(match, plan, lowered[0])
         graph = self.gm.graph
         nodes = match.nodes_in(graph.nodes)
         tail = match.ops[-1].nodes[-1]
@@ -111,6 +115,7 @@ class FxAdapter:
         tail.op, tail.target, tail.kwargs = "call_module", "_pending", {}
         tail.args = (arg,) + tuple(match.runtime_inputs[1:])
         new.append(tail)
+        self._stand_in(nodes, plan.stand_ins, new, match.input)
         for node in reversed(nodes):
             if node is not tail:
                 graph.erase_node(node)
@@ -123,6 +128,31 @@ class FxAdapter:
             node.target = self._claim(base)
             self.gm.add_submodule(node.target, module)
             self.builder.origin[node] = plan.kind
+        self.builder.forget(tail)
+        self.touched.update(nodes)
+
+    def _commit_concat(self, match, plan, module: ConcatConvs) -> None:
+        """One conv module per branch, each on its branch's input and named after the conv it
+        replaces; the site's tail becomes the aten.cat of their outputs."""
+        graph = self.gm.graph
+        nodes = match.nodes_in(graph.nodes)
+        tail = match.ops[-1].nodes[-1]
+        inputs = match.runtime_inputs
+        with graph.inserting_before(tail):
+            branches = [graph.create_node("call_module", "_pending", (x,)) for x in inputs]
+        tail.op, tail.target = "call_function", torch.ops.aten.cat.default
+        tail.args, tail.kwargs = (branches, 1), {}
+        for node in reversed(nodes):
+            if node is not tail:
+                graph.erase_node(node)
+        for node in list(graph.nodes):
+            if node.op == "get_attr" and not node.users:
+                graph.erase_node(node)
+        for node, conv, op in zip(branches, module.convs, match.ops):
+            node.target = self._claim(op.name)
+            self.gm.add_submodule(node.target, conv)
+            self.builder.origin[node] = plan.kind
+        self.builder.origin[tail] = plan.kind
         self.builder.forget(tail)
         self.touched.update(nodes)
 
@@ -161,6 +191,18 @@ class FxAdapter:
         with torch.no_grad():
             Recorder(self.gm).run(*tree_flatten(example_inputs)[0])
 
+    def _stand_in(self, nodes: list, stand_ins: dict, new: list, site_input) -> None:
+        """Point the shape-only readers (reshape_as, sym_size) of each value the site removes at the
+        new value of the same shape, moving a reader (and what reads it) after that value."""
+        chosen = set(nodes)
+        for value, index in stand_ins.items():
+            stand = site_input if index < 0 else new[index]
+            for user in list(value.users):
+                if user not in chosen:
+                    user.replace_input_with(value, stand)
+                    _move_after(self.gm.graph, stand, user)
+                    self.builder.forget(user)
+
     def _claim(self, base: str) -> str:
         """`base`, or `base_2`, `base_3`...: the first module path no node refers to; a module
         left there by the rewritten chain is removed first."""
@@ -181,6 +223,16 @@ class FxAdapter:
         return any(node.op in ("get_attr", "call_module") and isinstance(node.target, str)
                    and (node.target == path or node.target.startswith(path + "."))
                    for node in self.gm.graph.nodes)
+
+
+def _move_after(graph: fx.Graph, anchor: fx.Node, node: fx.Node) -> None:
+    """Move `node` just after `anchor` if it comes before it, and its readers after it likewise."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    if order[node] > order[anchor]:
+        return
+    anchor.append(node)
+    for user in list(node.users):
+        _move_after(graph, node, user)
 
 
 def _role(module) -> str:

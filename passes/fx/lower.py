@@ -15,7 +15,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rewrite.ir import ConvSpec, Flatten, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, ConvSpec, Flatten, LayerNorm, Linear, Permute
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -92,6 +92,23 @@ class PermuteModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"perm={self.perm}"
+
+
+class ConcatConvs(nn.Module):
+    """cat([conv_i(x_i)], 1): the form a Concat site is checked in; the adapter splices its convs
+    in as modules of their own and an aten.cat."""
+
+    def __init__(self, convs):
+        super().__init__()
+        self.convs = nn.ModuleList(convs)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([conv(x) for conv, x in zip(self.convs, xs)], 1)
+
+
+def concat_module(concat: Concat, linear: bool) -> ConcatConvs:
+    """The convs of `concat` as nn.Conv2d (nn.Linear where `linear`: a concat of linears over [N, C])."""
+    return ConcatConvs([(linear_module if linear else conv_module)(conv) for conv in concat.convs])
 
 
 def shape_modules(layers: list) -> list:

@@ -16,6 +16,9 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     aten.layer_norm over the last axis             → norm (LayerNorm, its affine over that axis)
     aten.permute                                   → layout (Permute)
     aten.flatten                                   → reshape (Flatten)
+    aten.cat                                       → concat (its dim, non-negative)
+    aten.reshape_as / view_as (x, other), aten.sym_size (x) → other, reading `other` / x for its
+                                                     shape only (Op.shape_inputs)
     anything else                                  → other, labelled with the op's name
 
 No rewrite edits a parameter: a rewritten site gets new modules with new tensors, so a
@@ -270,6 +273,21 @@ class FxViewBuilder:
             return None
         start, end = int(kw.get("start_dim", 0)) % rank, int(kw.get("end_dim", -1)) % rank
         return Op("reshape", (kw["input"],), **base, shape_op=Flatten(start, end))
+
+    def _lift_cat(self, node, kw, base):
+        tensors = list(kw["tensors"])
+        rank = _rank(tensors[0]) if tensors else None
+        if not rank or not all(_is_node(t) for t in tensors):
+            return None
+        return Op("concat", tuple(tensors), **base, axis=int(kw.get("dim", 0)) % rank)
+
+    def _lift_reshape_as(self, node, kw, base):
+        return Op("other", (kw["input"],), **base, shape_inputs=(kw["other"],))
+
+    _lift_view_as = _lift_reshape_as
+
+    def _lift_sym_size(self, node, kw, base):
+        return Op("other", (), **base, shape_inputs=(kw["input"],))
 
     def _lift_layer_norm(self, node, kw, base):
         x = kw["input"]

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import torch
 
-from rewrite.ir import ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, ParallelBranches, Permute, run_chain
+from rewrite.ir import Concat, ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, ParallelBranches, Permute, run_chain
 from rewrite.rules.fuse import FuseParts
 
 from ..verify import capture_window
@@ -26,7 +26,8 @@ from . import runtime
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
-from .lower import DOMAIN, conv_node, function_name, function_proto, fused_node, gemm_node, shape_nodes
+from .lower import (DOMAIN, LoweredNodes, concat_nodes, conv_node, function_name, function_proto, fused_node, gemm_node,
+                    shape_nodes)
 from .verify import FUNCTION_IR_VERSION, run_site, site_model
 from .view import OnnxViewBuilder
 
@@ -83,16 +84,20 @@ class OnnxAdapter:
                 self.functions[name] = function_proto(fused, self.opset, self.dtype)
             plan.note = f"marked as {DOMAIN}.{name} (one fused kernel on GPU)"
             residual = self._tensor(match.residual) if match.residual is not None else None
-            return [fused_node(fused, x, residual, match.name, self.names)]
+            return LoweredNodes([fused_node(fused, x, residual, match.name, self.names)])
+        if isinstance(plan.after[0], Concat):
+            inputs = [self._tensor(v) for v in match.runtime_inputs]
+            names = [op.name for op in match.ops[:len(inputs)]]
+            return concat_nodes(plan.after[0], inputs, names, match.layout == "nc", self.names)
         if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
-            return shape_nodes(plan.after, x, self.shapes.get(match.input), match.name, self.names)
+            return shape_nodes(plan.after, x, self.shapes.get(match.input), match.name, self.names, self.opset)
         nodes = []
         for spec in plan.after:
             role = "linear" if match.layout == "nc" else "dw" if spec.is_depthwise else "pw"
             name = match.name if len(plan.after) == 1 else f"{match.name}_{role}"
             nodes.append((gemm_node if match.layout == "nc" else conv_node)(spec, x, name, self.names))
             x = nodes[-1].outputs[0]
-        return nodes
+        return LoweredNodes(nodes)
 
     def original(self, match):
         return self._runner(match.nodes_in(self.graph.nodes), match, self._tensor(match.output))
@@ -100,15 +105,24 @@ class OnnxAdapter:
     def reference(self, match):
         if isinstance(match.parts, FuseParts):     # a squeeze-excitation is not a chain of layers
             return match.parts.fused(match.residual is not None).to(torch.float64).apply
-        layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches)) else layer
+        layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches, Concat)) else layer
                   for layer in match.layers]
-        return lambda x: run_chain(layers, x)
+        return lambda *xs: run_chain(layers, *xs)
 
     def candidate(self, lowered: list, match):
         return self._runner(lowered, match, lowered[-1].outputs[0])
 
     def commit(self, match, plan, lowered: list) -> None:
         old = match.nodes_in(self.graph.nodes)
+        ends = lowered.ends[:-1] + [self._tensor(match.output)]
+        removed = {id(node) for node in old}
+        for value, index in plan.stand_ins.items():      # shape-only readers: a value of the same shape
+            stand = self._tensor(match.input) if index < 0 else ends[index]
+            for node in self.graph.nodes:
+                if id(node) not in removed:
+                    for i, t in enumerate(node.inputs):
+                        if t.name == value:
+                            node.inputs[i] = stand
         replace_nodes(self.graph, old, lowered, self._tensor(match.output))
         if len(lowered) == 1:
             lowered[0].name = match.name          # the node that replaces a chain keeps its name
@@ -154,9 +168,10 @@ class OnnxAdapter:
             return
         names = [n.inputs[0].name for n in self.graph.nodes
                  if is_op(n, "Conv", "Gemm", "Pad", "BatchNormalization", "MatMul", "LayerNormalization",
-                          "Transpose", "Flatten", "Reshape", *QUANTIZED_CONVS) and n.inputs]
+                          "Transpose", "Flatten", "Reshape", "Shape", "Concat", *QUANTIZED_CONVS) and n.inputs]
         names += [n.outputs[0].name for n in self.graph.nodes if is_op(n, "Flatten", "Reshape") and n.outputs]
-        last = {n.inputs[0].name for n in self.graph.nodes if is_op(n, "MatMul", "LayerNormalization") and n.inputs}
+        last = {n.inputs[0].name for n in self.graph.nodes if n.inputs and (
+            is_op(n, "MatMul", "LayerNormalization") or self.builder.reduces_last_axis(n, {}))}
         names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")
                   for t in n.inputs if isinstance(t, gs.Variable)]
         self.progress("capturing activations")

@@ -31,7 +31,7 @@ import onnx_graphsurgeon as gs
 import torch
 from onnx import helper
 
-from rewrite.ir import ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, Permute
 
 from .graph import Names
 
@@ -72,11 +72,20 @@ def matmul_nodes(spec: ConvSpec, x: gs.Tensor, name: str, names: Names) -> list:
     return nodes
 
 
-def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> list:
+class LoweredNodes(list):
+    """The nodes of a lowered chain, in order; `ends[i]` is the tensor its layer i produces."""
+
+    def __init__(self, nodes=(), ends=None):
+        super().__init__(nodes)
+        self.ends = list(ends) if ends is not None else [node.outputs[0] for node in self]
+
+
+def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names, opset: int = 17) -> LoweredNodes:
     """Nodes computing a chain of Linear / ConvSpec (NCHW) / LayerNorm / Permute / Flatten layers on
     x of the full `shape`: MatMul + Add (Gemm over [N, C]), Conv, LayerNormalization (Scale = 1
-    without an affine), Transpose, Flatten / Reshape."""
-    nodes, shape = [], tuple(shape)
+    without an affine; below opset 17, which lacks it, written out as exporters do), Transpose,
+    Flatten / Reshape."""
+    nodes, ends, shape = [], [], tuple(shape)
     for i, layer in enumerate(layers):
         dtype = x.dtype if x.dtype is not None else np.float32
         if isinstance(layer, Linear):
@@ -86,6 +95,8 @@ def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> l
         elif isinstance(layer, ConvSpec):
             new = [conv_node(layer, x, name, names)]
             shape = (shape[0], layer.out_channels, *layer.output_hw(*shape[2:]))
+        elif isinstance(layer, LayerNorm) and opset < LAYER_NORMALIZATION_OPSET:
+            new = layer_norm_nodes(layer, x, dtype, name, names)
         elif isinstance(layer, LayerNorm):
             c = shape[-1]
             scale = np.ones(c, dtype) if layer.affine is None else layer.affine.scale.numpy().astype(dtype)
@@ -110,7 +121,48 @@ def shape_nodes(layers: list, x: gs.Tensor, shape, name: str, names: Names) -> l
             raise TypeError(f"no ONNX lowering for {layer.describe()} here")
         nodes += new
         x = new[-1].outputs[0]
+        ends.append(x)
+    return LoweredNodes(nodes, ends)
+
+
+LAYER_NORMALIZATION_OPSET = 17
+
+
+def layer_norm_nodes(layer: LayerNorm, x: gs.Tensor, dtype, name: str, names: Names) -> list:
+    """(x − E[x]) / sqrt(E[(x − E[x])²] + ε) [· γ + β] over the last axis in opset-13 ops (ReduceMean
+    with its axes as an attribute), as torch exports a LayerNorm below opset 17."""
+    def var(role):
+        return gs.Variable(names.fresh(f"{name}_{role}"), dtype=dtype)
+
+    def const(role, value):
+        return gs.Constant(names.fresh(f"{name}.{role}"), np.asarray(value, dtype))
+
+    mean, d, sq, v, ve, sd, y = (var(r) for r in ("mean", "centred", "squared", "var", "var_eps", "std", "norm"))
+    nodes = [gs.Node("ReduceMean", names.fresh(f"{name}_mean"), {"axes": [-1], "keepdims": 1}, [x], [mean]),
+             gs.Node("Sub", names.fresh(f"{name}_centre"), {}, [x, mean], [d]),
+             gs.Node("Pow", names.fresh(f"{name}_square"), {}, [d, const("two", 2.0)], [sq]),
+             gs.Node("ReduceMean", names.fresh(f"{name}_var"), {"axes": [-1], "keepdims": 1}, [sq], [v]),
+             gs.Node("Add", names.fresh(f"{name}_eps"), {}, [v, const("eps", layer.eps)], [ve]),
+             gs.Node("Sqrt", names.fresh(f"{name}_std"), {}, [ve], [sd]),
+             gs.Node("Div", names.fresh(f"{name}_norm"), {}, [d, sd], [y])]
+    if layer.affine is not None:
+        scaled, shifted = var("scaled"), var("shifted")
+        nodes += [gs.Node("Mul", names.fresh(f"{name}_gamma"), {}, [y, const("gamma", layer.affine.scale.numpy())],
+                          [scaled]),
+                  gs.Node("Add", names.fresh(f"{name}_beta"), {}, [scaled, const("beta", layer.affine.shift.numpy())],
+                          [shifted])]
     return nodes
+
+
+def concat_nodes(concat: Concat, inputs: list, names_: list, linear: bool, names: Names) -> LoweredNodes:
+    """One Conv (Gemm where `linear`) per branch of `concat` on its input, and the Concat of their
+    outputs along axis 1; each conv node named after the conv it replaces."""
+    nodes = [(gemm_node if linear else conv_node)(conv, x, name, names)
+             for conv, x, name in zip(concat.convs, inputs, names_)]
+    out = gs.Variable(names.fresh(f"{names_[0]}_concat"), dtype=nodes[0].outputs[0].dtype)
+    nodes.append(gs.Node("Concat", names.fresh(f"{names_[0]}_concat"), {"axis": 1},
+                         [node.outputs[0] for node in nodes], [out]))
+    return LoweredNodes(nodes, [out])
 
 
 def function_name(fused: FusedSepConv) -> str:

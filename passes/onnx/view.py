@@ -10,11 +10,15 @@
     Mul / Add / Sub of two activations            → mul / add / sub
     Mul/Add/Sub/Div of a 3-d/4-d activation by a [C] constant over its last axis → affine, layout "nhwc"
     LayerNormalization over the last axis         → norm (LayerNorm; its Scale, B as the affine)
+    ReduceMean → Sub → Pow(2) / Mul → ReduceMean → Add(ε) → Sqrt → Div [→ Mul(γ)] [→ Add(β)] over
+        the last axis (a LayerNorm as exporters write it below opset 17, and tf2onnx) → norm, all its nodes
     Transpose                                     → layout (Permute)
     Flatten(axis 1), a Reshape that merges adjacent axes (shapes captured) → reshape (Flatten)
     MatMul by a constant over a 3-d/4-d tensor (+ Add of a constant [C_out] bias, its only reader)
                                                   → conv, 1x1, layout "nhwc" (a Linear over NHWC / tokens)
     Gemm of a 2-d activation by constants          → conv, 1x1, layout "nc" (a Linear over [N, C])
+    Shape                                         → other, reading its input for the shape only
+    Concat                                        → concat (its axis, non-negative where the rank is known)
     anything else                                 → other, labelled with the op type
 
 An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
@@ -85,6 +89,12 @@ class OnnxViewBuilder:
             affine = self._last_axis_affine(node, x, shapes.get(x.name))
             if affine is not None:
                 return Op("affine", inputs, **base, affine=affine, layout="nhwc")
+        if is_op(node, "Concat") and len(inputs) == len(node.inputs):
+            rank = len(shapes[inputs[0]]) if inputs and inputs[0] in shapes else None
+            axis = int(node.attrs.get("axis", 0))
+            return Op("concat", inputs, **base, axis=axis % rank if rank else (axis if axis >= 0 else None))
+        if is_op(node, "Shape"):
+            return Op("other", (), **base, shape_inputs=inputs)
         if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:
             return Op(node.op.lower(), inputs, **base)
         if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:
@@ -93,12 +103,17 @@ class OnnxViewBuilder:
                       reason=pad if isinstance(pad, str) else None)
         if self._is_mean(node):
             return Op("mean", inputs, **base)
+        norm = self._decomposed_layer_norm(node, shapes, base)
+        if norm is not None:
+            return norm
         if is_op(node, "Transpose"):
             perm = node.attrs.get("perm")
             return Op("layout", inputs, **base, shape_op=Permute(tuple(int(p) for p in perm)) if perm else None)
         if is_op(node, "Flatten", "Reshape") and inputs and node.inputs[0].name == inputs[0]:
-            flatten = _flatten(shapes.get(inputs[0]), shapes.get(node.outputs[0].name))
-            if flatten is not None and (node.op == "Reshape" or int(node.attrs.get("axis", 1)) == flatten.start == 1):
+            before = shapes.get(inputs[0])
+            flatten = _flatten(before, shapes.get(node.outputs[0].name)) if node.op == "Reshape" else \
+                _flatten_axis(before, int(node.attrs.get("axis", 1)))
+            if flatten is not None:
                 return Op("reshape", inputs[:1], **base, shape_op=flatten)
         if is_op(node, "LayerNormalization") and inputs and node.inputs[0].name == inputs[0]:
             return self._layer_norm(node, shapes, base) or Op("other", inputs, **base)
@@ -146,6 +161,73 @@ class OnnxViewBuilder:
         affine = None if plain else Affine(scale, shift, -1)
         return Op("norm", (x,), **base, norm=LayerNorm(float(node.attrs.get("epsilon", 1e-5)), affine),
                   layout="nhwc")
+
+    def reduces_last_axis(self, node: gs.Node, shapes: dict) -> bool:
+        """ReduceMean keeping dims over the last axis only."""
+        if not is_op(node, "ReduceMean") or not int(node.attrs.get("keepdims", 1)) or not node.inputs:
+            return False
+        if self.opset < MEAN_OPSET_AXES_INPUT:
+            axes = node.attrs.get("axes")
+        else:
+            axes = constant_value(node.inputs[1], self.overridable) if len(node.inputs) > 1 else None
+        shape = shapes.get(node.inputs[0].name)
+        axes = None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+        return axes == [-1] or (shape is not None and axes == [len(shape) - 1])
+
+    def _decomposed_layer_norm(self, mean: gs.Node, shapes: dict, base: dict) -> Op | None:
+        """y = (x − E[x]) / sqrt(E[(x − E[x])²] + ε) [· γ] [+ β] over the last axis, written out op
+        by op (torch below opset 17, tf2onnx), starting at its first ReduceMean: one norm op over
+        all its nodes, or None where the nodes are not exactly that (or a value inside is read
+        elsewhere)."""
+        if not self.reduces_last_axis(mean, shapes):
+            return None
+        x = mean.inputs[0]
+        if is_constant(x, self.overridable):
+            return None
+        follow = lambda t: sole_consumer(self.graph, t)   # noqa: E731
+        sub = follow(mean.outputs[0])
+        if not is_op(sub, "Sub") or sub.inputs[0] is not x or sub.inputs[1] is not mean.outputs[0]:
+            return None
+        d = sub.outputs[0]
+        readers = list(d.outputs)
+        if len(readers) not in (2, 3) or any(o is d for o in self.graph.outputs):
+            return None
+        square = next((n for n in readers if is_op(n, "Pow") and n.inputs[0] is d and _is_value(
+            constant_value(n.inputs[1], self.overridable), 2.0)), None) or \
+            next((n for n in readers if is_op(n, "Mul") and n.inputs[0] is d and n.inputs[1] is d), None)
+        var = follow(square.outputs[0]) if square is not None else None
+        if var is None or not self.reduces_last_axis(var, shapes):
+            return None
+        add = follow(var.outputs[0])
+        eps = constant_value(next((t for t in add.inputs if t is not var.outputs[0]), None), self.overridable) \
+            if is_op(add, "Add") and len(add.inputs) == 2 else None
+        sqrt = follow(add.outputs[0]) if eps is not None and eps.size == 1 else None
+        div = follow(sqrt.outputs[0]) if is_op(sqrt, "Sqrt") else None
+        if not is_op(div, "Div") or div.inputs[0] is not d or div.inputs[1] is not sqrt.outputs[0] or \
+                set(map(id, readers)) != {id(square), id(div)}:
+            return None
+        nodes, y = [mean, sub, square, var, add, sqrt, div], div.outputs[0]
+        shape = shapes.get(x.name)
+        channels = shape[-1] if shape is not None else None
+        scale = shift = None
+        for op_type in ("Mul", "Add"):
+            nxt = follow(y)
+            if not is_op(nxt, op_type) or len(nxt.inputs) != 2 or not any(t is y for t in nxt.inputs):
+                continue
+            c = constant_value(nxt.inputs[1] if nxt.inputs[0] is y else nxt.inputs[0], self.overridable)
+            if c is None or channels is None or c.size != channels or (c.ndim and c.shape[-1] != channels):
+                continue
+            v = torch.from_numpy(np.asarray(c, np.float64).reshape(-1))
+            scale, shift = (v, shift) if op_type == "Mul" else (scale, v)
+            nodes.append(nxt)
+            y = nxt.outputs[0]
+        affine = None
+        if scale is not None or shift is not None:
+            c = channels
+            affine = Affine(scale if scale is not None else torch.ones(c, dtype=torch.float64),
+                            shift if shift is not None else torch.zeros(c, dtype=torch.float64), -1)
+        return Op("norm", (x.name,), **{**base, "output": y.name, "nodes": tuple(nodes), "label": "LayerNorm (ReduceMean … Div)"},
+                  norm=LayerNorm(float(eps.reshape(-1)[0]), affine), layout="nhwc")
 
     def _last_axis_affine(self, node: gs.Node, x: gs.Tensor, shape) -> Affine | None:
         """x·c, x + c, x − c, x / c with c a [C] constant over the last axis of a 3-d / 4-d x."""
@@ -221,6 +303,21 @@ class OnnxViewBuilder:
         else:
             axes = constant_value(node.inputs[1], self.overridable) if len(node.inputs) > 1 else None
         return axes is not None and sorted(int(a) % 4 for a in list(axes)) == [2, 3]
+
+
+def _is_value(c, value: float) -> bool:
+    return c is not None and c.size == 1 and float(np.asarray(c).reshape(-1)[0]) == value
+
+
+def _flatten_axis(before, axis: int) -> Flatten | None:
+    """ONNX Flatten(axis) of a tensor of shape `before`, [Π before[:axis], Π before[axis:]], as one
+    torch flatten where it is one: axis 1 merges the trailing axes, axis r − 1 the leading ones."""
+    if before is None or len(before) < 3:
+        return None
+    axis %= len(before)
+    if axis == 1:
+        return Flatten(1, len(before) - 1)
+    return Flatten(0, len(before) - 2) if axis == len(before) - 1 else None
 
 
 def _flatten(before, after) -> Flatten | None:

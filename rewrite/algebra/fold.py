@@ -18,6 +18,12 @@ A zero pad before a conv is absorbed into the conv's own (per-side) zero padding
     conv(pad(x, p); W, b, padding q) = conv(x; W, b, padding p + q)
 
 exact for any stride and dilation, since both sides read the same zero-extended input.
+
+A per-channel affine after a concat of conv outputs along the channels folds into each conv, its
+slice of the affine each (c_i: the offset of branch i's channels, C_i: their count):
+
+    s ⊙ cat(y_1, …, y_k) + t = cat(s[c_i : c_i + C_i] ⊙ y_i + t[c_i : c_i + C_i])_i
+                             = cat(conv(x_i; W_i', b_i'))_i                       (fold_affine_concat)
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from dataclasses import replace
 
 import torch
 
-from ..ir import Affine, ConvSpec, ZeroPad
+from ..ir import Affine, Concat, ConvSpec, ZeroPad
 
 
 def fold_affine(conv: ConvSpec, affine: Affine) -> ConvSpec:
@@ -37,6 +43,18 @@ def fold_affine(conv: ConvSpec, affine: Affine) -> ConvSpec:
     weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
     bias = shift if conv.bias is None else conv.bias.double() * scale + shift
     return replace(conv, weight=weight.to(dtype), bias=bias.to(dtype))
+
+
+def fold_affine_concat(concat: Concat, affine: Affine) -> Concat:
+    """The concat of convs that computes affine(concat(convs)): each conv with its slice folded in."""
+    if affine.scale.numel() != concat.out_channels:
+        raise ValueError(f"affine has {affine.scale.numel()} channels, the concat produces {concat.out_channels}")
+    convs, start = [], 0
+    for conv in concat.convs:
+        end = start + conv.out_channels
+        convs.append(fold_affine(conv, Affine(affine.scale[start:end], affine.shift[start:end])))
+        start = end
+    return Concat(tuple(convs))
 
 
 def check_fold_affine_before(affine: Affine, conv: ConvSpec) -> str | None:

@@ -27,6 +27,8 @@ class Plan:
     note: str = ""
     tolerance: float | None = None   # set for approximate rewrites: the user's error budget
     removes_work: bool = False       # the rewrite only removes ops, as a fold does: never timed
+    stand_ins: dict = field(default_factory=dict)   # a removed value whose shape is read elsewhere → the
+                                     # index in `after` of the layer producing its shape (−1: the input)
 
     @property
     def describe_before(self) -> str:
@@ -66,6 +68,7 @@ class Match:
     reason: str | None = None   # set: declined by the matcher, with this reason
     residual: object = None     # a value added at the chain's end (fuse), or None
     parts: object = None        # the rule's typed record of the match, where it needs one
+    more_inputs: tuple = ()     # the other inputs of a site that reads several (a Concat's branches)
 
     @property
     def layout(self) -> str:
@@ -74,8 +77,9 @@ class Match:
 
     @property
     def runtime_inputs(self) -> list:
-        """The values the chain reads at run time: its input, and the residual it adds."""
-        return [self.input] + ([self.residual] if self.residual is not None else [])
+        """The values the chain reads at run time: its input (and the other inputs of a multi-input
+        site), and the residual it adds."""
+        return [self.input, *self.more_inputs] + ([self.residual] if self.residual is not None else [])
 
     def nodes_in(self, graph_nodes) -> list:
         """The format nodes of the match's ops, in the graph's order."""

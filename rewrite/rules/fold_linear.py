@@ -7,8 +7,10 @@ scaled weights and shifted bias, the permutes / flattens kept:
 
 Sites: timm ConvNeXt / torchvision CNBlock (Linear over NHWC → permute back → · γ[C,1,1]),
 EdgeNeXt (Linear over NHWC → · γ[C]), LeViT (Linear over [B, N, C] → flatten(0, 1) →
-BatchNorm1d). A conv → affine with nothing between is the fold rule's. Exact, and it only removes
-work, so it is applied wherever the linear's output reaches the affine alone. Lowered as
+BatchNorm1d → reshape_as(the linear's output): an op that reads a value for its shape only is not
+one of its users, and the front end points it at the new linear, whose output has that shape). A
+conv → affine with nothing between is the fold rule's. Exact, and it only removes work, so it is
+applied wherever the linear's output reaches the affine alone. Lowered as
 nn.Linear (FX) or MatMul + Add (ONNX; Gemm over [N, C]).
 """
 from __future__ import annotations

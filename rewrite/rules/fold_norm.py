@@ -8,9 +8,10 @@ Sites: ConvNeXt's LayerNorm → Linear / 1x1 (NHWC MLP or timm LayerNorm2d → 1
 LayerNorm2d before a downsampling conv (exact: it does not pad), the head's LayerNorm → flatten →
 Linear. Declined where the LayerNorm's output has several readers (the stem's LayerNorm feeds the
 first block and its shortcut), or the conv pads and β ≠ 0 (the border would see β where it saw 0).
-Only torch's LayerNorm over the last axis and ONNX LayerNormalization are lifted; a LayerNorm
-written out as ReduceMean / Sub / Pow / Sqrt / Div is not seen as one. Exact, and it only removes
-work: applied wherever it folds.
+Lifted: torch's LayerNorm over the last axis, ONNX LayerNormalization, and a LayerNorm written out
+as ReduceMean → Sub → Pow → ReduceMean → Add(ε) → Sqrt → Div [→ Mul(γ) → Add(β)] (torch's export
+below opset 17, tf2onnx), which is lowered back in that form where the opset lacks
+LayerNormalization. Exact, and it only removes work: applied wherever it folds.
 """
 from __future__ import annotations
 

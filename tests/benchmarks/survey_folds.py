@@ -153,7 +153,18 @@ def main(argv=None) -> None:
         rows.append(row)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"command": " ".join(sys.argv), "folds": FOLDS, "rows": rows}, f, indent=1)
+            json.dump({"command": " ".join(sys.argv), "commit": _commit(), "folds": FOLDS, "rows": rows}, f, indent=1)
+
+
+def _commit() -> str | None:
+    """The checkout's commit, with "+changes" when the tree differs from it (None outside git)."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """fold_linear, through both front ends: a layer scale into the Linear before it over channels-last
 activations (EdgeNeXt: · γ[C] before the permute; ConvNeXt / torchvision: · γ[C, 1, 1] after it) and
-over tokens [B, N, C]; and the plan's algebra against run_chain."""
+over tokens [B, N, C]; LeViT's LinearNorm, whose reshape_as reads the linear's shape; and the plan's
+algebra against run_chain."""
 import pytest
 import torch
 import torch.nn as nn
@@ -38,6 +39,48 @@ def test_fold_linear_folds_layer_scales_into_the_linear_before_them(fmt):
                             cost_model="analytic")
     assert outcomes(report, "fold_linear") == {"applied": 3}
     assert fresh_error(run, model, (3, 8, 6, 6)) < 1e-5
+
+
+class LinearNorm(nn.Module):
+    """timm LeViT's LinearNorm: Linear over tokens, BatchNorm1d over the flattened tokens, back to
+    the linear's shape with reshape_as (which reads the linear's output for its shape)."""
+
+    def __init__(self, c_in, c_out, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.linear, self.bn = nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out)
+        with torch.no_grad():
+            self.bn.weight.copy_(torch.rand(c_out, generator=g) + 0.5)
+            self.bn.bias.copy_(torch.randn(c_out, generator=g))
+            self.bn.running_mean.copy_(torch.randn(c_out, generator=g))
+            self.bn.running_var.copy_(torch.rand(c_out, generator=g) + 0.5)
+
+    def forward(self, x):
+        x = self.linear(x)
+        return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+
+class LeViTMlp(nn.Module):
+    """t + LinearNorm(hardswish(LinearNorm(t))), widening 8 → 16 → 8 (so no shape reader can be
+    served by the block's input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln1, self.ln2 = LinearNorm(8, 16, 1), LinearNorm(16, 8, 2)
+
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)
+        return t + self.ln2(nn.functional.hardswish(self.ln1(t)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fold_linear_folds_levit_batchnorms_read_back_with_reshape_as(fmt):
+    torch.manual_seed(0)
+    model = LeViTMlp().eval()
+    report, run = optimized(fmt, model, torch.randn(2, 8, 4, 4), passes=("fold_linear",), target="cpu",
+                            cost_model="analytic")
+    assert outcomes(report, "fold_linear") == {"applied": 2}
+    assert fresh_error(run, model, (3, 8, 4, 4)) < 1e-5
 
 
 def test_fold_linear_plan_is_exact():

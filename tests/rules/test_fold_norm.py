@@ -1,6 +1,8 @@
 """fold_norm, through both front ends: a LayerNorm's affine into the Linear (NHWC MLP), the 1x1 conv
 (LayerNorm2d: permute → LayerNorm → permute) and the head's Linear after a flatten; declined where
-the LayerNorm also feeds a residual; and the plan's algebra against run_chain."""
+the LayerNorm also feeds a residual; the same on an ONNX export below opset 17, where torch writes
+each LayerNorm out as ReduceMean / Sub / Pow / Sqrt / Div / Mul / Add; and the plan's algebra
+against run_chain."""
 import pytest
 import torch
 import torch.nn as nn
@@ -55,6 +57,33 @@ def test_fold_norm_folds_each_layernorm_affine_into_the_linear_after_it(fmt):
     assert outcomes(report, "fold_norm") == {"applied": 3, "declined": 1}
     declined = next(s for s in report.sites if s.kind == "fold_norm" and s.status == "declined")
     assert "reads it alone" in declined.reason
+    assert fresh_error(run, model, (3, 3, 24, 24)) < 1e-5
+
+
+@pytest.mark.parametrize("opset", (13, 16))
+def test_fold_norm_folds_layernorms_written_out_below_opset_17(opset):
+    pytest.importorskip("onnx_graphsurgeon")
+    import io
+
+    import onnx
+    import onnxruntime as ort
+
+    from rewrite import optimize_onnx
+
+    torch.manual_seed(0)
+    model = NormBlocks().eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (torch.randn(2, 3, 24, 24),), buffer, opset_version=opset, dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    assert not any(n.op_type == "LayerNormalization" for n in proto.graph.node)   # written out, 4 times
+    assert sum(n.op_type == "Sqrt" for n in proto.graph.node) == 4
+    new, report = optimize_onnx(proto, passes=("fold_norm",), target="cpu", cost_model="analytic")
+    assert outcomes(report, "fold_norm") == {"applied": 3, "declined": 1}
+    assert sum(n.op_type == "Sqrt" for n in new.graph.node) == 4          # each still normalizes
+    assert {(d.domain or "ai.onnx", d.version) for d in new.opset_import} == {("ai.onnx", opset)}
+    session = ort.InferenceSession(new.SerializeToString(), providers=["CPUExecutionProvider"])
+    run = lambda t: torch.from_numpy(session.run(None, {"x": t.numpy()})[0])   # noqa: E731
     assert fresh_error(run, model, (3, 3, 24, 24)) < 1e-5
 
 
