@@ -138,6 +138,19 @@ def check_gate(gate: Optional[torch.Tensor], g: Geometry, device: torch.device) 
         raise ValueError(f"gate is on {gate.device} but x is on {device}")
 
 
+def check_se_weights(w1: torch.Tensor, c1: torch.Tensor, w2: torch.Tensor, c2: torch.Tensor, K: int) -> int:
+    """The squeeze-excitation weights map K -> S -> K channels: W1 [S, K], c1 [S], W2 [K, S], c2 [K]
+    (1x1-conv shapes accepted); returns S."""
+    squeeze = w1.shape[0]
+    if w1.numel() != squeeze * K or w2.numel() != K * squeeze or w2.shape[0] != K:
+        raise ValueError(f"squeeze-excitation weights {tuple(w1.shape)} / {tuple(w2.shape)} do not map "
+                         f"{K} -> S -> {K} channels")
+    for name, b, n in (("se_reduce_bias", c1, squeeze), ("se_expand_bias", c2, K)):
+        if not isinstance(b, torch.Tensor) or tuple(b.shape) != (n,):
+            raise ValueError(f"{name} must be a [{n}] tensor")
+    return squeeze
+
+
 def triton_interpreting() -> bool:
     """True when TRITON_INTERPRET asks for Triton's CPU interpreter (read as Triton reads it)."""
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")

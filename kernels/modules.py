@@ -16,7 +16,7 @@ from torch import nn
 
 import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and sep_conv_se)
 from kernels.activations import SE_GATES, activation
-from kernels.checks import DTYPES, MAX_KERNEL, STRIDES, check_sep_conv_args, padding_pair
+from kernels.checks import DTYPES, MAX_KERNEL, STRIDES, check_se_weights, check_sep_conv_args, padding_pair
 from kernels.reference import excitation_reference, sep_conv_reference, sep_conv_se_reference
 
 def _param(t: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
@@ -138,14 +138,7 @@ class FusedSepConvSE2d(FusedSepConv2d):
         super().__init__(dw_weight, dw_bias, pw_weight, pw_bias, stride=stride, padding=padding, act1=act1,
                          act2=act2, allow_tf32=allow_tf32)
         K = dw_weight.shape[0]
-        squeeze = se_reduce_weight.shape[0]
-        if se_reduce_weight.numel() != squeeze * K or se_expand_weight.numel() != K * squeeze \
-                or se_expand_weight.shape[0] != K:
-            raise ValueError(f"squeeze-excitation weights {tuple(se_reduce_weight.shape)} / "
-                             f"{tuple(se_expand_weight.shape)} do not map {K} -> S -> {K} channels")
-        for name, b, n in (("se_reduce_bias", se_reduce_bias, squeeze), ("se_expand_bias", se_expand_bias, K)):
-            if not isinstance(b, torch.Tensor) or tuple(b.shape) != (n,):
-                raise ValueError(f"{name} must be a [{n}] tensor")
+        squeeze = check_se_weights(se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, K)
         if se_gate not in SE_GATES:
             raise ValueError(f"se_gate={se_gate!r} is not supported; expected one of {tuple(SE_GATES)}")
         activation(se_act)  # a ValueError names the valid choices

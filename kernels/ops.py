@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import torch
 
-from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
+from kernels.checks import check_gate, check_se_weights, check_sep_conv_args, output_format, triton_interpreting
 from kernels.reference import sep_conv_reference, sep_conv_se_reference
 
 
@@ -76,5 +76,6 @@ def _sep_conv_se_fake(x, dw_w, dw_b, pw_w, pw_b, w1, c1, w2, c2, stride, padding
                       act_after_gate, residual, allow_tf32):
     g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, tuple(padding), act1, act2, residual,
                             act_after_gate=act_after_gate)
+    check_se_weights(w1, c1, w2, c2, g.channels * g.mult)
     return torch.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype, device=x.device,
                        memory_format=output_format(x))

@@ -39,7 +39,7 @@ import triton.language as tl
 
 from kernels.activations import SE_GATES
 from kernels.activations import activation as activation_fn
-from kernels.checks import check_sep_conv_args, output_format, triton_interpreting
+from kernels.checks import check_se_weights, check_sep_conv_args, output_format, triton_interpreting
 from kernels.fused_sep_conv import pow2_divisor
 from kernels.sep_conv_tiles import Tile
 from kernels.tiles import activation, aligned, dw_row
@@ -201,19 +201,6 @@ def gemm_tile(n: int) -> Tile:
         return Tile(32, 32, 16, 4, False)
     block_n = min(128, max(32, 1 << max(0, n - 1).bit_length()))
     return Tile(128, block_n, 64, 8 if block_n == 128 else 4, False)
-
-
-def check_se_weights(w1: torch.Tensor, c1: torch.Tensor, w2: torch.Tensor, c2: torch.Tensor, K: int) -> int:
-    """The squeeze-excitation weights map K -> S -> K channels: W1 [S, K], c1 [S], W2 [K, S], c2 [K]
-    (1x1-conv shapes accepted); returns S."""
-    squeeze = w1.shape[0]
-    if w1.numel() != squeeze * K or w2.numel() != K * squeeze or w2.shape[0] != K:
-        raise ValueError(f"squeeze-excitation weights {tuple(w1.shape)} / {tuple(w2.shape)} do not map "
-                         f"{K} -> S -> {K} channels")
-    for name, b, n in (("se_reduce_bias", c1, squeeze), ("se_expand_bias", c2, K)):
-        if not isinstance(b, torch.Tensor) or tuple(b.shape) != (n,):
-            raise ValueError(f"{name} must be a [{n}] tensor")
-    return squeeze
 
 
 def sep_conv_se(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], pw_w: torch.Tensor,

@@ -120,3 +120,18 @@ def test_squeeze_excitation_gemm_is_a_pipelined_wgmma(se, pixels, K, N):
     assert max(build.wait_pendings) >= 1, report
     assert set(build.stores) == {128} and build.spill_bytes == 0, report
     assert build.shared_bytes <= SMEM_PER_BLOCK, report
+
+
+@pytest.mark.parametrize("kh, kw", [(1, 5), (5, 1), (3, 7)])
+def test_non_square_depthwise_kernels_keep_wgmma_and_vector_loads(fsc, kh, kw):
+    """GhostNet-V2's 1x5 / 5x1 and a 3x7: the tile the table picks for them compiles to wgmma with
+    128-bit loads of x, 128-bit stores and no spills."""
+    Ho = 28
+    g = Geometry(64, 160, 1, kh, kw, kh // 2, kw // 2, Ho, Ho, 80, Ho, Ho, torch.float16)
+    tile = tile_for(g, 1)
+    build = fsc.hopper_build(g, 1, tile)
+    report = build.summary()
+    assert tile.unroll_taps == (kh * kw <= 9), tile
+    assert build.mma_versions == {3} and build.spill_bytes == 0, report
+    assert (build.cp_async_bytes[16] >= kh * kw) if tile.unroll_taps else (build.loads[128] >= kw), report
+    assert set(build.stores) == {128}, report
