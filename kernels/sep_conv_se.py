@@ -205,11 +205,12 @@ def gemm_tile(n: int) -> Tile:
 
 def sep_conv_se(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor], pw_w: torch.Tensor,
                 pw_b: Optional[torch.Tensor], w1: torch.Tensor, c1: torch.Tensor, w2: torch.Tensor,
-                c2: torch.Tensor, *, stride: int, padding: int, act1: str = "none", act2: str = "none",
+                c2: torch.Tensor, *, stride: int, padding, act1: str = "none", act2: str = "none",
                 se_act: str = "relu", se_gate: str = "sigmoid", act_after_gate: str = "none",
                 residual: Optional[torch.Tensor] = None, allow_tf32: bool = False) -> torch.Tensor:
     """y = act2(pw(act_after_gate(a ⊙ s)) + b2) [+ residual], a = act1(dw(x) + b1), s the excitation gate of a's
-    channel means (see the module docstring), in three launches. Operands as in kernels.checks;
+    channel means (see the module docstring), in three launches. Operands as in kernels.checks
+    (padding p or (ph, pw));
     the squeeze-excitation weights any float dtype (the MLP runs in fp32). The output takes x's
     memory format."""
     g = check_sep_conv_args(x, dw_w, dw_b, pw_w, pw_b, stride, padding, act1, act2, residual,
@@ -274,7 +275,7 @@ def gemm_hopper_build(pixels: int, K: int, N: int, dtype: torch.dtype, *, residu
                 **dict(zip(("stride_ob", "stride_oc", "stride_oh", "stride_ow"), out_strides)),
                 **dict(zip(("stride_rb", "stride_rc", "stride_rh", "stride_rw"), out_strides)))
     constexprs = dict(ACT_AFTER_GATE=act_after_gate, ACT2="none", HAS_B2=True, HAS_RES=residual,
-                      DOT_PRECISION="tf32" if dtype == torch.float32 else "ieee", UPCAST_DOT=False,
+                      DOT_PRECISION="tf32", UPCAST_DOT=False,  # as a launch passes for fp16 / bf16 (and tf32)
                       K_ALIGN=pow2_divisor(K), N_ALIGN=pow2_divisor(N), PW_ALIGN=pow2_divisor(K),
                       OUT_ALIGN=pow2_divisor(*out_strides[::2], out_strides[3]),
                       RES_ALIGN=pow2_divisor(*out_strides[::2], out_strides[3]),
