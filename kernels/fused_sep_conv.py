@@ -24,7 +24,7 @@ import triton.language as tl
 from kernels import sep_conv_tuning
 from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
 from kernels.sep_conv_tiles import INTERPRETER_TILE, Tile, tile_for
-from kernels.tiles import activation, aligned, dw_row
+from kernels.tiles import activation, aligned, dw_row, pointwise_epilogue
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -101,10 +101,6 @@ def _fused_sep_conv_kernel(
     stride_dw_h = aligned(stride_dw_h, DW_ALIGN)
     stride_dw_w = aligned(stride_dw_w, DW_ALIGN)
     stride_pw_n = aligned(stride_pw_n, PW_ALIGN)
-    stride_ob, stride_oh, stride_ow = (aligned(stride_ob, OUT_ALIGN), aligned(stride_oh, OUT_ALIGN),
-                                       aligned(stride_ow, OUT_ALIGN))
-    stride_rb, stride_rh, stride_rw = (aligned(stride_rb, RES_ALIGN), aligned(stride_rh, RES_ALIGN),
-                                       aligned(stride_rw, RES_ALIGN))
 
     pid = tl.program_id(0)
     num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
@@ -157,17 +153,9 @@ def _fused_sep_conv_kernel(
         else:
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
-    # epilogue
-    if HAS_B2:
-        acc += tl.load(pw_b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    acc = activation(acc, ACT2)
-    img64 = img.to(tl.int64)
-    out_ok = m_ok[:, None] & n_ok[None, :]
-    if HAS_RES:
-        res_offs = (img64 * stride_rb + oh * stride_rh + ow * stride_rw)[:, None] + offs_n[None, :] * stride_rc
-        acc += tl.load(res_ptr + res_offs, mask=out_ok, other=0.0).to(tl.float32)
-    out_offs = (img64 * stride_ob + oh * stride_oh + ow * stride_ow)[:, None] + offs_n[None, :] * stride_oc
-    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
+    pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img, oh, ow,
+                       stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
+                       ACT2, HAS_B2, HAS_RES, OUT_ALIGN, RES_ALIGN)
 
 
 # ---------------------------------------------------------------------------------------------

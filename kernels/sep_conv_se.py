@@ -42,7 +42,7 @@ from kernels.activations import activation as activation_fn
 from kernels.checks import check_se_weights, check_sep_conv_args, output_format, triton_interpreting
 from kernels.fused_sep_conv import pow2_divisor
 from kernels.sep_conv_tiles import Tile
-from kernels.tiles import activation, aligned, dw_row
+from kernels.tiles import activation, aligned, dw_row, pointwise_epilogue
 
 _INTERPRETED = triton_interpreting()
 # the depthwise stage is one read of x and one write of a (memory bound): channel vectors of 64,
@@ -151,10 +151,6 @@ def _gated_pw_kernel(
     K = aligned(K, K_ALIGN)
     N = aligned(N, N_ALIGN)
     stride_pw_n = aligned(stride_pw_n, PW_ALIGN)
-    stride_ob, stride_oh, stride_ow = (aligned(stride_ob, OUT_ALIGN), aligned(stride_oh, OUT_ALIGN),
-                                       aligned(stride_ow, OUT_ALIGN))
-    stride_rb, stride_rh, stride_rw = (aligned(stride_rb, RES_ALIGN), aligned(stride_rh, RES_ALIGN),
-                                       aligned(stride_rw, RES_ALIGN))
     pid = tl.program_id(0)
     num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
     pid_m = pid // num_pid_n
@@ -180,18 +176,9 @@ def _gated_pw_kernel(
             acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-    if HAS_B2:
-        acc += tl.load(pw_b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    acc = activation(acc, ACT2)
-    ow = offs_m % Wo
-    oh = (offs_m // Wo) % Ho
-    img64 = img.to(tl.int64)
-    out_ok = m_ok[:, None] & n_ok[None, :]
-    if HAS_RES:
-        res_offs = (img64 * stride_rb + oh * stride_rh + ow * stride_rw)[:, None] + offs_n[None, :] * stride_rc
-        acc += tl.load(res_ptr + res_offs, mask=out_ok, other=0.0).to(tl.float32)
-    out_offs = (img64 * stride_ob + oh * stride_oh + ow * stride_ow)[:, None] + offs_n[None, :] * stride_oc
-    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
+    pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img, (offs_m // Wo) % Ho, offs_m % Wo,
+                       stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
+                       ACT2, HAS_B2, HAS_RES, OUT_ALIGN, RES_ALIGN)
 
 
 def gemm_tile(n: int) -> Tile:

@@ -6,6 +6,7 @@ The first two run on fp32 register blocks inside a kernel (`@triton.jit` functio
     dw_row(a, kh, ...)   a += the KW taps of depthwise kernel row kh: [BLOCK_M pixels, BLOCK_K
                          channels] masked loads of NHWC x (zero padding is the mask) times the weights
     aligned(v, A)        v restated as a multiple of A (a divisibility hint)
+    pointwise_epilogue   + b2, act2, + residual and the store of a 1x1 conv's accumulator
 
 Nothing here launches anything.
 """
@@ -54,3 +55,25 @@ def dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptrs, k_ok, stride_dw
         wv = tl.load(dw_w_ptrs + kh * stride_dw_h + kw * stride_dw_w, mask=k_ok, other=0.0)
         a += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
     return a
+
+
+@triton.jit
+def pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img, oh, ow,
+                       stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
+                       ACT2: tl.constexpr, HAS_B2: tl.constexpr, HAS_RES: tl.constexpr,
+                       OUT_ALIGN: tl.constexpr, RES_ALIGN: tl.constexpr):
+    """The 1x1 conv's epilogue on the fp32 accumulator [BLOCK_M pixels (img, oh, ow), BLOCK_N
+    channels]: + b2, act2, + residual, one rounding, a store in the output's strides (OUT_ALIGN /
+    RES_ALIGN: powers of two the host found to divide the pixel strides, restated as in aligned)."""
+    if HAS_B2:
+        acc += tl.load(pw_b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    acc = activation(acc, ACT2)
+    img64 = img.to(tl.int64)
+    out_ok = m_ok[:, None] & n_ok[None, :]
+    if HAS_RES:
+        res_offs = (img64 * aligned(stride_rb, RES_ALIGN) + oh * aligned(stride_rh, RES_ALIGN)
+                    + ow * aligned(stride_rw, RES_ALIGN))[:, None] + offs_n[None, :] * stride_rc
+        acc += tl.load(res_ptr + res_offs, mask=out_ok, other=0.0).to(tl.float32)
+    out_offs = (img64 * aligned(stride_ob, OUT_ALIGN) + oh * aligned(stride_oh, OUT_ALIGN)
+                + ow * aligned(stride_ow, OUT_ALIGN))[:, None] + offs_n[None, :] * stride_oc
+    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_ok)

@@ -42,15 +42,24 @@ def representatives(dtype=torch.float16):
     return found
 
 
-@pytest.fixture(scope="module")
-def fsc():
-    """The kernel module in compiled (not interpreted) mode."""
+def compiled(name: str):
+    """Kernel module `name` in compiled (not interpreted) mode."""
     import importlib
 
-    module = importlib.import_module("kernels.fused_sep_conv")
+    module = importlib.import_module(name)
     if module._INTERPRETED:
         pytest.skip("TRITON_INTERPRET is set for the whole run: the static builds need the compiled kernel")
     return module
+
+
+@pytest.fixture(scope="module")
+def fsc():
+    return compiled("kernels.fused_sep_conv")
+
+
+@pytest.fixture(scope="module")
+def se():
+    return compiled("kernels.sep_conv_se")
 
 
 def test_the_layers_reach_every_tile_of_the_table():
@@ -93,16 +102,6 @@ def test_without_the_alignment_facts_stores_are_scalar(fsc, monkeypatch):
     g = geometry(144, 56, 3, 1, 24)
     build = fsc.hopper_build(g, 1, tile_for(g, 1))
     assert 128 not in build.stores, build.summary()
-
-
-@pytest.fixture(scope="module")
-def se():
-    import importlib
-
-    module = importlib.import_module("kernels.sep_conv_se")
-    if module._INTERPRETED:
-        pytest.skip("TRITON_INTERPRET is set for the whole run: the static builds need the compiled kernel")
-    return module
 
 
 # (pixels at batch 64, K, N): EfficientNet-B0 / MobileNetV3 squeeze-excitation projections
