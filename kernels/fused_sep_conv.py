@@ -24,7 +24,7 @@ import triton.language as tl
 from kernels import sep_conv_tuning
 from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
 from kernels.sep_conv_tiles import INTERPRETER_TILE, Tile, tile_for
-from kernels.tiles import activation, aligned, dw_row, pointwise_epilogue
+from kernels.tiles import activation, aligned, dw_row, output_tile, pointwise_epilogue
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -102,23 +102,11 @@ def _fused_sep_conv_kernel(
     stride_dw_w = aligned(stride_dw_w, DW_ALIGN)
     stride_pw_n = aligned(stride_pw_n, PW_ALIGN)
 
-    pid = tl.program_id(0)
-    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
-    pid_m = pid // num_pid_n
-    pid_n = pid % num_pid_n
-
-    # this tile's output pixels, and the top-left input pixel of each receptive field
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < M
-    ow = offs_m % Wo
-    oh = (offs_m // Wo) % Ho
-    img = offs_m // (Wo * Ho)
+    # this tile's output pixels and channels, and the top-left input pixel of each receptive field
+    offs_m, m_ok, img, oh, ow, offs_n, n_ok = output_tile(M, N, Ho, Wo, BLOCK_M, BLOCK_N)
     ih0 = oh * STRIDE - PH
     iw0 = ow * STRIDE - PW
     x_pix0 = ((img.to(tl.int64) * H + ih0) * W + iw0) * C  # tap (0, 0); off x only where masked
-
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < N
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
 
     for k0 in range(0, K, BLOCK_K):

@@ -42,7 +42,7 @@ from kernels.activations import activation as activation_fn
 from kernels.checks import check_se_weights, check_sep_conv_args, output_format, triton_interpreting
 from kernels.fused_sep_conv import pow2_divisor
 from kernels.sep_conv_tiles import Tile
-from kernels.tiles import activation, aligned, dw_row, pointwise_epilogue
+from kernels.tiles import activation, aligned, dw_row, output_tile, pointwise_epilogue
 
 _INTERPRETED = triton_interpreting()
 # the depthwise stage is one read of x and one write of a (memory bound): channel vectors of 64,
@@ -151,15 +151,7 @@ def _gated_pw_kernel(
     K = aligned(K, K_ALIGN)
     N = aligned(N, N_ALIGN)
     stride_pw_n = aligned(stride_pw_n, PW_ALIGN)
-    pid = tl.program_id(0)
-    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
-    pid_m = pid // num_pid_n
-    pid_n = pid % num_pid_n
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < M
-    img = offs_m // (Ho * Wo)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < N
+    offs_m, m_ok, img, oh, ow, offs_n, n_ok = output_tile(M, N, Ho, Wo, BLOCK_M, BLOCK_N)
     acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     a_rows = a_ptr + offs_m.to(tl.int64)[:, None] * K
     gate_rows = gate_ptr + img.to(tl.int64)[:, None] * K
@@ -176,7 +168,7 @@ def _gated_pw_kernel(
             acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
         else:
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-    pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img, (offs_m // Wo) % Ho, offs_m % Wo,
+    pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img, oh, ow,
                        stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
                        ACT2, HAS_B2, HAS_RES, OUT_ALIGN, RES_ALIGN)
 

@@ -6,6 +6,7 @@ The first two run on fp32 register blocks inside a kernel (`@triton.jit` functio
     dw_row(a, kh, ...)   a += the KW taps of depthwise kernel row kh: [BLOCK_M pixels, BLOCK_K
                          channels] masked loads of NHWC x (zero padding is the mask) times the weights
     aligned(v, A)        v restated as a multiple of A (a divisibility hint)
+    output_tile          a program's pixels and output channels
     pointwise_epilogue   + b2, act2, + residual and the store of a 1x1 conv's accumulator
 
 Nothing here launches anything.
@@ -55,6 +56,18 @@ def dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptrs, k_ok, stride_dw
         wv = tl.load(dw_w_ptrs + kh * stride_dw_h + kw * stride_dw_w, mask=k_ok, other=0.0)
         a += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
     return a
+
+
+@triton.jit
+def output_tile(M, N, Ho, Wo, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's output tile of a pixels x channels GEMM: (offs_m, m_ok, img, oh, ow, offs_n,
+    n_ok), pixels m = (img·Ho + oh)·Wo + ow. The N tiles of one M tile are consecutive program
+    ids, so they run together and share the M tile's inputs in L2."""
+    pid = tl.program_id(0)
+    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
+    offs_m = (pid // num_pid_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = (pid % num_pid_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs_m, offs_m < M, offs_m // (Wo * Ho), (offs_m // Wo) % Ho, offs_m % Wo, offs_n, offs_n < N
 
 
 @triton.jit

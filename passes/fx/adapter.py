@@ -116,12 +116,7 @@ class FxAdapter:
         tail.args = (arg,) + tuple(match.runtime_inputs[1:])
         new.append(tail)
         self._stand_in(nodes, plan.stand_ins, new, match.input)
-        for node in reversed(nodes):
-            if node is not tail:
-                graph.erase_node(node)
-        for node in list(graph.nodes):
-            if node.op == "get_attr" and not node.users:
-                graph.erase_node(node)
+        _erase_replaced(graph, nodes, tail)
         roles = [_role(module) for module in lowered]
         for node, module, role in zip(new, lowered, roles):
             base = match.name if len(lowered) == 1 else f"{match.name}_{role}"
@@ -142,12 +137,7 @@ class FxAdapter:
             branches = [graph.create_node("call_module", "_pending", (x,)) for x in inputs]
         tail.op, tail.target = "call_function", torch.ops.aten.cat.default
         tail.args, tail.kwargs = (branches, 1), {}
-        for node in reversed(nodes):
-            if node is not tail:
-                graph.erase_node(node)
-        for node in list(graph.nodes):
-            if node.op == "get_attr" and not node.users:
-                graph.erase_node(node)
+        _erase_replaced(graph, nodes, tail)
         for node, conv, op in zip(branches, module.convs, match.ops):
             node.target = self._claim(op.name)
             self.gm.add_submodule(node.target, conv)
@@ -248,3 +238,14 @@ def _role(module) -> str:
             return "dw"
         return "pw" if module.kernel_size == (1, 1) else "conv"
     return "fused"
+
+
+def _erase_replaced(graph, nodes: list, tail) -> None:
+    """Erase a site's old nodes (all but `tail`, which now holds the replacement's output) and the
+    weight reads nothing uses any more."""
+    for node in reversed(nodes):
+        if node is not tail:
+            graph.erase_node(node)
+    for node in list(graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
