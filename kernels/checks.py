@@ -116,13 +116,6 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
     return Geometry(B, C, K // C, kh, kw, ph, pw, H, W, N, Ho, Wo, x.dtype)
 
 
-def check_dw_args(x, dw_w, dw_b: Optional[torch.Tensor], stride: int, padding, act1: str) -> Geometry:
-    """check_sep_conv_args for the depthwise half alone (kernels that stop after act1); the
-    geometry's N is 1."""
-    probe_pw = dw_w.new_empty((1, dw_w.shape[0])) if isinstance(dw_w, torch.Tensor) and dw_w.dim() == 4 else dw_w
-    return check_sep_conv_args(x, dw_w, dw_b, probe_pw, None, stride, padding, act1, "none")
-
-
 def check_gate(gate: Optional[torch.Tensor], g: Geometry, device: torch.device) -> None:
     """A squeeze-excitation gate is a float32 [B, C*r] tensor on x's device (or None; float64
     goes with float64 x, for references)."""

@@ -24,7 +24,7 @@ import triton.language as tl
 from kernels import sep_conv_tuning
 from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
 from kernels.sep_conv_tiles import INTERPRETER_TILE, Tile, tile_for
-from kernels.tiles import activation, aligned, dw_row, output_tile, pointwise_epilogue
+from kernels.tiles import activation, aligned, dot_acc, dw_row, output_tile, pointwise_epilogue
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -136,10 +136,7 @@ def _fused_sep_conv_kernel(
         b = tl.load(pw_w_ptr + offs_k[:, None] * stride_pw_k + offs_n[None, :] * stride_pw_n,
                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         a = a.to(b.dtype)
-        if UPCAST_DOT:
-            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = dot_acc(a, b, acc, DOT_PRECISION, UPCAST_DOT)
 
     pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img, oh, ow,
                        stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,

@@ -42,7 +42,7 @@ from kernels.activations import activation as activation_fn
 from kernels.checks import check_se_weights, check_sep_conv_args, output_format, triton_interpreting
 from kernels.fused_sep_conv import pow2_divisor
 from kernels.sep_conv_tiles import Tile
-from kernels.tiles import activation, aligned, dw_row, output_tile, pointwise_epilogue
+from kernels.tiles import activation, aligned, dot_acc, dw_row, output_tile, pointwise_epilogue
 
 _INTERPRETED = triton_interpreting()
 # the depthwise stage is one read of x and one write of a (memory bound): channel vectors of 64,
@@ -164,10 +164,7 @@ def _gated_pw_kernel(
         a = activation(gated, ACT_AFTER_GATE).to(a.dtype)
         b = tl.load(pw_w_ptr + offs_k[:, None] + offs_n[None, :] * stride_pw_n,
                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        if UPCAST_DOT:
-            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = dot_acc(a, b, acc, DOT_PRECISION, UPCAST_DOT)
     pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img, oh, ow,
                        stride_ob, stride_oc, stride_oh, stride_ow, stride_rb, stride_rc, stride_rh, stride_rw,
                        ACT2, HAS_B2, HAS_RES, OUT_ALIGN, RES_ALIGN)

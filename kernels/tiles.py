@@ -7,6 +7,7 @@ The first two run on fp32 register blocks inside a kernel (`@triton.jit` functio
                          channels] masked loads of NHWC x (zero padding is the mask) times the weights
     aligned(v, A)        v restated as a multiple of A (a divisibility hint)
     output_tile          a program's pixels and output channels
+    dot_acc              acc + a @ b on the tensor cores (exact fp32 products in the interpreter)
     pointwise_epilogue   + b2, act2, + residual and the store of a 1x1 conv's accumulator
 
 Nothing here launches anything.
@@ -56,6 +57,18 @@ def dw_row(a, kh, x_ptr, x_pix0, ih0, iw0, m_ok, cin, dw_w_ptrs, k_ok, stride_dw
         wv = tl.load(dw_w_ptrs + kh * stride_dw_h + kw * stride_dw_w, mask=k_ok, other=0.0)
         a += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
     return a
+
+
+@triton.jit
+def dot_acc(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """acc + a @ b with fp32 accumulation. UPCAST_DOT (set only in the interpreter, which multiplies
+    bf16 blocks as their raw uint16 bits) multiplies the already rounded operands in fp32: bf16
+    products are exact there."""
+    if UPCAST_DOT:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+    return acc
 
 
 @triton.jit

@@ -138,16 +138,14 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
                            f"at {limit}: {budget:.1f} s, the lesser of {BISECTION_TIME_FACTOR:g}x the first run's "
                            f"{one_run:.1f} s and {BISECTION_MAX_S:g} s, or {MAX_BISECTION_RUNS} re-runs)")
     # the conservative ladder: folds only (while time is left), then nothing
-    attempt, skipped = first, set(options.skip_sites)
     skip = {s.key for s in first.report.applied if s.kind != "fold"}
     if skip and len(skip) < len(first.report.applied):
         if time.perf_counter() > deadline:
             history.append("not retried with the folds only: the retries' time budget is spent")
         else:
-            skipped |= skip
             say("retrying without the non-fold rewrites")
             history.append("retrying without the non-fold rewrites")
-            attempt = run(dataclasses.replace(options, skip_sites=frozenset(skipped)))
+            attempt = run(dataclasses.replace(options, skip_sites=options.skip_sites | skip))
             if attempt.passed:
                 return dataclasses.replace(attempt, history=history,
                                            verdict="passed the whole-model check with the folds only")

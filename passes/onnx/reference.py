@@ -12,7 +12,8 @@ tolerance (rewrite.numerics.model_tolerance).
 The evaluation is bounded: past `budget_s` seconds, or as soon as the convs done so far say the
 whole would take over PROJECTION_FACTOR times that (the time since the first conv over the share
 of the convs done, checked past the MIN_CONVS_SEEN-th conv, plus the time before it), it gives up
-(`ReferenceUnavailable`) rather than spend the budget on a reference it will not get, as it does for a model it cannot widen (quantized ops, other domains, subgraphs); the caller then
+(`ReferenceUnavailable`) rather than spend the budget on a reference it will not get, as it does
+for a model it cannot widen (quantized ops, other domains, subgraphs); the caller then
 estimates the original's rounding error from two onnxruntime runs that round differently
 (`rounding_spread`).
 """
@@ -113,6 +114,7 @@ def rounding_spread(model: onnx.ModelProto, feeds: dict, plain: dict) -> dict[st
 # -- float64 kernels in torch ----------------------------------------------------------------
 
 def _torch_ops(deadline: float, budget_s: float = REFERENCE_BUDGET_S, convs: int = 0) -> list:
+    started = deadline - budget_s
     first, seen = [None], [0]   # when the first conv started; convs done
 
     def check(conv: bool = False):
@@ -124,7 +126,7 @@ def _torch_ops(deadline: float, budget_s: float = REFERENCE_BUDGET_S, convs: int
         first[0] = now if first[0] is None else first[0]
         seen[0] += 1
         if seen[0] > MIN_CONVS_SEEN:
-            projected = (now - first[0]) * convs / (seen[0] - 1) + (first[0] - deadline + budget_s)
+            projected = (first[0] - started) + (now - first[0]) * convs / (seen[0] - 1)
             if projected > PROJECTION_FACTOR * budget_s:
                 raise ReferenceUnavailable(f"the float64 evaluation would take about {projected:.0f} s "
                                            f"(projected from {seen[0]} of {convs} convs), over its {budget_s:.0f} s budget")
