@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from rewrite.ir import Concat, ConvSpec, FusedSepConv, ParallelBranches, ZeroPad, channels_last_input
+from rewrite.ir import Concat, ConvSpec, FusedMBConv, FusedSepConv, ParallelBranches, ZeroPad, channels_last_input
 from rewrite.measure import one_thread
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
 
@@ -64,7 +64,8 @@ def _spatial_layers(layers):
             convs = layer.convs if isinstance(layer, ParallelBranches) else list(layer.convs)
             yield max(convs, key=lambda conv: conv.kernel_size[0] * conv.dilation[0])
         else:
-            yield from ([layer.dw, layer.pw] if isinstance(layer, FusedSepConv) else [layer])
+            yield from ([layer.dw, layer.pw] if isinstance(layer, FusedSepConv) else
+                        [layer.conv, layer.pw] if isinstance(layer, FusedMBConv) else [layer])
 
 
 def receptive_field(layers) -> tuple[int, int]:

@@ -13,9 +13,10 @@ rewrite is t(before) / t(after).
 
 A fused dw→pw kernel is one launch whose bytes are only its input, output, residual and
 weights (the dw result stays on chip), and whose compute time is the dw FLOPs at the vector rate
-plus the pw FLOPs at the matrix rate. With a squeeze-excitation inside, the input is read and the
-dw FLOPs are spent twice (the channel-mean pass, then the fused pass) and SE_LAUNCHES more
-launches run.
+plus the pw FLOPs at the matrix rate. With a squeeze-excitation inside, the dw result is written
+once and read back by the gated GEMM, and SE_LAUNCHES more launches run. A whole inverted-residual
+block adds its expansion GEMM, once per depthwise tap (the halo is recomputed), and with an SE
+computes the block twice (channel sums, then the gated pass) rather than storing the dw result.
 
 The model is an object so that callers can inject another (e.g. one calibrated by measurement):
 anything with `chain_time(layers, input_shape, dtype) -> seconds` will do.
@@ -27,9 +28,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ir import Activation, Affine, ConvSpec, FusedSepConv, Layer, ZeroPad
+from .ir import Activation, Affine, ConvSpec, FusedMBConv, FusedSepConv, Layer, ZeroPad
 
-SE_LAUNCHES = 6  # beside the fused kernel: channel means, their sum, linear, act, linear, gate
+SE_LAUNCHES = 2  # beside the gated GEMM: the depthwise stage (or block phase 1) and the excitation MLP
 GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
 
 
@@ -117,23 +118,46 @@ class RooflineCostModel:
             bytes_ = size * (b * c * h * w + b * layer.out_channels * oh * ow + layer.weight.numel())
             return max(flops / rate, bytes_ / p.bandwidth) + p.launch_overhead, (layer.out_channels, oh, ow)
         if isinstance(layer, FusedSepConv):
-            oh, ow = layer.dw.output_hw(h, w)
-            seconds = 0.0
-            for conv, table in ((layer.dw, p.vector_rate), (layer.pw, p.matrix_rate)):
-                seconds += conv_flops(conv, b, (oh, ow)) / p.rate(table, dtype)
+            return self._fused_time(layer, shape, dtype, size)
+        if isinstance(layer, FusedMBConv):   # two GEMMs on the matrix units; x, weights and y through memory
+            oh, ow = layer.conv.output_hw(h, w)
             n = layer.pw.out_channels
-            outputs = (2 if layer.residual else 1) * b * n * oh * ow
-            passes = 2 if layer.se else 1
-            seconds += (passes - 1) * conv_flops(layer.dw, b, (oh, ow)) / p.rate(p.vector_rate, dtype)
-            bytes_ = size * (passes * b * c * h * w + outputs + layer.dw.weight.numel() + layer.pw.weight.numel())
-            launches = 1 + (SE_LAUNCHES if layer.se else 0)
-            return max(seconds, bytes_ / p.bandwidth) + launches * p.launch_overhead, (n, oh, ow)
+            flops = conv_flops(layer.conv, b, (oh, ow)) + conv_flops(layer.pw, b, (oh, ow))
+            bytes_ = size * (b * c * h * w + (2 if layer.residual else 1) * b * n * oh * ow
+                             + layer.conv.weight.numel() + layer.pw.weight.numel())
+            return max(flops / p.rate(p.matrix_rate, dtype), bytes_ / p.bandwidth) + p.launch_overhead, (n, oh, ow)
         if isinstance(layer, (Affine, Activation)):
             return self.elementwise_time(shape, dtype), (c, h, w)
         if isinstance(layer, ZeroPad):
             t, b_, l, r = layer.padding
             return self.elementwise_time((b, c, h + t + b_, w + l + r), dtype), (c, h + t + b_, w + l + r)
         raise TypeError(f"no cost for layer {layer!r}")
+
+    def _fused_time(self, layer: FusedSepConv, shape, dtype: torch.dtype, size: int):
+        """The fused kernels (kernels/): the depthwise FLOPs on the vector units, the 1x1 GEMMs on
+        the matrix units, and only x, the weights and the output (+ residual) through memory.
+        With an SE, the depthwise stage writes a and the gated GEMM reads it back (kernels/
+        sep_conv_se.py), or, for a whole block, phase 1 recomputes the block for the channel sums
+        (two passes over x, a never stored). A whole block's expansion is computed once per
+        depthwise tap (halo recompute: kernels/inverted_residual.py)."""
+        p = self.profile
+        b, c, h, w = shape
+        oh, ow = layer.dw.output_hw(h, w)
+        n, hidden = layer.pw.out_channels, layer.dw.out_channels
+        matrix, vector = p.rate(p.matrix_rate, dtype), p.rate(p.vector_rate, dtype)
+        front = conv_flops(layer.dw, b, (oh, ow)) / vector
+        weights = layer.dw.weight.numel() + layer.pw.weight.numel()
+        if layer.expand is not None:
+            kh, kw = layer.dw.kernel_size
+            front += kh * kw * conv_flops(layer.expand, b, (oh, ow)) / matrix
+            weights += layer.expand.weight.numel()
+        passes = 2 if layer.se is not None and layer.expand is not None else 1
+        stored = 2 * b * hidden * oh * ow if layer.se is not None and layer.expand is None else 0
+        seconds = passes * front + conv_flops(layer.pw, b, (oh, ow)) / matrix
+        outputs = (2 if layer.residual else 1) * b * n * oh * ow
+        bytes_ = size * (passes * b * c * h * w + stored + outputs + weights)
+        launches = 1 + (SE_LAUNCHES if layer.se else 0)
+        return max(seconds, bytes_ / p.bandwidth) + launches * p.launch_overhead, (n, oh, ow)
 
     def elementwise_time(self, shape, dtype: torch.dtype, tensors: int = 2) -> float:
         """One elementwise kernel touching `tensors` tensors of `shape` (2: unary, 3: binary)."""

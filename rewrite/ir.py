@@ -212,8 +212,10 @@ class SqueezeExcite:
 
 @dataclass(frozen=True, eq=False)
 class FusedSepConv:
-    """One fused op for y = act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ residual]: one kernel,
-    the dw result kept on chip, or with `se` three (kernels/sep_conv_se.py).
+    """One fused op for y = act2(pw(act_after_gate(act1(dw(x')) [· se]))) [+ residual]: one kernel,
+    the dw result kept on chip, or with `se` three (kernels/sep_conv_se.py). x' = x, or with
+    `expand` the whole inverted-residual block's x' = act0(expand(x)) (a 1x1 dense conv, its
+    result never written to device memory either: kernels/inverted_residual.py).
 
     act1/act2 are activation names or None; `residual` says whether a tensor of the output's
     shape is added after act2 (it is an extra input of the fused op). With `se`, the dw output is
@@ -230,8 +232,13 @@ class FusedSepConv:
     residual: bool = False
     se: SqueezeExcite | None = None
     act_after_gate: str | None = None
+    expand: ConvSpec | None = None
+    act0: str | None = None
 
     def apply(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.expand is not None:
+            x = self.expand.apply(x)
+            x = ACTIVATIONS[self.act0](x) if self.act0 else x
         y = self.dw.apply(x)
         y = ACTIVATIONS[self.act1](y) if self.act1 else y
         y = y * self.se.scale(y) if self.se else y
@@ -241,11 +248,39 @@ class FusedSepConv:
         return y + residual if self.residual else y
 
     def to(self, dtype: torch.dtype) -> "FusedSepConv":
-        return replace(self, dw=self.dw.to(dtype), pw=self.pw.to(dtype), se=self.se and self.se.to(dtype))
+        return replace(self, dw=self.dw.to(dtype), pw=self.pw.to(dtype), se=self.se and self.se.to(dtype),
+                       expand=self.expand and self.expand.to(dtype))
 
     def describe(self) -> str:
-        parts = [self.dw.describe(), self.act1, self.se.describe() if self.se else None, self.act_after_gate,
+        parts = [self.expand and self.expand.describe(), self.act0, self.dw.describe(), self.act1, self.se.describe() if self.se else None, self.act_after_gate,
                  self.pw.describe(), self.act2, "+res" if self.residual else None]
+        return "fused[" + " → ".join(p for p in parts if p) + "]"
+
+
+@dataclass(frozen=True, eq=False)
+class FusedMBConv:
+    """One fused op for a Fused-MBConv block, y = act2(pw(act1(conv(x)))) [+ residual]: a dense
+    kh x kw conv expanding C → Hd, then a 1x1 conv projecting Hd → N, the expanded tensor kept
+    on chip (kernels/fused_mbconv.py). EfficientNetV2's early stages, MobileNetV4's FusedIB."""
+
+    conv: ConvSpec
+    act1: str | None
+    pw: ConvSpec
+    act2: str | None
+    residual: bool = False
+
+    def apply(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv.apply(x)
+        y = ACTIVATIONS[self.act1](y) if self.act1 else y
+        y = self.pw.apply(y)
+        y = ACTIVATIONS[self.act2](y) if self.act2 else y
+        return y + residual if self.residual else y
+
+    def to(self, dtype: torch.dtype) -> "FusedMBConv":
+        return replace(self, conv=self.conv.to(dtype), pw=self.pw.to(dtype))
+
+    def describe(self) -> str:
+        parts = [self.conv.describe(), self.act1, self.pw.describe(), self.act2, "+res" if self.residual else None]
         return "fused[" + " → ".join(p for p in parts if p) + "]"
 
 
@@ -374,7 +409,7 @@ def channels_last_input(layer) -> bool:
     return isinstance(layer, (Linear, LayerNorm)) or (isinstance(layer, Affine) and layer.axis == -1)
 
 
-Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, ParallelBranches, Linear, LayerNorm, Permute,
+Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, FusedMBConv, ParallelBranches, Linear, LayerNorm, Permute,
               Flatten, Concat]
 
 
@@ -407,6 +442,8 @@ def output_shape(layer, shape: tuple) -> tuple | None:
         return shape[:s] + (math.prod(shape[s:e + 1]),) + shape[e + 1:]
     if isinstance(layer, FusedSepConv):
         return (shape[0], layer.pw.out_channels, *layer.dw.output_hw(*shape[2:]))
+    if isinstance(layer, FusedMBConv):
+        return (shape[0], layer.pw.out_channels, *layer.conv.output_hw(*shape[2:]))
     return None
 
 

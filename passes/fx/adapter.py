@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
-from rewrite.ir import Concat, Flatten, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, Permute
 
 from ..verify import capture_window
 from .inplace import restore_inplace
@@ -56,7 +56,7 @@ class FxAdapter:
         return self.values.get(v)
 
     def lower(self, match, plan) -> list:
-        if isinstance(plan.after[0], FusedSepConv):
+        if isinstance(plan.after[0], (FusedSepConv, FusedMBConv)):
             return [fused_module(plan.after[0])]
         if isinstance(plan.after[0], Concat):
             return [concat_module(plan.after[0], match.layout == "nc")]

@@ -4,7 +4,9 @@ A rewritten conv becomes an nn.Conv2d (its parameters keep the names `weight` / 
 state_dict reads naturally), a rewritten linear over [N, C] an nn.Linear; an asymmetric zero
 padding (TF "same" with stride 2, or an absorbed explicit pad) becomes `PaddedConv2d`, which
 pads per side before the conv. A fused
-chain becomes the kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation).
+chain becomes the kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation; a whole
+inverted-residual block FusedInvertedResidual2d / FusedInvertedResidualSE2d, a Fused-MBConv block
+FusedMBConv2d).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rewrite.ir import Concat, ConvSpec, Flatten, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, ConvSpec, Flatten, FusedMBConv, LayerNorm, Linear, Permute
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -144,21 +146,33 @@ def shape_modules(layers: list) -> list:
 
 
 def fused_module(spec) -> nn.Module:
-    """The kernels' FusedSepConv2d (FusedSepConvSE2d with a squeeze-excitation) for a
-    rewrite.ir.FusedSepConv (Triton on CUDA, torch on CPU)."""
-    from kernels import FusedSepConv2d, FusedSepConvSE2d  # the kernel package is only needed when fusing
+    """The kernels' module for a rewrite.ir.FusedSepConv (Triton on CUDA, torch on CPU):
+    FusedSepConv2d, FusedSepConvSE2d with a squeeze-excitation, for a whole inverted-residual
+    block (spec.expand) FusedInvertedResidual2d / FusedInvertedResidualSE2d, and FusedMBConv2d for
+    a rewrite.ir.FusedMBConv."""
+    import kernels  # the kernel package is only needed when fusing
 
+    if isinstance(spec, FusedMBConv):
+        conv, pw = spec.conv, spec.pw
+        return kernels.FusedMBConv2d(conv.weight, conv.bias, pw.weight, pw.bias, stride=conv.stride[0],
+                                     padding=(conv.padding[0], conv.padding[2]), act1=spec.act1 or "none",
+                                     act2=spec.act2 or "none").eval()
     dw, pw, se = spec.dw, spec.pw, spec.se
     common = dict(stride=dw.stride[0], padding=(dw.padding[0], dw.padding[2]), act1=spec.act1 or "none",
                   act2=spec.act2 or "none")  # ConvSpec padding (top, bottom, left, right), symmetric per axis
+    weights = (dw.weight, dw.bias, pw.weight, pw.bias)
+    if spec.expand is not None:
+        weights = (spec.expand.weight, spec.expand.bias) + weights
+        common["act0"] = spec.act0 or "none"
     if se is None:
-        return FusedSepConv2d(dw.weight, dw.bias, pw.weight, pw.bias, **common).eval()
+        cls = kernels.FusedInvertedResidual2d if spec.expand is not None else kernels.FusedSepConv2d
+        return cls(*weights, **common).eval()
     zeros = lambda conv: conv.weight.new_zeros(conv.out_channels)  # noqa: E731 - bias-free SE convs
-    return FusedSepConvSE2d(dw.weight, dw.bias, pw.weight, pw.bias, se.reduce.weight,
-                            zeros(se.reduce) if se.reduce.bias is None else se.reduce.bias, se.expand.weight,
-                            zeros(se.expand) if se.expand.bias is None else se.expand.bias,
-                            se_act=se.act or "none", se_gate=se.gate, act_after_gate=spec.act_after_gate or "none",
-                            **common).eval()
+    cls = kernels.FusedInvertedResidualSE2d if spec.expand is not None else kernels.FusedSepConvSE2d
+    return cls(*weights, se.reduce.weight, zeros(se.reduce) if se.reduce.bias is None else se.reduce.bias,
+               se.expand.weight, zeros(se.expand) if se.expand.bias is None else se.expand.bias,
+               se_act=se.act or "none", se_gate=se.gate, act_after_gate=spec.act_after_gate or "none",
+               **common).eval()
 
 
 def run_nodes(gm: fx.GraphModule, nodes: list, feeds: dict, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import torch
 
-from rewrite.ir import Concat, ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, ParallelBranches, Permute, run_chain
+from rewrite.ir import Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, ParallelBranches, Permute, run_chain
 from rewrite.rules.fuse import FuseParts
 
 from ..verify import capture_window
@@ -77,7 +77,7 @@ class OnnxAdapter:
 
     def lower(self, match, plan) -> list:
         x = self._tensor(match.input)
-        if isinstance(plan.after[0], FusedSepConv):
+        if isinstance(plan.after[0], (FusedSepConv, FusedMBConv)):
             fused = plan.after[0]
             name = function_name(fused)
             if name not in self.functions:
@@ -105,6 +105,8 @@ class OnnxAdapter:
     def reference(self, match):
         if isinstance(match.parts, FuseParts):     # a squeeze-excitation is not a chain of layers
             return match.parts.fused(match.residual is not None).to(torch.float64).apply
+        if isinstance(match.parts, FusedMBConv):   # nor is the residual a chain's input
+            return match.parts.to(torch.float64).apply
         layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches, Concat)) else layer
                   for layer in match.layers]
         return lambda *xs: run_chain(layers, *xs)

@@ -19,7 +19,17 @@ kernels/fused_sep_conv.py:
 where gate is Sigmoid or HardSigmoid(α = 1/6, β = 1/2) and post the activation after the gate
 (ReXNet's ReLU6; the identity without _postgate_). The SE act, gate and post activation are in
 the name, so one name always has one body. pads is [ph, pw, ph, pw]: the fused kernel pads each
-axis the same on both sides; the dw kernel is any kh x kw up to 7x7 (its shape is W_dw's).
+axis the same on both sides; the dw kernel is any kh x kw up to 7x7 (its shape is W_dw's). A whole
+inverted-residual block (kernels/inverted_residual.py) is the same call with the 1x1 expansion
+first, its act0 in the name:
+
+    dwsep.FusedInvertedResidual[SE]_<act0>_<the rest as above>(X, W_ex, B_ex, W_dw, B_dw, …)
+        = FusedSepConv[SE]_<the rest>(act0(Conv1x1(X, W_ex, B_ex)), W_dw, B_dw, …)
+
+and a Fused-MBConv block (kernels/fused_mbconv.py) the same form with a dense conv first:
+
+    dwsep.FusedMBConv_<act1>_<act2>[_residual](X, W_conv, B_conv, W_pw, B_pw[, R]; strides, pads, group)
+        = act2(Conv1x1(act1(Conv(X, W_conv, B_conv; strides, pads, group)), W_pw, B_pw)) [+ R]
 """
 from __future__ import annotations
 
@@ -31,7 +41,7 @@ import onnx_graphsurgeon as gs
 import torch
 from onnx import helper
 
-from rewrite.ir import Concat, ConvSpec, Flatten, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.ir import Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, Permute
 
 from .graph import Names
 
@@ -165,46 +175,68 @@ def concat_nodes(concat: Concat, inputs: list, names_: list, linear: bool, names
     return LoweredNodes(nodes, [out])
 
 
-def function_name(fused: FusedSepConv) -> str:
+def function_name(fused: FusedSepConv | FusedMBConv) -> str:
+    if isinstance(fused, FusedMBConv):
+        return f"FusedMBConv_{fused.act1 or 'none'}_{fused.act2 or 'none'}" + ("_residual" if fused.residual else "")
     name = f"FusedSepConv_{fused.act1 or 'none'}_{fused.act2 or 'none'}"
     if fused.se is not None:
         name = f"FusedSepConvSE_{fused.act1 or 'none'}_{fused.act2 or 'none'}_{fused.se.act or 'none'}_{fused.se.gate}"
         name += f"_postgate_{fused.act_after_gate}" if fused.act_after_gate else ""
+    if fused.expand is not None:      # FusedSepConv[SE]_… → FusedInvertedResidual[SE]_<act0>_…
+        kind, rest = name.split("_", 1)
+        name = f"{kind.replace('FusedSepConv', 'FusedInvertedResidual')}_{fused.act0 or 'none'}_{rest}"
     return name + ("_residual" if fused.residual else "")
 
 
-def fused_node(fused: FusedSepConv, x: gs.Tensor, residual: gs.Tensor | None, name: str, names: Names) -> gs.Node:
+def _weights(fused: FusedSepConv | FusedMBConv) -> list:
+    """(role, ConvSpec) of the function's weight inputs, in order; the spatial conv is "dw"'s place."""
+    if isinstance(fused, FusedMBConv):
+        return [("conv", fused.conv), ("pw", fused.pw)]
+    convs = [("ex", fused.expand)] if fused.expand is not None else []
+    convs += [("dw", fused.dw), ("pw", fused.pw)]
+    if fused.se is not None:
+        convs += [("r", fused.se.reduce), ("e", fused.se.expand)]
+    return convs
+
+
+def fused_node(fused: FusedSepConv | FusedMBConv, x: gs.Tensor, residual: gs.Tensor | None, name: str,
+               names: Names) -> gs.Node:
     """One call of dwsep.<function_name(fused)> on `x` (and the residual), the weights as fresh
     initializers (a conv without bias gets zeros)."""
-    convs = [("dw", fused.dw), ("pw", fused.pw)]
-    if fused.se is not None:
-        convs += [("se_reduce", fused.se.reduce), ("se_expand", fused.se.expand)]
     inputs = [x]
-    for role, spec in convs:
+    for role, spec in _weights(fused):
         bias = spec.bias if spec.bias is not None else spec.weight.new_zeros(spec.out_channels)
         inputs += [gs.Constant(names.fresh(f"{name}.{role}.weight"), _array(spec.weight)),
                    gs.Constant(names.fresh(f"{name}.{role}.bias"), _array(bias))]
     if residual is not None:
         inputs.append(residual)
     out = gs.Variable(names.fresh(f"{name}_fused_output"), dtype=inputs[1].values.dtype)
-    t, _, l, _ = fused.dw.padding      # (top, bottom, left, right), symmetric per axis
-    attrs = {"strides": list(fused.dw.stride), "pads": [t, l, t, l], "group": fused.dw.groups}
+    spatial = fused.conv if isinstance(fused, FusedMBConv) else fused.dw
+    t, _, l, _ = spatial.padding      # (top, bottom, left, right), symmetric per axis
+    attrs = {"strides": list(spatial.stride), "pads": [t, l, t, l], "group": spatial.groups}
     return gs.Node(function_name(fused), names.fresh(name), attrs, inputs, [out], domain=DOMAIN)
 
 
-def function_proto(fused: FusedSepConv, opset: int, dtype: torch.dtype) -> onnx.FunctionProto:
-    """The standard-op body of the function fused_node calls (the dw attributes are the call's)."""
+def function_proto(fused: FusedSepConv | FusedMBConv, opset: int, dtype: torch.dtype) -> onnx.FunctionProto:
+    """The standard-op body of the function fused_node calls (the spatial conv's attributes are
+    the call's)."""
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    dw = helper.make_node("Conv", ["X", "W_dw", "B_dw"], ["dw"])
+    inputs = ["X"] + [f"{kind}_{role}" for role, _ in _weights(fused) for kind in ("W", "B")]
+    nodes, x = [], "X"
+    expand = None if isinstance(fused, FusedMBConv) else fused.expand
+    if expand is not None:      # the block's 1x1 expansion, then act0
+        nodes = [helper.make_node("Conv", ["X", "W_ex", "B_ex"], ["expand"])]
+        nodes += activation_nodes(fused.act0, "expand", "act0", np_dtype, opset)
+        x = "act0" if fused.act0 else "expand"
+    role = "conv" if isinstance(fused, FusedMBConv) else "dw"
+    spatial = helper.make_node("Conv", [x, f"W_{role}", f"B_{role}"], ["dw"])
     for attr, kind in (("strides", onnx.AttributeProto.INTS), ("pads", onnx.AttributeProto.INTS),
                        ("group", onnx.AttributeProto.INT)):
-        dw.attribute.append(onnx.AttributeProto(name=attr, type=kind, ref_attr_name=attr))
-    nodes = [dw] + activation_nodes(fused.act1, "dw", "act1", np_dtype, opset)
+        spatial.attribute.append(onnx.AttributeProto(name=attr, type=kind, ref_attr_name=attr))
+    nodes += [spatial] + activation_nodes(fused.act1, "dw", "act1", np_dtype, opset)
     a = "act1" if fused.act1 else "dw"
-    inputs = ["X", "W_dw", "B_dw", "W_pw", "B_pw"]
-    if fused.se is not None:
-        se = fused.se
-        inputs += ["W_r", "B_r", "W_e", "B_e"]
+    se = None if isinstance(fused, FusedMBConv) else fused.se
+    if se is not None:
         nodes += [helper.make_node("GlobalAveragePool", [a], ["se_mean"]),
                   helper.make_node("Conv", ["se_mean", "W_r", "B_r"], ["se_reduce"])]
         nodes += activation_nodes(se.act, "se_reduce", "se_act", np_dtype, opset)

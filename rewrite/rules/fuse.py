@@ -37,7 +37,8 @@ NOT_A_GPU = "fuse pass skipped: the target is not a GPU (force_fuse=True fuses a
 
 @dataclass(eq=False)
 class FuseParts:
-    """What a fuse match found: y = act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ residual]."""
+    """What a fuse match found: y = act2(pw(act_after_gate(act1(dw(x')) [· se]))) [+ residual],
+    x' = x, or act0(expand(x)) for a whole inverted-residual block (rules/fuse_block.py)."""
 
     dw: ConvSpec
     act1: str | None
@@ -45,9 +46,12 @@ class FuseParts:
     pw: ConvSpec
     act2: str | None
     act_after_gate: str | None = None
+    expand: ConvSpec | None = None
+    act0: str | None = None
 
     def fused(self, residual: bool) -> FusedSepConv:
-        return FusedSepConv(self.dw, self.act1, self.pw, self.act2, residual, self.se, self.act_after_gate)
+        return FusedSepConv(self.dw, self.act1, self.pw, self.act2, residual, self.se, self.act_after_gate,
+                            self.expand, self.act0)
 
 
 def fuse_enabled(options) -> bool:
@@ -189,10 +193,10 @@ def fuse_matches(view: View):
         if op.reason:
             yield declined("fuse", op, op.reason)
             continue
-        yield _fuse_match(view, op)
+        yield fuse_match(view, op)
 
 
-def _fuse_match(view: View, dw) -> Match:
+def fuse_match(view: View, dw) -> Match:
     ops, tip = [dw], dw.output
     nxt = view.sole_user(tip)
     if nxt is not None and nxt.kind == "affine":
@@ -220,14 +224,21 @@ def _fuse_match(view: View, dw) -> Match:
     if reason:
         what = "pointwise conv" if pw.conv is None or pw.conv.kernel_size == (1, 1) else "next conv"
         return declined("fuse", dw, f"{what}: {reason}")
-    ops.append(pw)
-    tip = pw.output
-    act2 = None
+    tail, act2, residual, tip = pointwise_tail(view, pw)
+    layers = [dw.conv] + ([Activation(act1)] if act1 else []) + [pw.conv] + ([Activation(act2)] if act2 else [])
+    return Match("fuse", dw.name, ops + tail, layers, dw.inputs[0], tip, residual=residual,
+                 parts=FuseParts(dw.conv, act1, se, pw.conv, act2, act_after_gate))
+
+
+def pointwise_tail(view: View, pw) -> tuple:
+    """(ops, act2, residual, tip) of the fused epilogue after the pointwise conv op `pw`: an
+    activation the kernels have (one the kernel lacks stays outside), then an add of a value of
+    the same shape (the residual); tip is the value the fused site produces."""
+    ops, tip, act2, residual = [pw], pw.output, None, None
     nxt = view.sole_user(tip)
     if nxt is not None and nxt.kind == "act" and nxt.act in FUSABLE_ACTIVATIONS:
-        act2, tip = nxt.act, nxt.output     # an activation the kernel lacks stays outside the group
+        act2, tip = nxt.act, nxt.output
         ops.append(nxt)
-    residual = None
     add = view.sole_user(tip)
     if add is not None and add.kind == "add" and len(add.inputs) == 2:
         other = add.inputs[1] if add.inputs[0] == tip else add.inputs[0]
@@ -236,9 +247,7 @@ def _fuse_match(view: View, dw) -> Match:
             residual = other
             ops.append(add)
             tip = add.output
-    layers = [dw.conv] + ([Activation(act1)] if act1 else []) + [pw.conv] + ([Activation(act2)] if act2 else [])
-    return Match("fuse", dw.name, ops, layers, dw.inputs[0], tip, residual=residual,
-                 parts=FuseParts(dw.conv, act1, se, pw.conv, act2, act_after_gate))
+    return ops, act2, residual, tip
 
 
 def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, residual: bool,
@@ -246,11 +255,7 @@ def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, re
               act_after_gate: str | None = None) -> Plan | Decline:
     """Plan act2(pw(act_after_gate(act1(dw(x)) [· se]))) [+ r] as one fused kernel (act_after_gate
     only with an se: the matcher takes an activation after the gate into the site)."""
-    head = [dw] + ([Activation(act1)] if act1 else [])
-    post = [Activation(act_after_gate)] if act_after_gate else []
-    tail = [pw] + ([Activation(act2)] if act2 else [])
-    convs = head + post + tail     # the unfused layers, less the SE (costed below)
-    before = head + ([se] if se else []) + post + tail
+    before = unfused_layers(FusedSepConv(dw, act1, pw, act2, residual, se, act_after_gate))
     reason = check_fuse(dw, act1, pw, act2, dtype, act_after_gate) or (check_se(se, dw.out_channels) if se else None)
     if reason:
         return Decline("fuse", reason, before)
@@ -260,18 +265,36 @@ def plan_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, re
     loss = None if options.measured or options.force_fuse else measured_loss(dw, se, (oh, ow))
     if loss:
         return Decline("fuse", f"{loss}; optimize the model on its GPU to time it there, or force_fuse=True", before)
-    unfused = model.chain_time(convs, input_shape, dtype)
-    if residual:
-        unfused += model.elementwise_time((input_shape[0], pw.out_channels, oh, ow), dtype, tensors=3)
-    if se:  # the unfused SE: mean (reads a), four tiny layers, a · s (reads a, writes it)
-        a_shape = (input_shape[0], dw.out_channels, oh, ow)
-        unfused += model.elementwise_time(a_shape, dtype, tensors=1) + model.elementwise_time(a_shape, dtype)
-        unfused += 4 * model.elementwise_time((input_shape[0], dw.out_channels, 1, 1), dtype)
+    unfused = unfused_time(fused, input_shape, dtype, model)
     speedup = unfused / model.chain_time([fused], input_shape, dtype)
     if not options.measured and speedup < options.min_speedup:
         return Decline("fuse", f"cost model predicts the fused kernel at {speedup:.2f}x (< {options.min_speedup:g}x)",
                        before, speedup)
     return Plan("fuse", before, [fused], speedup, note="one fused Triton launch on CUDA (torch fallback on CPU)")
+
+
+def unfused_layers(fused: FusedSepConv) -> list:
+    """The chain `fused` stands for, layer by layer (the SE as one record)."""
+    def act(name):
+        return [Activation(name)] if name else []
+    head = [fused.expand] + act(fused.act0) if fused.expand is not None else []
+    return (head + [fused.dw] + act(fused.act1) + ([fused.se] if fused.se else []) + act(fused.act_after_gate)
+            + [fused.pw] + act(fused.act2))
+
+
+def unfused_time(fused: FusedSepConv, input_shape, dtype, model) -> float:
+    """The cost model's seconds for the layers `fused` replaces, run one by one (the SE as its
+    mean, four tiny layers and the scale; the residual as one add)."""
+    seconds = model.chain_time([layer for layer in unfused_layers(fused) if not isinstance(layer, SqueezeExcite)],
+                               input_shape, dtype)
+    b, (oh, ow) = input_shape[0], fused.dw.output_hw(input_shape[2], input_shape[3])
+    if fused.residual:
+        seconds += model.elementwise_time((b, fused.pw.out_channels, oh, ow), dtype, tensors=3)
+    if fused.se:  # mean (reads a), four tiny layers, a · s (reads a, writes it)
+        a_shape = (b, fused.dw.out_channels, oh, ow)
+        seconds += model.elementwise_time(a_shape, dtype, tensors=1) + model.elementwise_time(a_shape, dtype)
+        seconds += 4 * model.elementwise_time((b, fused.dw.out_channels, 1, 1), dtype)
+    return seconds
 
 
 def _plan_match(match: Match, shape, dtype, options) -> Plan | Decline:

@@ -11,8 +11,8 @@ import torch
 from tests.benchmarks.campaign import render
 from tests.benchmarks.campaign.budget import Budget, error_text
 
-SECTIONS = ("numerics", "layers", "se", "models")
-SHARES = {"numerics": 0.12, "layers": 0.38, "se": 0.1, "models": 0.4}  # of the budget left after env
+SECTIONS = ("numerics", "layers", "se", "blocks", "models")
+SHARES = {"numerics": 0.1, "layers": 0.32, "se": 0.1, "blocks": 0.13, "models": 0.35}  # of the budget left after env
 
 
 def parse_args(argv=None):
@@ -47,9 +47,13 @@ def run_section(name: str, budget: Budget, device: str, env: dict, dry_run: bool
         from tests.benchmarks.campaign import se_layers
         return se_layers.run(budget, device, env["l2_bytes"], dry_run=dry_run,
                              layers=None if not dry_run else se_layers.SUITE[:1])
+    if name == "blocks":
+        from tests.benchmarks.campaign import blocks
+        return blocks.run(budget, device, env["l2_bytes"], dry_run=dry_run,
+                          blocks=None if not dry_run else [blocks.SUITE[0], blocks.SUITE[6], blocks.SUITE[12]])
     from tests.benchmarks.campaign import models
     chosen = models_arg or (models.MODELS if not dry_run else models.MODELS[:1])
-    return models.run(budget, device, dry_run=dry_run, models=chosen)
+    return models.run(budget, device, dry_run=dry_run, models=chosen, jobs=models.JOBS[:1] if dry_run else models.JOBS)
 
 
 def main(argv=None) -> int:

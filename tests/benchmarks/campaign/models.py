@@ -22,7 +22,11 @@ from tests.benchmarks.campaign.budget import Budget, error_text
 
 MODELS = ("tv/mobilenet_v2", "tv/mobilenet_v3_large", "tv/efficientnet_b0", "tv/efficientnet_v2_s")
 BATCHES = (1, 64)
-PASSES = (("eager_nchw", "eager_cl", "ours", "compile", "ours_compile"), ("reduce_overhead",), ("max_autotune",))
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+PASSES = (("eager_nchw", "eager_cl", "ours", "compile", "ours_compile"), ("reduce_overhead", "ours_reduce_overhead"),
+          ("max_autotune", "ours_max_autotune"))
+# (dtype, pass) in the order a tight budget keeps them: fp16 against every peer before bf16's
+JOBS = (("fp16", 0), ("fp16", 1), ("bf16", 0), ("fp16", 2), ("bf16", 1), ("bf16", 2))
 
 
 def _event_time(fn, x, replays: int, warmup: int) -> float:
@@ -43,11 +47,11 @@ def _event_time(fn, x, replays: int, warmup: int) -> float:
 class ModelUnderTest:
     """One model: its fp16 CUDA forms, float64 references per batch, and the results row."""
 
-    def __init__(self, name: str, device: str, dry_run: bool):
+    def __init__(self, name: str, device: str, dry_run: bool, precision: str = "fp16"):
         import models_under_test as zoo
 
         self.name, self.device, self.dry_run = name, device, dry_run
-        dtype = torch.float32 if dry_run else torch.float16
+        dtype = torch.float32 if dry_run else DTYPES[precision]
         size = 64 if dry_run else 224
         built = zoo.build_real(name)
         self.reference = copy.deepcopy(built).double().to(device)
@@ -55,7 +59,7 @@ class ModelUnderTest:
         self.inputs = {b: torch.randn(b, 3, size, size, device=device, dtype=dtype) for b in BATCHES}
         with torch.no_grad():
             self.refs = {b: self.reference(x.double()) for b, x in self.inputs.items()}
-        self.row = dict(model=name, dtype=str(dtype)[6:], size=size, times_ms={str(b): {} for b in BATCHES},
+        self.row = dict(model=name, dtype=str(dtype)[6:], precision=precision, size=size, times_ms={str(b): {} for b in BATCHES},
                         rel_err={str(b): {} for b in BATCHES}, errors={}, tolerance={})
         self.optimized = None
 
@@ -74,10 +78,12 @@ class ModelUnderTest:
             self.optimized = fast
             return fast, torch.channels_last
         torch._dynamo.reset()
-        if impl == "ours_compile":  # the optimized model under torch.compile: fused ops stay opaque
-            return torch.compile(self.optimized, dynamic=False), torch.channels_last
         mode = {"compile": "default", "reduce_overhead": "reduce-overhead",
-                "max_autotune": "max-autotune-no-cudagraphs"}[impl]
+                "max_autotune": "max-autotune-no-cudagraphs"}[impl.removeprefix("ours_")]
+        if impl.startswith("ours_"):  # the optimized model under torch.compile: fused ops stay opaque
+            if self.optimized is None:
+                raise RuntimeError("optimize() did not run (or failed) for this model")
+            return torch.compile(self.optimized, mode=mode, dynamic=False), torch.channels_last
         return torch.compile(cl(self.model), mode=mode, dynamic=False), torch.channels_last
 
     def measure(self, impl: str) -> None:
@@ -96,7 +102,7 @@ class ModelUnderTest:
                         self.row["errors"][f"{impl}@{b}"] = f"rel err {err:.2e} > {tol:.1e}"
                     if self.dry_run:
                         t = bench.wall_time(fn, [x], 1, 0)
-                    elif impl == "reduce_overhead":
+                    elif impl.endswith("reduce_overhead"):
                         t = _event_time(fn, x, 20, 5)
                     else:
                         t = bench.cuda_graph_time(fn, [x], replays=20, warmup=3)
@@ -111,7 +117,8 @@ class ModelUnderTest:
 
 def finish(row: dict) -> dict:
     """Per batch: best peer, ratio = peer / ours (> 1: ours faster), the same for ours under
-    torch.compile, and ours vs eager channels_last."""
+    torch.compile (default mode), for the fastest of our forms (best_ours, ratio_best), and ours vs
+    eager channels_last."""
     row["ratio"], row["ratio_compiled"], row["best_peer"], row["vs_eager_cl"] = {}, {}, {}, {}
     for b, times in row["times_ms"].items():
         ok = {n: t for n, t in times.items() if n not in row["errors"] and f"{n}@{b}" not in row["errors"]}
@@ -126,26 +133,37 @@ def finish(row: dict) -> dict:
                 row["vs_eager_cl"][b] = peers["eager_cl"] / ok["ours"]
         if "ours_compile" in ok:
             row["ratio_compiled"][b] = peers[best] / ok["ours_compile"]
+        ours = {n: t for n, t in ok.items() if n.startswith("ours")}
+        if ours:   # the fastest of our forms (eager, or compiled in some mode) against the best peer
+            fastest = min(ours, key=ours.get)
+            row.setdefault("best_ours", {})[b] = fastest
+            row.setdefault("ratio_best", {})[b] = peers[best] / ours[fastest]
     return row
 
 
-def run(budget: Budget, device: str, dry_run: bool = False, models=MODELS, passes=PASSES) -> dict:
-    under_test, skipped = [], []
-    for name in models:
-        if budget.spent():
-            skipped.append(name)
-            continue
-        try:
-            under_test.append(ModelUnderTest(name, device, dry_run))
-        except Exception as exc:  # noqa: BLE001
-            skipped.append(f"{name} ({error_text(exc)})")
-    for impls in passes:
-        for m in under_test:
-            for impl in impls:
+def run(budget: Budget, device: str, dry_run: bool = False, models=MODELS, jobs=JOBS) -> dict:
+    """Each (precision, pass) of `jobs` over every model, in order, while the budget lasts; a
+    model's forms in a precision are built when that precision's first pass reaches it."""
+    under_test, skipped = {}, []
+    for precision, index in jobs:
+        for name in models:
+            key = (name, precision)
+            if key not in under_test:
+                if budget.spent():
+                    skipped.append(f"{name} {precision}")
+                    continue
+                try:
+                    under_test[key] = ModelUnderTest(name, device, dry_run, precision)
+                except Exception as exc:  # noqa: BLE001
+                    skipped.append(f"{name} {precision} ({error_text(exc)})")
+                    under_test[key] = None
+            m = under_test[key]
+            for impl in PASSES[index] if m is not None else ():
                 if dry_run and impl not in ("eager_nchw", "eager_cl", "ours"):
                     continue
                 if budget.spent():
-                    skipped.append(f"{m.name} {impl}")
+                    skipped.append(f"{m.name} {precision} {impl}")
                     continue
                 m.measure(impl)
-    return dict(rows=[finish(m.row) for m in under_test], skipped=skipped, batches=list(BATCHES))
+    rows = [finish(m.row) for m in under_test.values() if m is not None]
+    return dict(rows=rows, skipped=skipped, batches=list(BATCHES))

@@ -4,7 +4,9 @@ from pathlib import Path
 
 LAYER_IMPLS = ["ours", "eager_nchw", "eager_cl", "compile", "compile_max"]
 SE_IMPLS = ["ours", "eager_nchw", "eager_cl", "compile"]
-MODEL_IMPLS = ["ours", "ours_compile", "eager_nchw", "eager_cl", "compile", "reduce_overhead", "max_autotune"]
+BLOCK_IMPLS = ["ours", "ours_split", "eager_cl", "compile"]
+MODEL_IMPLS = ["ours", "ours_compile", "ours_reduce_overhead", "ours_max_autotune", "eager_nchw", "eager_cl",
+               "compile", "reduce_overhead", "max_autotune"]
 
 
 def _num(v, pattern="{:.2f}") -> str:
@@ -70,15 +72,17 @@ def layers_md(title: str, sec: dict, impls: list[str]) -> list[str]:
 def models_md(sec: dict) -> list[str]:
     lines = ["## Whole models, `optimize(model.cuda().half())` (ms per forward, CUDA graphs; ratio = best peer / "
              "ours)", "",
-             "| model | batch | " + " | ".join(MODEL_IMPLS) + " | best peer | ratio | ratio, ours compiled | "
-             "vs eager CL | ours rel err | applied |", "|" + "---|" * (len(MODEL_IMPLS) + 8)]
+             "| model | prec | batch | " + " | ".join(MODEL_IMPLS) + " | best peer | ratio | ratio, ours compiled | "
+             "best of ours | vs eager CL | ours rel err | applied |", "|" + "---|" * (len(MODEL_IMPLS) + 10)]
     for r in sec["rows"]:
         applied = ", ".join(f"{k} {v}" for k, v in r.get("applied", {}).items())
         for b in sec["batches"]:
             times = r["times_ms"].get(str(b), {})
-            lines.append(f"| {r['model']} | {b} | " + " | ".join(_cell(r, n, times, f"{n}@{b}") for n in MODEL_IMPLS)
+            lines.append(f"| {r['model']} | {r.get('precision', 'fp16')} | {b} | "
+                         + " | ".join(_cell(r, n, times, f"{n}@{b}") for n in MODEL_IMPLS)
                          + f" | {r.get('best_peer', {}).get(str(b), '-')} | {_num(r.get('ratio', {}).get(str(b)))} | "
                            f"{_num(r.get('ratio_compiled', {}).get(str(b)))} | "
+                           f"{r.get('best_ours', {}).get(str(b), '-')} {_num(r.get('ratio_best', {}).get(str(b)))} | "
                            f"{_num(r.get('vs_eager_cl', {}).get(str(b)))} | "
                            f"{_num(r['rel_err'].get(str(b), {}).get('ours'), '{:.1e}')} | {applied} |")
     errors = [f"{r['model']} {k}: {e}" for r in sec["rows"] for k, e in r.get("errors", {}).items()]
@@ -98,6 +102,11 @@ def markdown(result: dict) -> str:
         lines += layers_md("Layer suite, fused dw+pw kernel", s["layers"], LAYER_IMPLS)
     if "se" in s:
         lines += layers_md("Squeeze-excitation layers, fp16", s["se"], SE_IMPLS)
+    if "blocks" in s:
+        lines += layers_md("Whole blocks (ours: one fused op; ours_split: cuDNN expansion + fused dw+pw), fp16",
+                           s["blocks"], BLOCK_IMPLS)
+        lines += ["Ratio of the split form: " + ", ".join(f"{r['layer']} {_num(r.get('ratio_split'))}"
+                                                          for r in s["blocks"]["rows"] if "ratio_split" in r), ""]
     if "models" in s:
         lines += models_md(s["models"])
     failed = {k: v for k, v in result.get("section_errors", {}).items()}
@@ -112,7 +121,7 @@ def summary(result: dict) -> str:
     if "numerics" in s:
         n = s["numerics"]
         out.append(f"numerics: {n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped")
-    for key, label in (("layers", "layer suite"), ("se", "SE layers")):
+    for key, label in (("layers", "layer suite"), ("se", "SE layers"), ("blocks", "whole blocks")):
         if key in s:
             summ = s[key]["summary"]
             summ = {"fp16": summ} if "geomean_ratio" in summ else summ
@@ -121,7 +130,7 @@ def summary(result: dict) -> str:
                                                   for p, v in summ.items()))
     if "models" in s:
         for r in s["models"]["rows"]:
-            out.append(f"{r['model']}: " + ", ".join(
+            out.append(f"{r['model']} {r.get('precision', 'fp16')}: " + ", ".join(
                 f"b{b} {_num(r.get('ratio', {}).get(str(b)))}x best peer ({r.get('best_peer', {}).get(str(b), '-')}), "
                 f"compiled {_num(r.get('ratio_compiled', {}).get(str(b)))}x"
                 for b in s["models"]["batches"]) + (f"; errors {list(r['errors'])}" if r.get("errors") else ""))
@@ -140,13 +149,13 @@ def plots(result: dict, out: Path) -> list[Path]:
         return []
     written, s = [], result["sections"]
     bars = []
-    for key in ("layers", "se"):
+    for key in ("layers", "se", "blocks"):
         for r in s.get(key, {}).get("rows", []):
             if "ratio" in r:
                 bars.append((f"{'SE ' if key == 'se' else ''}{r['layer']} {r.get('precision', 'fp16')}", r["ratio"]))
     for r in s.get("models", {}).get("rows", []):
         for b, ratio in r.get("ratio", {}).items():
-            bars.append((f"{r['model']} b{b}", ratio))
+            bars.append((f"{r['model']} {r.get('precision', 'fp16')} b{b}", ratio))
     if bars:
         fig, ax = plt.subplots(figsize=(8, 0.28 * len(bars) + 1.2))
         names, ratios = zip(*bars)
