@@ -60,6 +60,7 @@ class FxViewBuilder:
         self.origin: dict = {}      # node → the pass that created it
         self.constants: dict = {}   # node → its value when it depends on parameters only
         self.parts: dict = {}       # split node → its parts' channel ranges, or None (not a split of dim 1)
+        self.slices: dict = {}      # slice node → _channel_slice(node)
 
     def forget(self, node: fx.Node) -> None:
         self.cache.pop(node, None)
@@ -70,8 +71,9 @@ class FxViewBuilder:
             if node.op == "output":
                 fx.node.map_arg(node.args, lambda n: outputs.add(n))
                 continue
-            if node.op not in ("call_function", "call_module") or self._split_parts(node) is not None:
-                continue          # a split of the channels: its getitems are its ops
+            if node.op not in ("call_function", "call_module") or self._split_parts(node) is not None or \
+                    self._sliced_again(node):
+                continue          # a split of the channels (its getitems are its ops), a no-op slice before one
             op = self.cache.get(node)
             if op is None:
                 op = self.cache[node] = self._lift(node)
@@ -308,6 +310,12 @@ class FxViewBuilder:
                     self.parts[node] = list(zip(bounds[:-1], bounds[1:]))
         return self.parts[node]
 
+    def _sliced_again(self, node: fx.Node) -> bool:
+        """A whole-axis slice whose one reader is a channel slice that takes it in."""
+        users = list(node.users)
+        found = self._channel_slice(users[0]) if len(users) == 1 else None
+        return found is not None and found[2] is node
+
     def _part(self, node: fx.Node, inputs: tuple) -> Op:
         """getitem(split, i): the slice op of part i (the split's node with it), else other."""
         split, index = node.args
@@ -320,13 +328,40 @@ class FxViewBuilder:
                   channels=ranges[index])
 
     def _lift_slice(self, node, kw, base):
-        x, channels = kw["input"], _channels(kw["input"])
-        start, end, step = kw.get("start"), kw.get("end"), kw.get("step", 1)
-        if channels is None or int(kw.get("dim", 0)) % 4 != 1 or step != 1 or \
-                not all(isinstance(v, int) or v is None for v in (start, end)):
+        found = self._channel_slice(node)
+        if found is None:
             return None
-        start, stop, _ = slice(start, end).indices(channels)
-        return Op("slice", (x,), **base, channels=(start, max(start, stop)))
+        x, channels, inner = found
+        return Op("slice", (x,), **{**base, "nodes": (inner, node) if inner is not None else (node,)},
+                  channels=channels)
+
+    def _channel_slice(self, node: fx.Node) -> tuple | None:
+        """(x, (start, stop), the whole-axis slice looked through or None) of an aten.slice of the
+        channels, step 1, constant bounds; x[:, a:b] exports as slice(slice(x, 0, 0, max), 1, a, b),
+        the first a no-op that goes with the second (its only reader)."""
+        if node not in self.slices:
+            self.slices[node] = None
+            kw = self._arguments(node) if node.op == "call_function" and op_name(node.target) == "slice" else None
+            x = kw["input"] if kw is not None else None
+            channels = _channels(x)
+            bounds = (kw or {}).get("start"), (kw or {}).get("end")
+            if channels is not None and int(kw.get("dim", 0)) % 4 == 1 and kw.get("step", 1) == 1 and \
+                    all(isinstance(v, int) or v is None for v in bounds):
+                start, stop, _ = slice(*bounds).indices(channels)
+                inner = x if self._whole_axis(x) else None
+                self.slices[node] = (inner.args[0] if inner is not None else x, (start, max(start, stop)), inner)
+        return self.slices[node]
+
+    def _whole_axis(self, node: fx.Node) -> bool:
+        """An aten.slice of all of one axis other than the channels, read by one op only."""
+        kw = self._arguments(node) if node.op == "call_function" and op_name(node.target) == "slice" and \
+            len(node.users) == 1 else None
+        value = node.meta.get("val") if kw is not None else None
+        if value is None or int(kw.get("dim", 0)) % value.dim() == 1 or kw.get("step", 1) != 1 or \
+                kw.get("start") not in (None, 0) or not isinstance(kw.get("end"), (int, type(None))):
+            return False
+        size = value.shape[int(kw.get("dim", 0))]
+        return kw.get("end") is None or kw["end"] >= 2 ** 62 or (isinstance(size, int) and kw["end"] >= size)
 
     def _lift_reshape_as(self, node, kw, base):
         return Op("other", (kw["input"],), **base, shape_inputs=(kw["other"],))

@@ -73,8 +73,8 @@ def _reason(view: View, cat: Op, branches: list, inside: set) -> str | None:
             return f"the pad of branch {i}: {pad.reason}"
         for op in b.ops:
             if view.readers(op.output) > 1:
-                return (f"the {op.describe()} of branch {i} also feeds {view.describe_readers(op.output)}; merging "
-                        "would hide it")
+                what = f"part [{op.channels[0]}:{op.channels[1]}] ({op.label})" if op.kind == "slice" else op.describe()
+                return f"the {what} of branch {i} also feeds {view.describe_readers(op.output)}; merging would hide it"
     x = branches[0].part.inputs[0]
     if any(b.part.inputs[0] != x for b in branches):
         return "the branches read parts of different values"
@@ -86,13 +86,12 @@ def _reason(view: View, cat: Op, branches: list, inside: set) -> str | None:
         of = f"the {channels} channels" if channels is not None else "the channels"
         spans = ", ".join(f"[{a}:{b}]" for a, b in ranges)
         return f"the parts {spans} the branches read do not cover {of} of their input in order"
-    for b in branches:
-        outside = [op for op in view.siblings(b.part) if id(op) not in inside]
+    for branch in branches:
+        outside = [op for op in view.siblings(branch.part) if id(op) not in inside]
         if outside:
-            other = outside[0]
-            where = view.describe_readers(other.output) if other.output is not None else "another reader"
-            return (f"the {b.part.label} also has the part {list(other.channels or ())} read by {where}; it "
-                    "cannot be removed with the mixed conv")
+            (start, stop), readers = outside[0].channels, view.describe_readers(outside[0].output)
+            return (f"the part [{start}:{stop}] of the {branch.part.label} is also read by {readers}, outside the "
+                    "mixed conv; the split cannot go with it")
     return None
 
 
@@ -132,6 +131,8 @@ def plan_merge_mixed_dw(mixed: MixedConv, input_shape, dtype, options) -> Plan |
     oh, ow = merged.output_hw(h, w)
     before = sum(model.chain_time([conv], (b, conv.in_channels, h, w), dtype) for conv in mixed.convs)
     before += model.elementwise_time((b, merged.out_channels, oh, ow), dtype)      # the concat's copy
+    before += model.elementwise_time(input_shape, dtype)     # the split's: onnxruntime's Split copies its parts,
+    # and a channel slice of an NCHW batch is not contiguous, which a conv copies before it runs
     speedup = before / model.chain_time([merged], input_shape, dtype)
     kernels = "/".join(f"{c.kernel_size[0]}x{c.kernel_size[1]}" for c in mixed.convs)
     kh, kw = merged.kernel_size
