@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from rewrite.ir import Concat, ConvSpec, FusedMBConv, FusedSepConv, ParallelBranches, ZeroPad, channels_last_input
+from rewrite.ir import Concat, ConvSpec, FusedMBConv, FusedSepConv, MixedConv, ParallelBranches, ZeroPad, channels_last_input
 from rewrite.measure import one_thread
 from rewrite.numerics import model_tolerance, rel_error, site_tolerance, within
 
@@ -60,7 +60,8 @@ def capture_window(a, channels_last: bool = False):
 
 def _spatial_layers(layers):
     for layer in layers:
-        if isinstance(layer, (ParallelBranches, Concat)):  # the widest branch: same stride and output size as all
+        if isinstance(layer, (ParallelBranches, Concat, MixedConv)):
+            # the widest branch: same stride and output size as all
             convs = layer.convs if isinstance(layer, ParallelBranches) else list(layer.convs)
             yield max(convs, key=lambda conv: conv.kernel_size[0] * conv.dilation[0])
         else:

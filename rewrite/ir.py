@@ -404,13 +404,39 @@ class Concat:
         return "cat[" + " | ".join(conv.describe() for conv in self.convs) + "]"
 
 
+@dataclass(frozen=True, eq=False)
+class MixedConv:
+    """y = cat([conv_1(x[:, S_1]), …, conv_k(x[:, S_k])], axis 1): x's channels split into
+    consecutive parts S_i (conv_i reads conv_i.in_channels of them, in order, covering x), one conv
+    per part, their outputs joined along the channels (MixNet's mixed depthwise convs: split → one
+    depthwise conv per kernel size → cat). One input, as a chain layer."""
+
+    convs: tuple
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = [conv.in_channels for conv in self.convs]
+        if sum(sizes) != x.shape[1]:
+            raise ValueError(f"the convs read {sum(sizes)} channels, the input has {x.shape[1]}")
+        return torch.cat([conv.apply(part) for conv, part in zip(self.convs, torch.split(x, sizes, 1))], 1)
+
+    def to(self, dtype: torch.dtype) -> "MixedConv":
+        return MixedConv(tuple(conv.to(dtype) for conv in self.convs))
+
+    @property
+    def out_channels(self) -> int:
+        return sum(conv.out_channels for conv in self.convs)
+
+    def describe(self) -> str:
+        return "mixed[" + " | ".join(conv.describe() for conv in self.convs) + "]"
+
+
 def channels_last_input(layer) -> bool:
     """Whether a chain starting with `layer` reads its channels from the last axis."""
     return isinstance(layer, (Linear, LayerNorm)) or (isinstance(layer, Affine) and layer.axis == -1)
 
 
-Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, FusedMBConv, ParallelBranches, Linear, LayerNorm, Permute,
-              Flatten, Concat]
+Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, FusedMBConv, ParallelBranches, Linear, LayerNorm,
+              Permute, Flatten, Concat, MixedConv]
 
 
 def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
@@ -444,6 +470,8 @@ def output_shape(layer, shape: tuple) -> tuple | None:
         return (shape[0], layer.pw.out_channels, *layer.dw.output_hw(*shape[2:]))
     if isinstance(layer, FusedMBConv):
         return (shape[0], layer.pw.out_channels, *layer.conv.output_hw(*shape[2:]))
+    if isinstance(layer, MixedConv):
+        return (shape[0], layer.out_channels, *layer.convs[0].output_hw(*shape[2:]))
     return None
 
 

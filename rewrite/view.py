@@ -8,7 +8,9 @@ IR form: a ConvSpec for a conv (a linear over a channels-last tensor is a 1x1 co
 BatchNorm or a constant per-channel scale/shift, an activation name, a ZeroPad; or the reason it
 cannot be lifted (weights computed at run time, shared with another op, a BatchNorm in training
 mode...). Several format nodes may make one op (ONNX writes SiLU as Sigmoid·Mul); `nodes` lists
-them, so a rewrite removes all of them.
+them, so a rewrite removes all of them. One format node may also stand in several ops: a split
+is one slice op per part, each listing the split's node (View.siblings finds the others), so a
+rewrite may remove the split only when it takes every part.
 
 Kinds:
     conv    a 2-D convolution (or a linear over the channel axis)    conv | reason
@@ -23,6 +25,7 @@ Kinds:
     reshape a flatten that keeps the last axis; shape_op: its Flatten
     norm    a LayerNorm over the last axis                          norm (LayerNorm) | reason
     concat  a concatenation of its inputs, in order, along `axis` (1: the channels of NCHW / [N, C])
+    slice   channels [start, stop) of axis 1 of its input (`channels`): a part of a split, x[:, a:b]
     other   anything else (label says what)
 
 An op may also read values for their shape only (`shape_inputs`: torch's `reshape_as(x, other)`
@@ -38,7 +41,7 @@ from typing import Hashable
 from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 
 KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "concat",
-         "other")
+         "slice", "other")
 
 
 @dataclass(eq=False)
@@ -61,6 +64,7 @@ class Op:
     origin: str | None = None      # the pass whose rewrite created this op
     shape_inputs: tuple = ()       # values read for their shape only (not counted as users)
     axis: int | None = None        # concat: the axis it joins along (non-negative)
+    channels: tuple | None = None  # slice: (start, stop) of the channels of axis 1 it keeps
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -88,7 +92,10 @@ class View:
         self._producer = {op.output: op for op in self.ops}
         self._users: dict = {}
         self._shape_users: dict = {}
+        self._standing_for: dict = {}      # id(format node) → the ops listing it
         for op in self.ops:
+            for node in op.nodes:
+                self._standing_for.setdefault(id(node), []).append(op)
             for v in dict.fromkeys(op.inputs):
                 self._users.setdefault(v, []).append(op)
             for v in dict.fromkeys(op.shape_inputs):
@@ -116,6 +123,11 @@ class View:
     def describe_readers(self, value) -> str:
         names = [op.describe() for op in self.users(value)] + (["<graph output>"] if value in self.outputs else [])
         return ", ".join(names) or "nothing"
+
+    def siblings(self, op: Op) -> list:
+        """The other ops that stand for one of `op`'s format nodes (the other parts of its split)."""
+        found = {id(o): o for node in op.nodes for o in self._standing_for.get(id(node), []) if o is not op}
+        return list(found.values())
 
     def shape(self, value) -> tuple | None:
         return self.shapes.get(value)

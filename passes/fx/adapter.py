@@ -161,7 +161,7 @@ class FxAdapter:
     def _capture(self, example_inputs: tuple) -> None:
         wanted, last = set(), set()
         for op in self.builder.build({}).ops:
-            if op.kind in ("conv", "pad", "affine", "norm") and op.inputs:
+            if op.kind in ("conv", "pad", "affine", "norm", "slice") and op.inputs:
                 wanted.add(op.inputs[0])
                 if op.layout == "nhwc":
                     last.add(op.inputs[0])

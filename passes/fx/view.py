@@ -17,6 +17,10 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     aten.permute                                   → layout (Permute)
     aten.flatten                                   → reshape (Flatten)
     aten.cat                                       → concat (its dim, non-negative)
+    aten.split_with_sizes / split / chunk / tensor_split of the channels (dim 1) and the getitems
+        reading it → one slice per getitem (its channel range; nodes: the split and the getitem;
+        the split itself has no op of its own)
+    aten.slice of the channels, step 1 (x[:, a:b])  → slice
     aten.reshape_as / view_as (x, other), aten.sym_size (x) → other, reading `other` / x for its
                                                      shape only (Op.shape_inputs)
     anything else                                  → other, labelled with the op's name
@@ -27,7 +31,9 @@ a module called twice) keeps its value for them.
 """
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 
 import torch
 import torch.fx as fx
@@ -53,6 +59,8 @@ class FxViewBuilder:
         self.cache: dict = {}
         self.origin: dict = {}      # node → the pass that created it
         self.constants: dict = {}   # node → its value when it depends on parameters only
+        self.parts: dict = {}       # split node → its parts' channel ranges, or None (not a split of dim 1)
+        self.slices: dict = {}      # slice node → _channel_slice(node)
 
     def forget(self, node: fx.Node) -> None:
         self.cache.pop(node, None)
@@ -63,8 +71,9 @@ class FxViewBuilder:
             if node.op == "output":
                 fx.node.map_arg(node.args, lambda n: outputs.add(n))
                 continue
-            if node.op not in ("call_function", "call_module"):
-                continue
+            if node.op not in ("call_function", "call_module") or self._split_parts(node) is not None or \
+                    self._sliced_again(node):
+                continue          # a split of the channels (its getitems are its ops), a no-op slice before one
             op = self.cache.get(node)
             if op is None:
                 op = self.cache[node] = self._lift(node)
@@ -102,6 +111,8 @@ class FxViewBuilder:
                 base["label"] = "layer_norm"            # a LayerNorm fold_norm lowered: named as the op it was
                 return Op("norm", **base, norm=LayerNorm(float(module.eps), None), layout="nhwc")
             return Op("other", **base)
+        if node.target is operator.getitem:
+            return self._part(node, inputs)
         name = op_name(node.target)
         kwargs = self._arguments(node)
         lift = getattr(self, f"_lift_{name}", None) if kwargs is not None else None
@@ -276,10 +287,81 @@ class FxViewBuilder:
 
     def _lift_cat(self, node, kw, base):
         tensors = list(kw["tensors"])
-        rank = _rank(tensors[0]) if tensors else None
+        rank = _rank(node) or (_rank(tensors[0]) if tensors else None)   # a rewrite's new inputs have no meta
         if not rank or not all(_is_node(t) for t in tensors):
             return None
         return Op("concat", tuple(tensors), **base, axis=int(kw.get("dim", 0)) % rank)
+
+    def _split_parts(self, node: fx.Node) -> list | None:
+        """The (start, stop) channel ranges of the parts of a split of dim 1 whose parts are all read
+        through getitems, or None."""
+        if node not in self.parts:
+            self.parts[node] = None
+            name = op_name(node.target) if node.op == "call_function" else None
+            kw = self._arguments(node) if name in SPLITS else None
+            channels = _channels(kw["input"]) if kw is not None else None
+            if kw is not None and channels is None and name.endswith("with_sizes") and kw["dim"] == 1:
+                channels = sum(kw["split_sizes"])           # x made by a rewrite (no meta): its sizes say
+            if kw is not None and channels is not None and int(kw.get("dim", 0)) % 4 == 1 and \
+                    all(user.target is operator.getitem for user in node.users):
+                sizes = _split_sizes(name, kw, channels)
+                if sizes is not None:
+                    bounds = [0] + list(itertools.accumulate(sizes))
+                    self.parts[node] = list(zip(bounds[:-1], bounds[1:]))
+        return self.parts[node]
+
+    def _sliced_again(self, node: fx.Node) -> bool:
+        """A whole-axis slice whose one reader is a channel slice that takes it in."""
+        users = list(node.users)
+        found = self._channel_slice(users[0]) if len(users) == 1 else None
+        return found is not None and found[2] is node
+
+    def _part(self, node: fx.Node, inputs: tuple) -> Op:
+        """getitem(split, i): the slice op of part i (the split's node with it), else other."""
+        split, index = node.args
+        ranges = self._split_parts(split) if isinstance(split, fx.Node) else None
+        base = dict(output=node, name=node.name, nodes=(node,))
+        if ranges is None or not isinstance(index, int) or not -len(ranges) <= index < len(ranges):
+            return Op("other", inputs, **base, label="getitem")
+        x = split.all_input_nodes[0]
+        return Op("slice", (x,), **{**base, "nodes": (split, node)}, label=op_name(split.target),
+                  channels=ranges[index])
+
+    def _lift_slice(self, node, kw, base):
+        found = self._channel_slice(node)
+        if found is None:
+            return None
+        x, channels, inner = found
+        return Op("slice", (x,), **{**base, "nodes": (inner, node) if inner is not None else (node,)},
+                  channels=channels)
+
+    def _channel_slice(self, node: fx.Node) -> tuple | None:
+        """(x, (start, stop), the whole-axis slice looked through or None) of an aten.slice of the
+        channels, step 1, constant bounds; x[:, a:b] exports as slice(slice(x, 0, 0, max), 1, a, b),
+        the first a no-op that goes with the second (its only reader)."""
+        if node not in self.slices:
+            self.slices[node] = None
+            kw = self._arguments(node) if node.op == "call_function" and op_name(node.target) == "slice" else None
+            x = kw["input"] if kw is not None else None
+            channels = _channels(x)
+            bounds = (kw or {}).get("start"), (kw or {}).get("end")
+            if channels is not None and int(kw.get("dim", 0)) % 4 == 1 and kw.get("step", 1) == 1 and \
+                    all(isinstance(v, int) or v is None for v in bounds):
+                start, stop, _ = slice(*bounds).indices(channels)
+                inner = x if self._whole_axis(x) else None
+                self.slices[node] = (inner.args[0] if inner is not None else x, (start, max(start, stop)), inner)
+        return self.slices[node]
+
+    def _whole_axis(self, node: fx.Node) -> bool:
+        """An aten.slice of all of one axis other than the channels, read by one op only."""
+        kw = self._arguments(node) if node.op == "call_function" and op_name(node.target) == "slice" and \
+            len(node.users) == 1 else None
+        value = node.meta.get("val") if kw is not None else None
+        if value is None or int(kw.get("dim", 0)) % value.dim() == 1 or kw.get("step", 1) != 1 or \
+                kw.get("start") not in (None, 0) or not isinstance(kw.get("end"), (int, type(None))):
+            return False
+        size = value.shape[int(kw.get("dim", 0))]
+        return kw.get("end") is None or kw["end"] >= 2 ** 62 or (isinstance(size, int) and kw["end"] >= size)
 
     def _lift_reshape_as(self, node, kw, base):
         return Op("other", (kw["input"],), **base, shape_inputs=(kw["other"],))
@@ -305,6 +387,30 @@ class FxViewBuilder:
                             torch.zeros(c, dtype=torch.float64) if bias is None else bias.double(), -1)
         return Op("norm", (x,), **base, norm=LayerNorm(float(kw.get("eps", 1e-5)), affine), layout="nhwc")
 
+
+
+SPLITS = ("split_with_sizes", "split", "unsafe_split", "unsafe_split_with_sizes", "chunk", "tensor_split")
+
+
+def _split_sizes(name: str, kw: dict, channels: int) -> list | None:
+    """The part sizes of a split of `channels` channels, as torch sizes them, or None."""
+    if name in ("split_with_sizes", "unsafe_split_with_sizes"):
+        sizes = list(kw["split_sizes"])
+    elif name in ("split", "unsafe_split") and isinstance(kw.get("split_size"), int) and kw["split_size"] > 0:
+        size = kw["split_size"]
+        sizes = [min(size, channels - start) for start in range(0, channels, size)]
+    elif name == "chunk" and kw["chunks"] > 0:
+        size = -(-channels // kw["chunks"])
+        sizes = [min(size, channels - start) for start in range(0, channels, size)]
+    elif name == "tensor_split" and isinstance(kw.get("sections"), int) and kw["sections"] > 0:
+        n = kw["sections"]
+        sizes = [channels // n + (i < channels % n) for i in range(n)]
+    elif name == "tensor_split" and kw.get("indices") is not None and all(int(i) >= 0 for i in kw["indices"]):
+        cuts = [min(int(i), channels) for i in kw["indices"]]
+        sizes = [b - a for a, b in zip([0] + cuts, cuts + [channels])]
+    else:
+        return None
+    return sizes if all(isinstance(n, int) and n >= 0 for n in sizes) and sum(sizes) == channels else None
 
 
 def _is_node(arg) -> bool:

@@ -18,7 +18,8 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import torch
 
-from rewrite.ir import Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, ParallelBranches, Permute, run_chain
+from rewrite.ir import (Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, MixedConv,
+                        ParallelBranches, Permute, run_chain)
 from rewrite.rules.fuse import FuseParts
 
 from ..verify import capture_window
@@ -107,7 +108,7 @@ class OnnxAdapter:
             return match.parts.fused(match.residual is not None).to(torch.float64).apply
         if isinstance(match.parts, FusedMBConv):   # nor is the residual a chain's input
             return match.parts.to(torch.float64).apply
-        layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches, Concat)) else layer
+        layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches, Concat, MixedConv)) else layer
                   for layer in match.layers]
         return lambda *xs: run_chain(layers, *xs)
 
@@ -170,7 +171,8 @@ class OnnxAdapter:
             return
         names = [n.inputs[0].name for n in self.graph.nodes
                  if is_op(n, "Conv", "Gemm", "Pad", "BatchNormalization", "MatMul", "LayerNormalization",
-                          "Transpose", "Flatten", "Reshape", "Shape", "Concat", *QUANTIZED_CONVS) and n.inputs]
+                          "Transpose", "Flatten", "Reshape", "Shape", "Concat", "Split", "Slice", *QUANTIZED_CONVS)
+                 and n.inputs]
         names += [n.outputs[0].name for n in self.graph.nodes if is_op(n, "Flatten", "Reshape") and n.outputs]
         last = {n.inputs[0].name for n in self.graph.nodes if n.inputs and (
             is_op(n, "MatMul", "LayerNormalization") or self.builder.reduces_last_axis(n, {}))}

@@ -171,6 +171,53 @@ def zero_pad(node: gs.Node, overridable: set, opset: int) -> ZeroPad | str:
     return ZeroPad((top, bottom, left, right))
 
 
+# -- split, slice ----------------------------------------------------------------------------
+
+SPLIT_INPUT_OPSET = 13        # Split takes its sizes as an input from opset 13
+
+
+def split_parts(node: gs.Node, shape, overridable: set, opset: int) -> list | None:
+    """The (start, stop) channel ranges of a Split of axis 1 of a 4-D tensor of `shape`, one per
+    output, or None. The sizes come from the `split` input (opset ≥ 13) or attribute; without
+    them the parts are equal (from opset 18 `num_outputs` parts of ⌈C/n⌉, the last smaller)."""
+    if shape is None or len(shape) != 4 or not isinstance(shape[1], int) or \
+            int(node.attrs.get("axis", 0)) % 4 != 1:
+        return None
+    channels, n = shape[1], len(node.outputs)
+    given = node.inputs[1] if opset >= SPLIT_INPUT_OPSET and len(node.inputs) > 1 and node.inputs[1].name else None
+    if given is not None:
+        value = folded_value(given, overridable, opset)
+        sizes = None if value is None else [int(v) for v in value.reshape(-1)]
+    elif "split" in node.attrs:
+        sizes = [int(v) for v in node.attrs["split"]]
+    elif "num_outputs" in node.attrs:
+        size = -(-channels // int(node.attrs["num_outputs"]))
+        sizes = [min(size, channels - start) for start in range(0, channels, size)]
+    else:
+        sizes = [channels // n] * n if channels % n == 0 else None
+    if sizes is None or len(sizes) != n or min(sizes) < 0 or sum(sizes) != channels:
+        return None
+    bounds = [0, *np.cumsum(sizes).tolist()]
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def slice_channels(node: gs.Node, shape, overridable: set, opset: int) -> tuple | None:
+    """(start, stop) of a Slice of axis 1 alone, step 1, constant bounds, of a 4-D tensor of
+    `shape`, or None."""
+    if shape is None or len(shape) != 4 or not isinstance(shape[1], int) or opset < 10:
+        return None
+    values = [folded_value(node.inputs[i], overridable, opset) if len(node.inputs) > i and node.inputs[i].name
+              else None for i in range(1, 5)]
+    starts, ends, axes, steps = values          # without axes, a single bound slices axis 0
+    steps_given = len(node.inputs) > 4 and node.inputs[4].name
+    if starts is None or ends is None or axes is None or (steps_given and steps is None) or \
+            not starts.size == ends.size == axes.size == 1 or int(axes.reshape(-1)[0]) % 4 != 1 or \
+            (steps is not None and int(steps.reshape(-1)[0]) != 1):
+        return None
+    start, stop, _ = slice(int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])).indices(shape[1])
+    return start, max(start, stop)
+
+
 # -- activations -----------------------------------------------------------------------------
 
 @dataclass

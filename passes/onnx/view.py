@@ -19,6 +19,9 @@
     Gemm of a 2-d activation by constants          → conv, 1x1, layout "nc" (a Linear over [N, C])
     Shape                                         → other, reading its input for the shape only
     Concat                                        → concat (its axis, non-negative where the rank is known)
+    Split of axis 1 (sizes constant, or equal parts) → one slice per output (its channel range),
+                                                     each op listing the one Split node
+    Slice of axis 1 alone, constant bounds, step 1 → slice
     anything else                                 → other, labelled with the op type
 
 An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
@@ -36,7 +39,8 @@ from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute
 
 from rewrite.view import Op, View
 from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op, sole_consumer
-from .lift import QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, zero_pad
+from .lift import (QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, slice_channels,
+                   split_parts, zero_pad)
 
 MEAN_OPSET_AXES_INPUT = 18    # ReduceMean takes its axes as an input from opset 18
 
@@ -52,16 +56,28 @@ class OnnxViewBuilder:
         for node in self.graph.nodes:
             if id(node) in claimed or not node.outputs or self._is_weight(node):
                 continue
-            op = self._lift(node, shapes, by_output)
-            claimed.update(id(n) for n in op.nodes)
-            op.origin = origin.get(id(node), (None,))[0]
-            by_output[op.output] = op
-            ops.append(op)
+            for op in self._split(node, shapes) or [self._lift(node, shapes, by_output)]:
+                claimed.update(id(n) for n in op.nodes)
+                op.origin = origin.get(id(node), (None,))[0]
+                by_output[op.output] = op
+                ops.append(op)
         outputs = {t.name for t in self.graph.outputs}
         return View(ops, outputs, shapes)
 
     def _is_weight(self, node: gs.Node) -> bool:
         return is_op(node, "Constant") or (is_op(node, "Identity") and is_constant(node.outputs[0], self.overridable))
+
+    def _split(self, node: gs.Node, shapes: dict) -> list | None:
+        """A Split of the channels: one slice op per output, each standing for the Split node."""
+        if not is_op(node, "Split") or is_constant(node.inputs[0], self.overridable):
+            return None
+        x = node.inputs[0].name
+        parts = split_parts(node, shapes.get(x), self.overridable, self.opset)
+        if parts is None:
+            return None
+        name = node.name or f"Split:{node.outputs[0].name}"
+        return [Op("slice", (x,), output=t.name, name=f"{name}:{i}", label="Split", nodes=(node,), channels=part)
+                for i, (t, part) in enumerate(zip(node.outputs, parts))]
 
     def _activations(self, node: gs.Node) -> tuple:
         return tuple(t.name for t in node.inputs if t.name and not is_constant(t, self.overridable))
@@ -95,6 +111,10 @@ class OnnxViewBuilder:
             return Op("concat", inputs, **base, axis=axis % rank if rank else (axis if axis >= 0 else None))
         if is_op(node, "Shape"):
             return Op("other", (), **base, shape_inputs=inputs)
+        if is_op(node, "Slice") and inputs and node.inputs[0].name == inputs[0]:
+            channels = slice_channels(node, shapes.get(inputs[0]), self.overridable, self.opset)
+            if channels is not None:
+                return Op("slice", inputs[:1], **base, channels=channels)
         if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:
             return Op(node.op.lower(), inputs, **base)
         if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:

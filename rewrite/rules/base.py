@@ -9,6 +9,7 @@ here and its test in tests/rules/.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -106,6 +107,15 @@ def conv_reason(op: Op, linear_ok: bool = False) -> str | None:
     if op.layout == "nc" and not linear_ok:
         return "a linear over [N, C] is only folded into or collapsed with its neighbours"
     return None
+
+
+def common_name(names: list[str]) -> str:
+    """The longest common module path of a site's ops (a block's name), else the first name."""
+    prefix = os.path.commonprefix(names)
+    if prefix not in names:
+        cut = max(prefix.rfind("."), prefix.rfind("/"))
+        prefix = prefix[:cut] if cut > 0 else ""
+    return prefix or names[0]
 
 
 def never_skipped(options) -> str | None:

@@ -172,7 +172,10 @@ def _match_se(view: View, tip) -> tuple[list, SqueezeExcite] | str:
 
 def _blocker(view: View, value) -> str:
     """Why no pointwise conv directly follows `value`: what stands before the next conv, if any."""
-    readers = view.readers(value)
+    readers, users = view.readers(value), view.users(value)
+    if len(users) > 1 and value not in view.outputs and all(u.kind == "slice" for u in users):
+        return (f"the depthwise output is split ({users[0].label}) into {len(users)} parts (MixNet's grouped "
+                "pointwise conv); the fused kernel takes one pointwise conv after it")
     if readers > 1:
         return f"the depthwise output has {readers} readers ({view.describe_readers(value)}); fusing would hide it"
     between, op = [], view.sole_user(value)

@@ -12,7 +12,6 @@ a fold, is applied without timing (Plan.removes_work).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,7 @@ from ..algebra.fold import fold_affine
 from ..algebra.merge import branch_conv, check_merge, merge_convs
 from ..ir import Affine, ParallelBranches
 from ..view import Op, View
-from .base import Decline, Match, Plan, Rule, conv_reason, register
+from .base import Decline, Match, Plan, Rule, common_name, conv_reason, register
 
 COMBINERS = ("add", "sub")
 
@@ -142,15 +141,6 @@ def _branch(view: View, value, coef=None, stop_at=frozenset()) -> Branch:
     return Branch(value, ops, layers, why, coef)
 
 
-def _site_name(names: list[str]) -> str:
-    """The longest common module path of the branches' ops (a block's name), else the first."""
-    prefix = os.path.commonprefix(names)
-    if prefix not in names:
-        cut = max(prefix.rfind("."), prefix.rfind("/"))
-        prefix = prefix[:cut] if cut > 0 else ""
-    return prefix or names[0]
-
-
 def _sum_site(view: View, root: Op) -> SumSite | None:
     """The sum at `root`, or None when fewer than two summed branches read one value or none of
     them has a conv."""
@@ -183,7 +173,7 @@ def merge_matches(view: View):
             inner = (_sum_site(view, op) for op in site.combiners[1:] if op.kind in COMBINERS)
             site = next((s for s in inner if s is not None and not s.foreign), site)
         names = [op.name for b in site.mine for op in b.ops if op.kind == "conv"] or [site.combiners[0].name]
-        name = _site_name(names)
+        name = common_name(names)
         name = name if name not in used else names[0]
         used.add(name)
         all_ops = [op for b in site.mine for op in b.ops] + site.combiners[::-1]

@@ -17,9 +17,22 @@ FORMATS = ("fx", "onnx")
 def optimized(fmt: str, model: torch.nn.Module, x: torch.Tensor, **options):
     """(report, run) of `model` optimized through the front end `fmt`: run(t) evaluates the result
     (the returned module, or the written ONNX model in onnxruntime)."""
+    report, run, _ = optimized_graph(fmt, model, x, **options)
+    return report, run
+
+
+def optimized_graph(fmt: str, model: torch.nn.Module, x: torch.Tensor, **options):
+    """(report, run, ops) as optimized() gives them, with `ops` counting what the result's graph
+    runs: FX, its ATen ops and the types of the modules it calls; ONNX, its nodes' op types."""
     if fmt == "fx":
+        import torch.fx as fx
+
+        from passes.fx.graph import op_name
         result = optimize(model, x, **options)
-        return result.rewrite_report, lambda t: result(t)
+        ops = Counter(op_name(n.target) if n.op == "call_function" else type(gm.get_submodule(n.target)).__name__
+                      for gm in result.modules() if isinstance(gm, fx.GraphModule)
+                      for n in gm.graph.nodes if n.op in ("call_function", "call_module"))
+        return result.rewrite_report, lambda t: result(t), ops
     pytest.importorskip("onnx_graphsurgeon")
     import onnxruntime as ort
 
@@ -27,7 +40,8 @@ def optimized(fmt: str, model: torch.nn.Module, x: torch.Tensor, **options):
 
     proto, report = optimize_onnx(to_onnx(model, x), **options)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return report, lambda t: torch.from_numpy(session.run(None, {"x": t.numpy()})[0])
+    ops = Counter(node.op_type for node in proto.graph.node)
+    return report, lambda t: torch.from_numpy(session.run(None, {"x": t.numpy()})[0]), ops
 
 
 def fresh_error(run, model: torch.nn.Module, shape, seed: int = 1) -> float:
