@@ -18,7 +18,8 @@ from kernels.checks import check_gate, check_se_weights, output_format, triton_i
 from kernels.ops import _launcher
 
 # op -> (kernels.<module>, launcher); None: the op computes the torch reference on every device
-_LAUNCHERS = {"inverted_residual": None, "inverted_residual_se": None, "fused_mbconv": None}
+_LAUNCHERS = {"inverted_residual": ("inverted_residual", "inverted_residual"),
+              "inverted_residual_se": ("inverted_residual", "inverted_residual_se"), "fused_mbconv": None}
 
 
 def _launch(op: str, x: torch.Tensor):
