@@ -17,17 +17,15 @@ from kernels.block_reference import (fused_mbconv_reference, inverted_residual_r
 from kernels.checks import check_gate, check_se_weights, output_format, triton_interpreting
 from kernels.ops import _launcher
 
-# op -> (kernels.<module>, launcher); None: the op computes the torch reference on every device
+# op -> (kernels.<module>, its Triton launcher)
 _LAUNCHERS = {"inverted_residual": ("inverted_residual", "inverted_residual"),
-              "inverted_residual_se": ("inverted_residual", "inverted_residual_se"), "fused_mbconv": None}
+              "inverted_residual_se": ("inverted_residual", "inverted_residual_se"),
+              "fused_mbconv": ("fused_mbconv", "fused_mbconv")}
 
 
 def _launch(op: str, x: torch.Tensor):
     """The Triton launcher for this call, or None for the torch reference."""
-    where = _LAUNCHERS[op]
-    if where is None or not (x.is_cuda or triton_interpreting()):
-        return None
-    return _launcher(*where)
+    return _launcher(*_LAUNCHERS[op]) if (x.is_cuda or triton_interpreting()) else None
 
 
 def _in_format(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

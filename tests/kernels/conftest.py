@@ -16,7 +16,7 @@ import torch
 
 
 KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.sep_conv_se",  # in import order
-                  "kernels.inverted_residual")
+                  "kernels.inverted_residual", "kernels.fused_mbconv")
 
 
 def _reload_kernels():
@@ -57,6 +57,12 @@ def se():
 def ir():
     """The whole-block kernels' module (kernels/inverted_residual.py), imported under the interpreter."""
     return importlib.import_module("kernels.inverted_residual")
+
+
+@pytest.fixture
+def mb():
+    """The Fused-MBConv kernel's module (kernels/fused_mbconv.py), imported under the interpreter."""
+    return importlib.import_module("kernels.fused_mbconv")
 
 
 @pytest.fixture(autouse=True)
