@@ -83,19 +83,22 @@ def tile_for(g: BlockGeometry) -> BlockTile:
       * BLOCK_N = next power of two of N in [32, 256]: for N <= 256 (every MobileNet / EfficientNet
         projection but the last 320) one N tile covers all outputs, so the expansion and depthwise
         work is done once per pixel block, not once per N tile;
-      * BLOCK_M = 64, so both dots are Hopper wgmma (m64nNk16);
+      * BLOCK_M = 64, so both dots are Hopper wgmma (m64nNk16); 128 for C <= 16 (the early,
+        large-map blocks), where a 64 x 16 tile of x over 8 warps is copied in 8-byte pieces;
       * BLOCK_C = next power of two of C in [16, 128]: C <= 128 (most blocks) is one chunk, and the
         expansion weights' [BLOCK_C, BLOCK_H] tile is loaded once per hidden chunk for all taps;
-      * BLOCK_H = 64, 32 beside a 256-wide accumulator or a 128-wide x chunk (registers: the
+      * BLOCK_H = 64, 32 beside a 256-wide accumulator, a 128-wide x chunk or 128 rows (registers: the
         fp32 tiles a, h [BLOCK_M, BLOCK_H] and acc [BLOCK_M, BLOCK_N] all live at once);
-      * 8 warps from BLOCK_N = 128 (a 64 x 256 fp32 accumulator is 64 registers a thread), else 4;
+      * 8 warps: with 4, a 64 x 64 hidden chunk reached ptxas's 255 registers and spilled once the
+        gate and silu activations came in (EfficientNet-B0's 40 -> 240 -> 40: 20-32 bytes);
       * two stages: the tap loop's x tile is prefetched (cp.async) during the previous tap's dots.
     tests/hopper/test_static_block_sm90.py checks these tiles compile to wgmma without spills.
     """
     block_n = min(256, max(32, _next_pow2(g.out_channels)))
     block_c = min(128, max(16, _next_pow2(g.channels)))
-    block_h = 32 if (block_n == 256 or block_c == 128) else 64
-    return BlockTile(64, block_n, block_h, block_c, 8 if block_n >= 128 else 4, 2)
+    block_m = 128 if block_c == 16 else 64
+    block_h = 32 if (block_n == 256 or block_c == 128 or block_m == 128) else 64
+    return BlockTile(block_m, block_n, block_h, block_c, 8, 2)
 
 
 # ---------------------------------------------------------------------------------------------

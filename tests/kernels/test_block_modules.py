@@ -183,3 +183,31 @@ def test_modules_under_torch_compile_fullgraph_and_export():
         assert op.default in targets
     assert not any("convolution" in str(t) for t in targets)
     assert torch.equal(ep.module()(x), expected)
+
+
+def test_opcheck_and_the_fake_impls():
+    """torch.library.opcheck (schema, fake implementation against the real op, autograd
+    registration) for the three ops, on tiny blocks; the fake output has x's memory format."""
+    x = torch.randn(1, 4, 5, 4).contiguous(memory_format=torch.channels_last)
+    ex_w, dw_w, pw_w = torch.randn(8, 4), torch.randn(8, 1, 3, 3), torch.randn(6, 8)
+    se = (torch.randn(2, 8), torch.randn(2), torch.randn(8, 2), torch.randn(8))
+    calls = [
+        (torch.ops.dwsep.inverted_residual.default,
+         (x, ex_w, torch.randn(8), dw_w, None, pw_w, torch.randn(6), 2, [1, 1], "relu6", "silu", "none", None, False)),
+        (torch.ops.dwsep.inverted_residual_se.default,
+         (x, ex_w, None, dw_w, torch.randn(8), pw_w, None, *se, 1, [1, 1], "silu", "silu", "none", "relu", "sigmoid",
+          "none", torch.randn(1, 6, 5, 4), False)),
+        (torch.ops.dwsep.fused_mbconv.default,
+         (x, torch.randn(8, 4, 3, 3), torch.randn(8), pw_w, None, 1, [1, 1], "silu", "none", None, False)),
+    ]
+    for op, args in calls:
+        torch.library.opcheck(op, args)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        fx = torch.empty(3, 4, 9, 7, memory_format=torch.channels_last)
+        y = torch.ops.dwsep.fused_mbconv(fx, torch.empty(8, 4, 5, 5), None, torch.empty(6, 8), None, 2, [2, 2],
+                                         "silu", "none", None, False)
+        with pytest.raises(ValueError, match="act1='tanh'"):
+            torch.ops.dwsep.inverted_residual(fx, torch.empty(8, 4), None, torch.empty(8, 1, 3, 3), None,
+                                              torch.empty(6, 8), None, 1, [1, 1], "none", "tanh", "none", None, False)
+    assert y.shape == (3, 6, 5, 4) and y.is_contiguous(memory_format=torch.channels_last)

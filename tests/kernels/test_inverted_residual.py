@@ -131,7 +131,8 @@ def test_tile_rule(ir):
     def tile(C, Hd, N):
         return ir.tile_for(BlockGeometry(64, C, Hd, 3, 3, 1, 1, 56, 56, N, 56, 56, torch.float16))
 
-    assert tile(24, 144, 24) == ir.BlockTile(64, 32, 64, 32, 4, 2)
+    assert tile(24, 144, 24) == ir.BlockTile(64, 32, 64, 32, 8, 2)
     assert tile(72, 432, 72) == ir.BlockTile(64, 128, 32, 128, 8, 2)
     assert tile(160, 960, 320) == ir.BlockTile(64, 256, 32, 128, 8, 2)
+    assert tile(16, 96, 24) == ir.BlockTile(128, 32, 32, 16, 8, 2)
     assert tile(8, 8, 8).block_c == 16 and tile(8, 8, 8).block_n == 32
