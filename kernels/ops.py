@@ -17,14 +17,16 @@ from kernels.checks import check_gate, check_se_weights, check_sep_conv_args, ou
 from kernels.reference import sep_conv_reference, sep_conv_se_reference
 
 
-def _launcher(name: str):
-    """The Triton launcher `name` of kernels.<name>, or None (with a warning) without Triton."""
+def _launcher(name: str, function: Optional[str] = None):
+    """The Triton launcher `function` (default: `name`) of kernels.<name>, or None (with a warning)
+    without Triton."""
+    function = function or name
     try:
-        module = __import__(f"kernels.{name}", fromlist=[name])
+        module = __import__(f"kernels.{name}", fromlist=[function])
     except ImportError as e:
-        warnings.warn(f"Triton is unavailable ({e}); dwsep::{name} falls back to the torch reference")
+        warnings.warn(f"Triton is unavailable ({e}); dwsep::{function} falls back to the torch reference")
         return None
-    return getattr(module, name)
+    return getattr(module, function)
 
 
 @torch.library.custom_op("dwsep::fused_sep_conv", mutates_args=())

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 
-KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.sep_conv_se")  # in import order
+KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.sep_conv_se",  # in import order
+                  "kernels.inverted_residual", "kernels.fused_mbconv")
 
 
 def _reload_kernels():
@@ -50,6 +51,18 @@ def fsc():
 def se():
     """The squeeze-excitation kernels' module, imported under the interpreter."""
     return importlib.import_module("kernels.sep_conv_se")
+
+
+@pytest.fixture
+def ir():
+    """The whole-block kernels' module (kernels/inverted_residual.py), imported under the interpreter."""
+    return importlib.import_module("kernels.inverted_residual")
+
+
+@pytest.fixture
+def mb():
+    """The Fused-MBConv kernel's module (kernels/fused_mbconv.py), imported under the interpreter."""
+    return importlib.import_module("kernels.fused_mbconv")
 
 
 @pytest.fixture(autouse=True)
