@@ -243,7 +243,8 @@ def _inverted_residual_kernel(
             a += tl.load(dw_b_ptr + offs_h, mask=h_ok, other=0.0).to(tl.float32)[None, :]
         a = activation(a, ACT1)
         if SUMS:
-            a = tl.where(m_ok[:, None], a.to(x_ptr.dtype.element_ty).to(tl.float32), 0.0)  # act1(bd) != 0 past the image
+            # rounded as the unfused chain writes a; rows past the image are 0 (act1(bd) is not)
+            a = tl.where(m_ok[:, None], a.to(x_ptr.dtype.element_ty).to(tl.float32), 0.0)
             tl.store(part_ptr + pid.to(tl.int64) * HD + offs_h, tl.reduce(a, 0, _add), mask=h_ok)
         else:
             if HAS_GATE:
@@ -274,7 +275,8 @@ def kernel_arguments(x, ex_w, ex_b, dw_w, dw_b, pw, pw_b, res, out, gate, part, 
     act0, act1, act_after_gate, act2 = acts
     args = dict(
         x_ptr=x, ex_w_ptr=ex_w, ex_b_ptr=x if ex_b is None else ex_b.contiguous(), dw_w_ptr=dw_w,
-        dw_b_ptr=x if dw_b is None else dw_b.contiguous(), pw_w_ptr=pw, pw_b_ptr=x if pw_b is None else pw_b.contiguous(),
+        dw_b_ptr=x if dw_b is None else dw_b.contiguous(), pw_w_ptr=pw,
+        pw_b_ptr=x if pw_b is None else pw_b.contiguous(),
         res_ptr=res, out_ptr=out, gate_ptr=out if gate is None else gate.contiguous(),
         part_ptr=out if part is None else part,
         M=g.batch * g.out_h * g.out_w, H=g.height, W=g.width, C=g.channels, Ho=g.out_h, Wo=g.out_w, HD=g.hidden,

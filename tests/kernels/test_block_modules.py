@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels.block_ops  # noqa: F401  (registers the ops)
-from kernels import FusedInvertedResidual2d, FusedInvertedResidualSE2d, FusedMBConv2d
+from kernels import (FusedInvertedResidual2d, FusedInvertedResidualSE2d, FusedMBConv2d, fused_mbconv_reference,
+                     inverted_residual_se_reference)
 from tests.kernels.helpers import TOL, rel_err
 
 _ACTS = {"none": nn.Identity, "relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "hardswish": nn.Hardswish,
@@ -211,3 +212,19 @@ def test_opcheck_and_the_fake_impls():
             torch.ops.dwsep.inverted_residual(fx, torch.empty(8, 4), None, torch.empty(8, 1, 3, 3), None,
                                               torch.empty(6, 8), None, 1, [1, 1], "none", "tanh", "none", None, False)
     assert y.shape == (3, 6, 5, 4) and y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_ops_fall_back_to_the_torch_references_without_the_interpreter(monkeypatch):
+    seq, convs = _block(C=8, e=3, N=8, k=5, stride=2, act0="silu", act1="silu", se=("relu", "sigmoid"))
+    fused = _module(seq, convs, act0="silu", act1="silu", act2="none", se=("relu", "sigmoid"))
+    conv, pw = nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(16, 8, 1)
+    mb = FusedMBConv2d(conv.weight, conv.bias, pw.weight, pw.bias, stride=2, padding=1, act1="silu")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    x = torch.randn(2, 8, 7, 7)
+    with torch.no_grad():
+        y = fused(x)
+        assert torch.allclose(y, seq(x), rtol=1e-5, atol=1e-5) and y.is_contiguous()
+        assert torch.equal(y, inverted_residual_se_reference(x, *fused.weights(), *fused.se_weights(), 2, fused.padding,
+                                                             "silu", "silu", "none", "relu", "sigmoid"))
+        assert torch.equal(mb(x), fused_mbconv_reference(x, *mb.weights(), 2, 1, "silu"))
+        assert torch.allclose(mb(x), pw(F.silu(conv(x))), rtol=1e-5, atol=1e-5)
