@@ -81,3 +81,23 @@ def test_dry_run_writes_results(tmp_path):
     row = result["sections"]["se"]["rows"][0]
     assert result["env"]["device"] == "cpu (dry run)" and not row["errors"]
     assert set(row["times_us"]) == {"ours", "eager_nchw", "eager_cl"}
+
+
+def test_dry_run_of_the_blocks_section_checks_every_form_against_float64(tmp_path):
+    """The whole-block section: our fused block (with its residual), our split form and eager all
+    within tolerance of float64 on the CPU (the timings of a dry run mean nothing)."""
+    assert main(["--dry-run", "--out", str(tmp_path), "--sections", "blocks", "--budget", "120"]) == 0
+    rows = json.loads((tmp_path / "campaign.json").read_text())["sections"]["blocks"]["rows"]
+    assert {r["layer"][:3] for r in rows} == {"ir-", "fmb"}
+    for row in rows:
+        assert not row["errors"], row
+        assert {"ours", "eager_cl"} <= set(row["times_us"]) and "ratio" in row
+        assert ("ours_split" in row["times_us"]) == row["layer"].startswith("ir-")
+    md = (tmp_path / "campaign.md").read_text()
+    assert "Whole blocks" in md and all(r["layer"] in md for r in rows)
+
+
+def test_model_jobs_put_fp16_against_every_peer_before_bf16():
+    assert models.JOBS[0] == ("fp16", 0) and models.JOBS.index(("bf16", 0)) > models.JOBS.index(("fp16", 1))
+    assert {p for p, _ in models.JOBS} == set(models.DTYPES) and {i for _, i in models.JOBS} == {0, 1, 2}
+    assert all(f"ours_{peer}" in sum(models.PASSES, ()) for peer in ("reduce_overhead", "max_autotune"))

@@ -88,19 +88,22 @@ class UnfusedBlock(nn.Module):
         return y + x if self.b.residual else y
 
     def ours(self) -> nn.Module:
-        """The whole block as one fused module."""
+        """The whole block as one fused module (the residual, x itself, passed to it)."""
         import kernels
 
         b, act = self.b, self.b.act
         if b.fused:
-            return kernels.FusedMBConv2d(self.expand.weight, self.expand.bias, self.pw.weight, self.pw.bias,
-                                         stride=b.s, padding=b.k // 2, act1=act)
+            return _WithResidual(kernels.FusedMBConv2d(self.expand.weight, self.expand.bias, self.pw.weight,
+                                                       self.pw.bias, stride=b.s, padding=b.k // 2, act1=act),
+                                 b.residual)
         weights = (self.expand.weight, self.expand.bias, self.dw.weight, self.dw.bias, self.pw.weight, self.pw.bias)
         common = dict(stride=b.s, padding=b.k // 2, act0=act, act1=act)
         if b.S:
-            return kernels.FusedInvertedResidualSE2d(*weights, self.fc1.weight, self.fc1.bias, self.fc2.weight,
-                                                     self.fc2.bias, se_act="silu", se_gate="sigmoid", **common)
-        return kernels.FusedInvertedResidual2d(*weights, **common)
+            fused = kernels.FusedInvertedResidualSE2d(*weights, self.fc1.weight, self.fc1.bias, self.fc2.weight,
+                                                      self.fc2.bias, se_act="silu", se_gate="sigmoid", **common)
+        else:
+            fused = kernels.FusedInvertedResidual2d(*weights, **common)
+        return _WithResidual(fused, b.residual)
 
     def split(self) -> nn.Module | None:
         """The expansion as a conv (cuDNN) + act, then the fused dw+pw kernel (None for Fused-MBConv)."""
@@ -116,6 +119,15 @@ class UnfusedBlock(nn.Module):
         else:
             sep = kernels.FusedSepConv2d(*dw, stride=b.s, padding=b.k // 2, act1=act)
         return _Split(copy.deepcopy(self.expand), _ACT[act](), sep, b.residual)
+
+
+class _WithResidual(nn.Module):
+    def __init__(self, fused, residual: bool):
+        super().__init__()
+        self.fused, self.residual = fused, residual
+
+    def forward(self, x):
+        return self.fused(x, x if self.residual else None)
 
 
 class _Split(nn.Module):
