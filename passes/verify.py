@@ -11,7 +11,8 @@ CHECK_BATCH images. A conv chain is the same function on any input size, so comp
 on a crop compares the same two functions; every weight is exercised as long as the crop covers
 the chain's receptive field, and S is a few times that. The check then costs the same at 224²
 as at 1024², where running it on the whole activation made float64 convs most of the
-optimizer's time.
+optimizer's time. A Concat's branches may read inputs of different sizes (each behind its own
+TF "same" pad); each is cut to the window from which its conv gives the output window all share.
 """
 from __future__ import annotations
 
@@ -102,18 +103,42 @@ def crop_side(layers) -> int:
 def crop(values: list, layers) -> list:
     """The site's inputs cut to at most CHECK_BATCH images: the chain input (values[0]) to a
     crop_side² window, the extra inputs (a residual, aligned with the output) to the window of
-    the output that this crop gives; a Concat's inputs all to the input's window."""
+    the output that this crop gives; a Concat's inputs each to the window from which its branch
+    gives the output window all branches share (concat_crop)."""
     x = values[0]
     if x.dim() != 4:
         return [v[:CHECK_BATCH] for v in values]
     side = crop_side(layers)
     if layers and isinstance(layers[0], Concat):
-        return [v[:CHECK_BATCH, :, :side, :side] for v in values]
+        return concat_crop(values, layers[0].convs, side)
     if layers and channels_last_input(layers[0]):      # [B, H, W, C]; no residual
         return [x[:CHECK_BATCH, :side, :side, :]] + [v[:CHECK_BATCH] for v in values[1:]]
     x = x[:CHECK_BATCH, :, :side, :side]
     oh, ow = output_hw(layers, x.shape[2], x.shape[3])
     return [x] + [v[:CHECK_BATCH, :, :oh, :ow] if v.dim() == 4 else v[:CHECK_BATCH] for v in values[1:]]
+
+
+def concat_crop(values: list, convs, side: int) -> list:
+    """A Concat's inputs cut so that every branch gives the same output window. Its branches may
+    read inputs of different sizes (TF "same" convs each behind its own pad: at stride 2, a 3x3
+    behind pad(0,1) and a 5x5 behind pad(1,2) read 57² and 59² to give 28²), so one side² crop of
+    each gives outputs of different sizes. Per axis, the common output O is the least that any
+    branch gives from a side crop of its input, and each input is cut to the least window from
+    which its conv (its own kernel, stride, dilation and padding) gives O. Where some branch cannot
+    give O from a window of its input (a padding wider than the kernel), the inputs are left
+    whole: the captured activations, which the graph itself concatenates."""
+    windows = []
+    for i in (0, 1):                 # H (axis 2, padded top and bottom), W (axis 3, left and right)
+        axis = 2 + i
+        geometry = [(conv.kernel_size[i], conv.stride[i], conv.dilation[i], sum(conv.padding[2 * i:2 * i + 2]))
+                    for conv in convs]
+        out = min((min(side, v.shape[axis]) + p - d * (k - 1) - 1) // s + 1
+                  for (k, s, d, p), v in zip(geometry, values))
+        need = [(out - 1) * s + d * (k - 1) + 1 - p for k, s, d, p in geometry]
+        if out < 1 or any(n < 1 or n > v.shape[axis] for n, v in zip(need, values)):
+            return [v[:CHECK_BATCH] for v in values]
+        windows.append(need)
+    return [v[:CHECK_BATCH, :, :h, :w] for v, h, w in zip(values, *windows)]
 
 
 def check_site(plan, dtype: torch.dtype, options, inputs: list, original: Callable, reference: Callable,
