@@ -30,7 +30,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     inplace: when False (default) `model` is left untouched; when True its modules are reused
         and modified (no copy of the weights is made), so only the returned module is valid.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
-        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, channels_last,
+        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, force_blocks, channels_last,
         dynamic_spatial, timing_cache). The result is a torch.fx.GraphModule (torch.export capture)
         that runs at any batch size, or the model with its exportable submodules replaced; a copy of
         the model itself when no rewrite was applied, or when (measured cost model) the optimized

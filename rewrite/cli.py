@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timing cache file (default: $DWSEP_TIMING_CACHE or ~/.cache/dwsep-rewrite/timings.json)")
     p.add_argument("--no-timing-cache", action="store_true", help="measure every site afresh, keep nothing")
     p.add_argument("--force-fuse", action="store_true", help="mark fused groups even for --target cpu")
+    p.add_argument("--force-blocks", action="store_true",
+                   help="also mark whole inverted-residual and Fused-MBConv blocks, not yet measured on a GPU "
+                        "(implies --force-fuse)")
     p.add_argument("--cleanup", action=argparse.BooleanOptionalAction, default=True,
                    help="first the generic clean-up by onnxslim (constant folding, dead nodes, shape inference), "
                         "when installed (default: on)")
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
         from .onnx_api import ModelCheckError, OnnxInputError, optimize_onnx
     except ImportError as exc:
         return fail(EXIT_BAD_INPUT, f"{exc}; install the ONNX extra: pip install 'dwsep-rewrite[onnx]'")
-    options = dict(passes=args.passes, target=args.target, force_fuse=args.force_fuse, check=args.check,
+    options = dict(passes=args.passes, target=args.target, force_fuse=args.force_fuse, force_blocks=args.force_blocks, check=args.check,
                    min_speedup=args.min_speedup, factorize_error_budget=args.factorize_error_budget,
                    site_tolerance=args.site_tolerance, model_tolerance=args.model_tolerance,
                    cost_model=args.cost_model, timing_cache=False if args.no_timing_cache else args.timing_cache)

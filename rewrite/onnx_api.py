@@ -73,7 +73,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     cleanup: first the generic clean-up by onnxslim when it is installed (passes/onnx/cleanup.py:
         constant folding, dead nodes, shape inference), checked like a rewrite; False: skip it.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
-        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse).
+        factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, force_blocks).
     """
     opts = RewriteOptions.from_kwargs(options, "optimize_onnx").resolved("cpu")   # onnxruntime's CPU provider
     say = progress or (lambda message: None)

@@ -29,6 +29,9 @@ class RewriteOptions:
     site_tolerance / model_tolerance: None = per-dtype defaults (rewrite.numerics).
     check: verify each rewrite (and the whole model) numerically; rollback on failure.
     force_fuse: run the fuse pass whatever the target.
+    force_blocks: also apply the whole-block kernels (fuse_block, fuse_mbconv) wherever they fit,
+        although no GPU measurement backs them yet (otherwise only measured decisions, on the GPU,
+        apply them); implies force_fuse.
     channels_last (FX only; ONNX graphs have no memory format): lay conv weights out NHWC so
         activations stay channels_last between layers. None (default) = when a site was fused,
         since the fused kernel works in NHWC and would otherwise copy its input at every site.
@@ -47,6 +50,7 @@ class RewriteOptions:
     model_tolerance: float | None = None
     check: bool = True
     force_fuse: bool = False
+    force_blocks: bool = False
     channels_last: bool | None = None
     dynamic_spatial: bool = False
     skip_sites: frozenset = field(default_factory=frozenset)   # "kind:name" keys rolled back (rewrite.retry)
@@ -75,6 +79,8 @@ class RewriteOptions:
             raise TypeError(f"cost_model {self.cost_model!r} has no chain_time(layers, input_shape, dtype)")
         if self.channels_last not in (None, True, False):
             raise TypeError(f"channels_last must be None, True or False, got {self.channels_last!r}")
+        if self.force_blocks:
+            self.force_fuse = True
         if self.factorize_error_budget is not None and not 0 < self.factorize_error_budget < 1:
             raise ValueError("factorize_error_budget must be in (0, 1)")
 

@@ -19,7 +19,7 @@ stride-1 conv (and one activation) whose output only the block reads. The plan w
 by the cost model: the whole block, the dw+pw kernel after a separate expansion (what the fuse
 rule makes of the same site when this one declines), and the layers as they are; it keeps the
 whole block only where it is predicted fastest. The whole-block kernel has no committed GPU
-measurement yet, so without measured decisions (optimize on the GPU) or force_fuse it declines
+measurement yet, so without measured decisions (optimize on the GPU) or force_blocks it declines
 and the fuse rule takes the dw+pw part as before.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .fuse import (FUSABLE_ACTIVATIONS, FuseParts, check_fuse, check_se, fuse_ma
                    unfused_layers, unfused_time)
 
 NOT_MEASURED = ("the whole-block kernel has no GPU measurement yet; optimize the model on its GPU to time it "
-                "there, or force_fuse=True")
+                "there, or force_blocks=True")
 
 
 def check_expand(expand: ConvSpec, act0: str | None, dw: ConvSpec) -> str | None:
@@ -99,7 +99,7 @@ def plan_fuse_block(fused: FusedSepConv, input_shape, dtype, options) -> Plan | 
               or (check_se(fused.se, fused.dw.out_channels) if fused.se else None))
     if reason:
         return Decline("fuse_block", reason, before)
-    if not (options.measured or options.force_fuse):
+    if not (options.measured or options.force_blocks):
         return Decline("fuse_block", NOT_MEASURED, before)
     model = options.cost_model
     whole = model.chain_time([fused], input_shape, dtype)
@@ -109,7 +109,7 @@ def plan_fuse_block(fused: FusedSepConv, input_shape, dtype, options) -> Plan | 
     sep = FusedSepConv(fused.dw, fused.act1, fused.pw, fused.act2, fused.residual, fused.se, fused.act_after_gate)
     split = model.chain_time(expansion, input_shape, dtype) + model.chain_time([sep], hidden, dtype)
     speedup = unfused / whole
-    if not options.force_fuse and split < whole:
+    if not options.force_blocks and split < whole:
         return Decline("fuse_block", f"cost model predicts the dw+pw kernel after a separate expansion faster "
                        f"({unfused / split:.2f}x against {speedup:.2f}x for the whole block)", before, speedup)
     if not options.measured and speedup < options.min_speedup:

@@ -16,7 +16,7 @@ the weights and y, for the same FLOPs.
 Only a dense conv followed by a 1x1 conv (through at most one activation) is a site; other dense
 convs are not reported. The kernel takes kernels up to 7x7, stride 1 or 2 on both axes, zero
 padding symmetric per axis, dilation 1. Like the whole-block kernel it has no committed GPU
-measurement yet: without measured decisions (optimize on the GPU) or force_fuse it declines.
+measurement yet: without measured decisions (optimize on the GPU) or force_blocks it declines.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from .base import Decline, Match, Plan, Rule, conv_reason, register
 from .fuse import FUSABLE_ACTIVATIONS, FUSABLE_DTYPES, fusable_padding, fuse_skipped, pointwise_tail
 
 NOT_MEASURED = ("the Fused-MBConv kernel has no GPU measurement yet; optimize the model on its GPU to time it "
-                "there, or force_fuse=True")
+                "there, or force_blocks=True")
 
 
 def check_mbconv(conv: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype) -> str | None:
@@ -80,7 +80,7 @@ def plan_fuse_mbconv(fused: FusedMBConv, input_shape, dtype, options) -> Plan | 
     reason = check_mbconv(fused.conv, fused.act1, fused.pw, fused.act2, dtype)
     if reason:
         return Decline("fuse_mbconv", reason, before)
-    if not (options.measured or options.force_fuse):
+    if not (options.measured or options.force_blocks):
         return Decline("fuse_mbconv", NOT_MEASURED, before)
     model = options.cost_model
     unfused = model.chain_time(before, input_shape, dtype)

@@ -2,9 +2,9 @@
 act (→ SE) → 1x1 project (+ x)) becomes one site (FusedInvertedResidual2d in FX, a
 dwsep.FusedInvertedResidual… function call in ONNX); a depthwise conv with no expansion before it
 is left to the fuse rule; an expansion read elsewhere is declined with the reason; without
-measured decisions or force_fuse the block declines (no GPU measurement) and the fuse rule fuses
-its dw+pw part as before. On real models (torchvision MobileNetV2 and EfficientNet-B0, timm
-MobileNetV4) the two formats find the same blocks."""
+measured decisions or force_blocks (force_fuse alone does not) the block declines (no GPU
+measurement) and the fuse rule fuses its dw+pw part as before. On real models (torchvision
+MobileNetV2 and EfficientNet-B0, timm MobileNetV4) the two formats find the same blocks."""
 import pytest
 import torch
 import torch.nn as nn
@@ -40,7 +40,7 @@ def test_whole_blocks_become_one_site_each(fmt):
     torch.manual_seed(0)
     model = InvertedResidual().eval()
     report, run = optimized(fmt, model, torch.randn(2, 8, 10, 10), passes=("fuse_block", "fuse"),
-                            target="h100", force_fuse=True)
+                            target="h100", force_blocks=True)
     assert outcomes(report, "fuse_block") == {"applied": 2}, str(report)
     assert outcomes(report, "fuse") == {"applied": 1}, str(report)
     after = sorted(s.after for s in report.sites if s.kind == "fuse_block")
@@ -53,7 +53,8 @@ def test_whole_blocks_become_one_site_each(fmt):
 def test_without_measurement_the_block_declines_and_fuse_takes_its_dw_pw(fmt):
     torch.manual_seed(0)
     model = InvertedResidual().eval()
-    report, run = optimized(fmt, model, torch.randn(2, 8, 10, 10), passes=("fuse_block", "fuse"), target="h100")
+    report, run = optimized(fmt, model, torch.randn(2, 8, 10, 10), passes=("fuse_block", "fuse"), target="h100",
+                            force_fuse=True)
     blocks = [s for s in report.sites if s.kind == "fuse_block"]
     assert len(blocks) == 2 and all(s.status == "declined" and s.reason == NOT_MEASURED for s in blocks), str(report)
     assert outcomes(report, "fuse")["applied"] >= 1, str(report)
@@ -78,7 +79,7 @@ def test_an_expansion_read_elsewhere_is_declined_with_the_reason(fmt):
     torch.manual_seed(0)
     model = SharedExpansion().eval()
     report, _ = optimized(fmt, model, torch.randn(2, 8, 6, 6), passes=("fuse_block", "fuse"), target="h100",
-                          force_fuse=True)
+                          force_blocks=True)
     block = next(s for s in report.sites if s.kind == "fuse_block")
     assert block.status == "declined" and "also read by" in block.reason, str(report)
     assert outcomes(report, "fuse") == {"applied": 1}
@@ -89,7 +90,7 @@ REAL = [("tv/mobilenet_v2", 16), ("tv/efficientnet_b0", 15), ("timm/mobilenetv4_
 
 @pytest.mark.parametrize("name, blocks", REAL)
 def test_real_models_fuse_the_same_blocks_in_both_formats(name, blocks):
-    """optimize(…, force_fuse=True) on the FX module and on its ONNX export: the same blocks, the
+    """optimize(…, force_blocks=True) on the FX module and on its ONNX export: the same blocks, the
     results within tolerance of the float64 original on fresh inputs."""
     import models_under_test as zoo
 
@@ -97,7 +98,7 @@ def test_real_models_fuse_the_same_blocks_in_both_formats(name, blocks):
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     sites, errors = {}, {}
     for fmt in FORMATS:
-        report, run = optimized(fmt, model, x, target="h100", force_fuse=True)
+        report, run = optimized(fmt, model, x, target="h100", force_blocks=True)
         sites[fmt] = sorted((s.name, s.status) for s in report.sites if s.kind == "fuse_block")
         errors[fmt] = fresh_error(run, model, (2, 3, 96, 96))
     applied = [n for n, status in sites["fx"] if status == "applied"]
@@ -116,7 +117,7 @@ def test_optimized_blocks_export_as_one_op_each_and_compile_without_graph_breaks
     torch.manual_seed(0)
     model = InvertedResidual().eval()
     x = torch.randn(2, 8, 10, 10)
-    opt = optimize(model, x, passes=("fuse_block", "fuse"), target="h100", force_fuse=True)
+    opt = optimize(model, x, passes=("fuse_block", "fuse"), target="h100", force_blocks=True)
     ep = torch.export.export(opt, (x,))
     ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
     assert sum("dwsep.inverted_residual" in t for t in ops) == 2, ops   # the plain and the SE block
