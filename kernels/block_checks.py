@@ -20,7 +20,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from kernels.activations import ACTIVATIONS
-from kernels.checks import (DTYPES, MAX_KERNEL, STRIDES, Geometry, _check_tensor, out_size,
+from kernels.checks import (DTYPES, MAX_KERNEL, STRIDES, Geometry, _check_tensor, check_output,
                             padding_pair)
 
 
@@ -84,13 +84,7 @@ def _check_kernel(kh: int, kw: int) -> None:
 
 def _finish(x, hidden, kh, kw, ph, pw, stride, N, residual) -> BlockGeometry:
     B, C, H, W = x.shape
-    Ho, Wo = out_size(H, kh, stride, ph), out_size(W, kw, stride, pw)
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"input {H}x{W} is smaller than the {kh}x{kw} kernel with padding {(ph, pw)}")
-    if residual is not None:
-        _check_tensor("residual", residual, (4,), x.dtype, x.device)
-        if tuple(residual.shape) != (B, N, Ho, Wo):
-            raise ValueError(f"residual must have the output's shape {(B, N, Ho, Wo)}, got {tuple(residual.shape)}")
+    Ho, Wo = check_output(x, kh, kw, ph, pw, stride, N, residual)
     return BlockGeometry(B, C, hidden, kh, kw, ph, pw, H, W, N, Ho, Wo, x.dtype)
 
 

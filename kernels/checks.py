@@ -106,6 +106,14 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
             if b.shape[0] != n:
                 raise ValueError(f"{name} must have shape [{n}], got {tuple(b.shape)}")
 
+    Ho, Wo = check_output(x, kh, kw, ph, pw, stride, N, residual)
+    return Geometry(B, C, K // C, kh, kw, ph, pw, H, W, N, Ho, Wo, x.dtype)
+
+
+def check_output(x, kh: int, kw: int, ph: int, pw: int, stride: int, N: int, residual) -> tuple[int, int]:
+    """(Ho, Wo) of a kh x kw conv of x [B, C, H, W] with padding (ph, pw) and `stride`, checked
+    non-empty, and the residual (or None) checked to be the [B, N, Ho, Wo] output's shape."""
+    B, _, H, W = x.shape
     Ho, Wo = out_size(H, kh, stride, ph), out_size(W, kw, stride, pw)
     if Ho < 1 or Wo < 1:
         raise ValueError(f"input {H}x{W} is smaller than the {kh}x{kw} kernel with padding {(ph, pw)}")
@@ -113,7 +121,7 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
         _check_tensor("residual", residual, (4,), x.dtype, x.device)
         if tuple(residual.shape) != (B, N, Ho, Wo):
             raise ValueError(f"residual must have the output's shape {(B, N, Ho, Wo)}, got {tuple(residual.shape)}")
-    return Geometry(B, C, K // C, kh, kw, ph, pw, H, W, N, Ho, Wo, x.dtype)
+    return Ho, Wo
 
 
 def check_gate(gate: Optional[torch.Tensor], g: Geometry, device: torch.device) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tests.benchmarks import bench_fused_sep_conv as bench
-from tests.benchmarks.campaign.budget import Budget, error_text
+from tests.benchmarks.campaign.budget import Budget, error_text, rows_within
 
 _ACT = {"silu": nn.SiLU, "relu6": nn.ReLU6, "relu": nn.ReLU, "hardswish": nn.Hardswish}
 
@@ -204,21 +204,11 @@ def run_block(b: Block, batch: int, device: str, l2_bytes: int, dry_run: bool) -
 
 
 def run(budget: Budget, device: str, l2_bytes: int, batch: int = 64, dry_run: bool = False, blocks=None) -> dict:
-    rows, skipped = [], []
-    for b in SUITE if blocks is None else blocks:
-        if budget.spent():
-            skipped.append(b.name)
-            continue
-        try:
-            rows.append(run_block(b, 2 if dry_run else batch, device, l2_bytes, dry_run))
-        except Exception as exc:  # noqa: BLE001
-            rows.append(dict(layer=b.name, times_us={}, errors=dict(ours=error_text(exc))))
-        r = rows[-1]
-        print(f"  block {r['layer']:40s} " + " ".join(f"{n}={t:.1f}" for n, t in r["times_us"].items())
-              + f" us ratio={r.get('ratio', float('nan')):.2f}" + (f" errors={r['errors']}" if r["errors"] else ""),
-              flush=True)
+    batch = 2 if dry_run else batch
+    rows, skipped = rows_within(budget, SUITE if blocks is None else blocks,
+                                lambda b: run_block(b, batch, device, l2_bytes, dry_run), "block")
     ratios = [r["ratio"] for r in rows if "ratio" in r]
     splits = [r["ratio_split"] for r in rows if "ratio_split" in r]
-    return dict(batch=2 if dry_run else batch, rows=rows, skipped=skipped,
+    return dict(batch=batch, rows=rows, skipped=skipped,
                 summary=dict(geomean_ratio=bench.geomean(ratios), min_ratio=min(ratios, default=float("nan")),
                              geomean_split=bench.geomean(splits), layers=len(ratios)))

@@ -12,7 +12,7 @@ from torch import nn
 
 from kernels import FusedSepConvSE2d
 from tests.benchmarks import bench_fused_sep_conv as bench
-from tests.benchmarks.campaign.budget import Budget, error_text
+from tests.benchmarks.campaign.budget import Budget, error_text, rows_within
 
 _ACT = {"silu": nn.SiLU, "relu": nn.ReLU, "hardswish": nn.Hardswish}
 _GATE = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
@@ -114,20 +114,10 @@ def run_layer(layer: SELayer, batch: int, device: str, l2_bytes: int, dry_run: b
 
 
 def run(budget: Budget, device: str, l2_bytes: int, batch: int = 64, dry_run: bool = False, layers=None) -> dict:
-    rows, skipped = [], []
-    for layer in SUITE if layers is None else layers:
-        if budget.spent():
-            skipped.append(layer.name)
-            continue
-        try:
-            rows.append(run_layer(layer, 2 if dry_run else batch, device, l2_bytes, dry_run))
-        except Exception as exc:  # noqa: BLE001
-            rows.append(dict(layer=layer.name, times_us={}, errors=dict(ours=error_text(exc))))
-        r = rows[-1]
-        print(f"  SE {r['layer']:38s} " + " ".join(f"{n}={t:.1f}" for n, t in r["times_us"].items())
-              + f" us ratio={r.get('ratio', float('nan')):.2f}" + (f" errors={r['errors']}" if r["errors"] else ""),
-              flush=True)
+    batch = 2 if dry_run else batch
+    rows, skipped = rows_within(budget, SUITE if layers is None else layers,
+                                lambda layer: run_layer(layer, batch, device, l2_bytes, dry_run), "SE")
     ratios = [r["ratio"] for r in rows if "ratio" in r]
-    return dict(batch=2 if dry_run else batch, rows=rows, skipped=skipped,
+    return dict(batch=batch, rows=rows, skipped=skipped,
                 summary=dict(geomean_ratio=bench.geomean(ratios), min_ratio=min(ratios, default=float("nan")),
                              layers=len(ratios)))
