@@ -71,20 +71,29 @@ def fusable_padding(padding) -> bool:
     return top == bottom and left == right
 
 
+def spatial_reason(conv: ConvSpec, what: str) -> str | None:
+    """Why the fused kernels cannot take `conv` as their spatial conv, or None: kh x kw up to
+    MAX_KERNEL, one stride (1 or 2) for both axes, dilation 1, zero padding symmetric per axis."""
+    kh, kw = conv.kernel_size
+    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        return f"{what} kernel {kh}x{kw} is larger than {MAX_KERNEL}x{MAX_KERNEL} on an axis"
+    if conv.stride[0] != conv.stride[1] or conv.stride[0] not in STRIDES:
+        return f"{what} stride {conv.stride} is not 1 or 2 on both axes"
+    if conv.dilation != (1, 1):
+        return f"dilated {what} conv ({conv.dilation}) is not fused"
+    if not fusable_padding(conv.padding):
+        return f"asymmetric {what} padding {conv.padding} (top, bottom, left, right) is not fused"
+    return None
+
+
 def check_fuse(dw: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype,
                act_after_gate: str | None = None) -> str | None:
     """None when the fused kernel computes this chain, else the reason it cannot."""
-    kh, kw = dw.kernel_size
     if not dw.is_depthwise:
         return f"first conv is not depthwise ({dw.describe()})"
-    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
-        return f"depthwise kernel {kh}x{kw} is larger than {MAX_KERNEL}x{MAX_KERNEL} on an axis"
-    if dw.stride[0] != dw.stride[1] or dw.stride[0] not in STRIDES:
-        return f"depthwise stride {dw.stride} is not 1 or 2 on both axes"
-    if dw.dilation != (1, 1):
-        return f"dilated depthwise conv ({dw.dilation}) is not fused"
-    if not fusable_padding(dw.padding):
-        return f"asymmetric depthwise padding {dw.padding} (top, bottom, left, right) is not fused"
+    reason = spatial_reason(dw, "depthwise")
+    if reason:
+        return reason
     if pw.is_depthwise and pw.kernel_size != (1, 1):   # GhostNet-V2's 1x5 → 5x1
         return f"another depthwise conv ({pw.describe()}) follows, not a 1x1 stride-1 conv"
     if not pw.is_pointwise or pw.stride != (1, 1):

@@ -20,12 +20,10 @@ measurement yet: without measured decisions (optimize on the GPU) or force_block
 """
 from __future__ import annotations
 
-from kernels.checks import MAX_KERNEL, STRIDES
-
 from ..ir import Activation, ConvSpec, FusedMBConv
 from ..view import View
 from .base import Decline, Match, Plan, Rule, conv_reason, register
-from .fuse import FUSABLE_ACTIVATIONS, FUSABLE_DTYPES, fusable_padding, fuse_skipped, pointwise_tail
+from .fuse import FUSABLE_ACTIVATIONS, FUSABLE_DTYPES, fuse_skipped, pointwise_tail, spatial_reason
 
 NOT_MEASURED = ("the Fused-MBConv kernel has no GPU measurement yet; optimize the model on its GPU to time it "
                 "there, or force_blocks=True")
@@ -33,17 +31,11 @@ NOT_MEASURED = ("the Fused-MBConv kernel has no GPU measurement yet; optimize th
 
 def check_mbconv(conv: ConvSpec, act1: str | None, pw: ConvSpec, act2: str | None, dtype) -> str | None:
     """None when the Fused-MBConv kernel computes this chain, else the reason it cannot."""
-    kh, kw = conv.kernel_size
     if conv.groups != 1:
         return f"the first conv is grouped ({conv.describe()})"
-    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
-        return f"conv kernel {kh}x{kw} is larger than {MAX_KERNEL}x{MAX_KERNEL} on an axis"
-    if conv.stride[0] != conv.stride[1] or conv.stride[0] not in STRIDES:
-        return f"conv stride {conv.stride} is not 1 or 2 on both axes"
-    if conv.dilation != (1, 1):
-        return f"dilated conv ({conv.dilation}) is not fused"
-    if not fusable_padding(conv.padding):
-        return f"asymmetric conv padding {conv.padding} (top, bottom, left, right) is not fused"
+    reason = spatial_reason(conv, "conv")
+    if reason:
+        return reason
     if not pw.is_pointwise or pw.stride != (1, 1) or pw.groups != 1:
         return f"second conv is not a 1x1 stride-1 dense conv ({pw.describe()})"
     if pw.in_channels != conv.out_channels:
