@@ -21,19 +21,13 @@ import torch
 from torch import nn
 
 import kernels.block_ops  # noqa: F401  (registers torch.ops.dwsep.inverted_residual, ..._se, fused_mbconv)
-from kernels.activations import SE_GATES, activation
 from kernels.block_checks import check_fused_mbconv_args, check_inverted_residual_args
 from kernels.block_reference import (fused_mbconv_reference, inverted_residual_reference,
                                      inverted_residual_se_reference)
-from kernels.checks import DTYPES, check_se_weights, padding_pair
-from kernels.modules import _is_tap_major, _param, _tap_major
+from kernels.checks import DTYPES, padding_pair
+from kernels.modules import SqueezeExciteParameters, _is_tap_major, _param, _tap_major, check_flag
 
 _ALL = DTYPES + (torch.float64,)
-
-
-def _check_flag(allow_tf32) -> None:
-    if not isinstance(allow_tf32, bool):
-        raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
 
 
 def _weight(name: str, w, dims: tuple) -> None:
@@ -58,7 +52,7 @@ class FusedInvertedResidual2d(nn.Module):
         _weight("expand_weight", expand_weight, (2, 4))
         _weight("dw_weight", dw_weight, (4,))
         _weight("pw_weight", pw_weight, (2, 4))
-        _check_flag(allow_tf32)
+        check_flag(allow_tf32)
         Hd, C = expand_weight.shape[:2]
         kh, kw = dw_weight.shape[2:]
         probe = expand_weight.new_empty((1, C, kh, kw))  # the smallest input every padding accepts
@@ -98,7 +92,7 @@ class FusedInvertedResidual2d(nn.Module):
                 f"allow_tf32={self.allow_tf32}")
 
 
-class FusedInvertedResidualSE2d(FusedInvertedResidual2d):
+class FusedInvertedResidualSE2d(SqueezeExciteParameters, FusedInvertedResidual2d):
     """The inverted residual block with a squeeze-excitation on the depthwise output a:
     s[b] = se_gate(W2 se_act(W1 mean_hw(a[b]) + c1) + c2), y = act2(pw(act_after_gate(a * s)) + pw_bias)
     [+ residual]. se_reduce_weight [S, Hd] (or 4-d), se_expand_weight [Hd, S] (or 4-d), their
@@ -112,20 +106,8 @@ class FusedInvertedResidualSE2d(FusedInvertedResidual2d):
                  act1: str = "none", act2: str = "none", allow_tf32: bool = False):
         super().__init__(expand_weight, expand_bias, dw_weight, dw_bias, pw_weight, pw_bias, stride=stride,
                          padding=padding, act0=act0, act1=act1, act2=act2, allow_tf32=allow_tf32)
-        Hd = self.dw_weight.shape[0]
-        squeeze = check_se_weights(se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, Hd)
-        if se_gate not in SE_GATES:
-            raise ValueError(f"se_gate={se_gate!r} is not supported; expected one of {tuple(SE_GATES)}")
-        activation(se_act)  # a ValueError names the valid choices
-        activation(act_after_gate)
-        self.se_reduce_weight = _param(se_reduce_weight.reshape(squeeze, Hd))
-        self.se_reduce_bias = _param(se_reduce_bias)
-        self.se_expand_weight = _param(se_expand_weight.reshape(Hd, squeeze))
-        self.se_expand_bias = _param(se_expand_bias)
-        self.se_act, self.se_gate, self.act_after_gate = se_act, se_gate, act_after_gate
-
-    def se_weights(self) -> tuple:
-        return self.se_reduce_weight, self.se_reduce_bias, self.se_expand_weight, self.se_expand_bias
+        self._init_se(se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, self.dw_weight.shape[0],
+                      se_act, se_gate, act_after_gate)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         args = (x, *self.weights(), *self.se_weights(), self.stride)
@@ -151,7 +133,7 @@ class FusedMBConv2d(nn.Module):
         super().__init__()
         _weight("conv_weight", conv_weight, (4,))
         _weight("pw_weight", pw_weight, (2, 4))
-        _check_flag(allow_tf32)
+        check_flag(allow_tf32)
         Hd, C, kh, kw = conv_weight.shape
         probe = conv_weight.new_empty((1, C, kh, kw))
         check_fused_mbconv_args(probe, conv_weight, conv_bias, pw_weight, pw_bias, stride, padding, act1, act2,

@@ -32,6 +32,33 @@ def _is_tap_major(w: torch.Tensor) -> bool:
     return w.permute(1, 2, 3, 0).is_contiguous()
 
 
+def check_flag(allow_tf32) -> None:
+    if not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
+
+
+class SqueezeExciteParameters:
+    """The squeeze-excitation's weights and names on a fused module (FusedSepConvSE2d here,
+    FusedInvertedResidualSE2d in kernels/block_modules.py): checked once, stored as 2-d
+    parameters [S, K] / [K, S] over the module's K depthwise channels."""
+
+    def _init_se(self, se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, channels: int,
+                 se_act: str, se_gate: str, act_after_gate: str) -> None:
+        squeeze = check_se_weights(se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, channels)
+        if se_gate not in SE_GATES:
+            raise ValueError(f"se_gate={se_gate!r} is not supported; expected one of {tuple(SE_GATES)}")
+        activation(se_act)  # a ValueError names the valid choices
+        activation(act_after_gate)
+        self.se_reduce_weight = _param(se_reduce_weight.reshape(squeeze, channels))
+        self.se_reduce_bias = _param(se_reduce_bias)
+        self.se_expand_weight = _param(se_expand_weight.reshape(channels, squeeze))
+        self.se_expand_bias = _param(se_expand_bias)
+        self.se_act, self.se_gate, self.act_after_gate = se_act, se_gate, act_after_gate
+
+    def se_weights(self) -> tuple:
+        return self.se_reduce_weight, self.se_reduce_bias, self.se_expand_weight, self.se_expand_bias
+
+
 class FusedSepConv2d(nn.Module):
     """y = act2(pw(act1(dw(x) + dw_bias)) + pw_bias) [+ residual].
 
@@ -51,8 +78,7 @@ class FusedSepConv2d(nn.Module):
         super().__init__()
         if not isinstance(dw_weight, torch.Tensor) or dw_weight.dim() != 4:
             raise ValueError("dw_weight must be a [C*r, 1, kh, kw] tensor")
-        if not isinstance(allow_tf32, bool):
-            raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
+        check_flag(allow_tf32)
         K, kh, kw = dw_weight.shape[0], dw_weight.shape[-2], dw_weight.shape[-1]
         probe = dw_weight.new_empty((1, K, kh, kw))  # any input with C | K channels will do
         check_sep_conv_args(probe, dw_weight, dw_bias, pw_weight, pw_bias, stride, padding, act1, act2,
@@ -119,7 +145,7 @@ class FusedSepConv2d(nn.Module):
                 f"allow_tf32={self.allow_tf32}")
 
 
-class FusedSepConvSE2d(FusedSepConv2d):
+class FusedSepConvSE2d(SqueezeExciteParameters, FusedSepConv2d):
     """y = act2(pw(act_after_gate(a * s)) + pw_bias) [+ residual], a = act1(dw(x) + dw_bias), with
     the squeeze-excitation gate s[b, j] = gate(W2 act(W1 mean_hw(a[b]) + c1) + c2)[j].
 
@@ -137,20 +163,8 @@ class FusedSepConvSE2d(FusedSepConv2d):
                  act_after_gate: str = "none"):
         super().__init__(dw_weight, dw_bias, pw_weight, pw_bias, stride=stride, padding=padding, act1=act1,
                          act2=act2, allow_tf32=allow_tf32)
-        K = dw_weight.shape[0]
-        squeeze = check_se_weights(se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, K)
-        if se_gate not in SE_GATES:
-            raise ValueError(f"se_gate={se_gate!r} is not supported; expected one of {tuple(SE_GATES)}")
-        activation(se_act)  # a ValueError names the valid choices
-        activation(act_after_gate)
-        self.se_reduce_weight = _param(se_reduce_weight.reshape(squeeze, K))
-        self.se_reduce_bias = _param(se_reduce_bias)
-        self.se_expand_weight = _param(se_expand_weight.reshape(K, squeeze))
-        self.se_expand_bias = _param(se_expand_bias)
-        self.se_act, self.se_gate, self.act_after_gate = se_act, se_gate, act_after_gate
-
-    def se_weights(self) -> tuple:
-        return self.se_reduce_weight, self.se_reduce_bias, self.se_expand_weight, self.se_expand_bias
+        self._init_se(se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, dw_weight.shape[0],
+                      se_act, se_gate, act_after_gate)
 
     def gate(self, means: torch.Tensor) -> torch.Tensor:
         """The excitation MLP on channel means [B, C*r], in the means' dtype (fp32, or fp64)."""

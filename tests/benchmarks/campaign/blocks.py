@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tests.benchmarks import bench_fused_sep_conv as bench
-from tests.benchmarks.campaign.budget import Budget, error_text, rows_within
+from tests.benchmarks.campaign.budget import Budget, rows_within, time_forms
 
 _ACT = {"silu": nn.SiLU, "relu6": nn.ReLU6, "relu": nn.ReLU, "hardswish": nn.Hardswish}
 
@@ -173,23 +173,9 @@ def run_block(b: Block, batch: int, device: str, l2_bytes: int, dry_run: bool) -
         impls["compile"] = torch.compile(copy.deepcopy(eager))
     nbytes = 2 * batch * (b.C * b.H * b.H + b.N * b.H * b.H // (b.s * b.s))
     n_rot = bench.rotation(nbytes, l2_bytes)
-    timer = bench.wall_time if dry_run else bench.cuda_graph_time
     row = dict(layer=b.name, **asdict(b), batch=batch, times_us={}, rel_err={}, errors={})
     tolerance = bench.TOLERANCE["fp32" if dry_run else "fp16"] * (10 if dry_run else 1)
-    for name, fn in impls.items():
-        inputs = [x.contiguous(memory_format=torch.channels_last)] + [
-            torch.randn_like(x).contiguous(memory_format=torch.channels_last) for _ in range(n_rot - 1)]
-        try:
-            with torch.no_grad():
-                y = fn(inputs[0])
-                err = ((y.double() - ref).abs().max() / ref.abs().max()).item() if torch.isfinite(y).all() \
-                    else float("inf")
-                row["rel_err"][name] = err
-                if not err <= tolerance:
-                    row["errors"][name] = f"rel err {err:.2e} > {tolerance:.0e}"
-                row["times_us"][name] = timer(fn, inputs, 1 if dry_run else 30, 0 if dry_run else 3) * 1e6
-        except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
-            row["errors"][name] = error_text(exc)
+    time_forms(row, {name: (fn, torch.channels_last) for name, fn in impls.items()}, x, ref, n_rot, tolerance, dry_run)
     ok = {n: t for n, t in row["times_us"].items() if n not in row["errors"]}
     peers = {n: t for n, t in ok.items() if not n.startswith("ours")}
     if peers:

@@ -1,5 +1,7 @@
-"""Wall-clock shares of the campaign's time budget."""
+"""Wall-clock shares of the campaign's time budget, and the per-row loops of its layer-like sections."""
 import time
+
+import torch
 
 
 class Budget:
@@ -39,3 +41,26 @@ def rows_within(budget: Budget, items, measure, label: str) -> tuple[list, list]
               + f" us ratio={r.get('ratio', float('nan')):.2f}" + (f" errors={r['errors']}" if r["errors"] else ""),
               flush=True)
     return rows, skipped
+
+
+def time_forms(row: dict, forms: dict, x, ref, n_rot: int, tolerance: float, dry_run: bool) -> None:
+    """For each name → (module, memory format) of `forms`: its relative error against the float64
+    `ref` on x (NaN or inf fails), recorded as an error beyond `tolerance`, and its time in µs over
+    n_rot rotating inputs (a CUDA graph, or one wall-clock call in a dry run), all into `row`."""
+    from tests.benchmarks import bench_fused_sep_conv as bench
+
+    timer = bench.wall_time if dry_run else bench.cuda_graph_time
+    for name, (fn, fmt) in forms.items():
+        inputs = [x.contiguous(memory_format=fmt)] + [torch.randn_like(x).contiguous(memory_format=fmt)
+                                                      for _ in range(n_rot - 1)]
+        try:
+            with torch.no_grad():
+                y = fn(inputs[0])
+                err = ((y.double() - ref).abs().max() / ref.abs().max()).item() if torch.isfinite(y).all() \
+                    else float("inf")
+                row["rel_err"][name] = err
+                if not err <= tolerance:
+                    row["errors"][name] = f"rel err {err:.2e} > {tolerance:.0e}"
+                row["times_us"][name] = timer(fn, inputs, 1 if dry_run else 30, 0 if dry_run else 3) * 1e6
+        except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
+            row["errors"][name] = error_text(exc)

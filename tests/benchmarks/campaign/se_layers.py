@@ -12,7 +12,7 @@ from torch import nn
 
 from kernels import FusedSepConvSE2d
 from tests.benchmarks import bench_fused_sep_conv as bench
-from tests.benchmarks.campaign.budget import Budget, error_text, rows_within
+from tests.benchmarks.campaign.budget import Budget, rows_within, time_forms
 
 _ACT = {"silu": nn.SiLU, "relu": nn.ReLU, "hardswish": nn.Hardswish}
 _GATE = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
@@ -86,22 +86,8 @@ def run_layer(layer: SELayer, batch: int, device: str, l2_bytes: int, dry_run: b
         impls["compile"] = (torch.compile(copy.deepcopy(cl)), torch.channels_last)
     geometry = bench.Layer(layer.C, layer.H, layer.k, layer.s, layer.N, layer.act, "none")
     n_rot = bench.rotation(bench.layer_bytes(geometry, batch, 2), l2_bytes)
-    timer = bench.wall_time if dry_run else bench.cuda_graph_time
     row = dict(layer=layer.name, **asdict(layer), batch=batch, times_us={}, rel_err={}, errors={})
-    for name, (fn, fmt) in impls.items():
-        inputs = [x.contiguous(memory_format=fmt)] + [torch.randn_like(x).contiguous(memory_format=fmt)
-                                                      for _ in range(n_rot - 1)]
-        try:
-            with torch.no_grad():
-                y = fn(inputs[0])
-                err = ((y.double() - ref).abs().max() / ref.abs().max()).item() if torch.isfinite(y).all() \
-                    else float("inf")
-                row["rel_err"][name] = err
-                if not err <= bench.TOLERANCE["fp16"]:
-                    row["errors"][name] = f"rel err {err:.2e} > {bench.TOLERANCE['fp16']:.0e}"
-                row["times_us"][name] = timer(fn, inputs, 1 if dry_run else 30, 0 if dry_run else 3) * 1e6
-        except Exception as exc:  # noqa: BLE001 - recorded, the suite goes on
-            row["errors"][name] = error_text(exc)
+    time_forms(row, impls, x, ref, n_rot, bench.TOLERANCE["fp16"], dry_run)
     peers = {n: t for n, t in row["times_us"].items() if n != "ours" and n not in row["errors"]}
     if peers:
         row["best_peer"] = min(peers, key=peers.get)
