@@ -120,3 +120,20 @@ def test_cli_input_shape_option(tmp_path, capsys):
     assert main([str(path), "-q", "--input-shape", "x:2,8,16,16", "--target", "cpu"]) == 0
     assert main([str(path), "-q", "--input-shape", "x:2,9,16,16"]) == 2
     assert "does not match the declared" in capsys.readouterr().err
+
+
+def test_missing_onnx_package_is_named_with_its_install_command(tmp_path):
+    # The GPU image lacks onnx-graphsurgeon: the API and the command line must say so, not crash.
+    blocked = "import sys; sys.modules['onnx_graphsurgeon'] = None; "
+    api = subprocess.run([sys.executable, "-c", blocked + "import rewrite.onnx_api"], capture_output=True, text=True,
+                         timeout=300)
+    assert api.returncode != 0
+    assert "ImportError: the ONNX path needs onnx-graphsurgeon, which is not installed (pip install onnx-graphsurgeon)" \
+        in api.stderr
+    command = subprocess.run([sys.executable, "-c", blocked + "from rewrite.cli import main; sys.exit(main(sys.argv[1:]))",
+                              str(tmp_path / "in.onnx")], capture_output=True, text=True, timeout=300)
+    assert command.returncode == 2
+    assert command.stderr.startswith("error: the ONNX path needs onnx-graphsurgeon")
+    assert "Traceback" not in command.stderr
+    # the PyTorch path does not need the ONNX packages at all
+    assert subprocess.run([sys.executable, "-c", blocked + "import rewrite; rewrite.optimize"], timeout=300).returncode == 0
