@@ -11,12 +11,13 @@ from float64; a tolerance the user sets is used as given.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, within
+from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, weak_check_warning, within
 from .options import RewriteOptions, model_device
 from .report import Report
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
@@ -78,6 +79,10 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     final = rewrite_checked(run, opts)
     optimized, report = final.result, final.report
     report.record_rollback(final.rolled_back, final.history, final.verdict)
+    weak = weak_check_warning(dtype, baseline, tol, "pass example_inputs the model is used on")
+    if weak:
+        report.warnings.append(weak)
+        warnings.warn(weak, stacklevel=2)
     if not final.passed:
         optimized = _pristine(model, inplace, reference_model, dtype)
         with torch.no_grad():

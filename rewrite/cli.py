@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     applied = ", ".join(f"{c['applied']} {kind}" for kind, c in counts.items() if c["applied"]) or "no rewrite"
     where = f"wrote {args.output}" if args.output else "dry run, nothing written (give -o OUT.onnx)"
     print(f"\nrewrite-onnx: {applied} applied; {where} in {time.perf_counter() - started:.1f}s")
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     rolled_back = report.by_status("rolled_back")
     if rolled_back:
         print(f"warning: {len(rolled_back)} rewrite(s) rolled back by the numerical checks (see the report)",

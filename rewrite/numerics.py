@@ -30,6 +30,24 @@ BASELINE_FACTOR = 2.0
 SITE_BASELINE_FACTOR = 4.0
 
 
+# Past this the check inputs measure rounding, not the model: a float32 original more than 1e-3 from
+# its own float64 evaluation (typically outputs squashed to ~0 by a sigmoid that noise inputs
+# saturate, so that every output value is rounding) leaves the whole-model check, whose tolerance
+# widens with that error, unable to tell a wrong model from a right one on those inputs.
+WEAK_CHECK_BASELINE = {dtype: min(10 * tol, 0.1) for dtype, tol in MODEL_TOLERANCE.items()}
+
+
+def weak_check_warning(dtype: torch.dtype, baseline_error: float | None, tolerance: float, remedy: str) -> str | None:
+    """The warning to give when the original's own error on the check inputs makes the whole-model
+    check unable to discriminate (None when it can); `remedy` says how to pass better inputs."""
+    if baseline_error is None or not baseline_error > WEAK_CHECK_BASELINE[dtype]:
+        return None
+    return (f"the whole-model check is weak on these inputs: the original model itself is {baseline_error:.1e} away "
+            f"from its reference evaluation on them (outputs that are mostly rounding, e.g. a sigmoid that random "
+            f"inputs saturate), so its tolerance {tolerance:.1e} cannot tell a wrong model from a right one; each "
+            f"rewrite was still checked on the spot; check the whole model on representative inputs ({remedy})")
+
+
 def effective_tolerance(tol: float, baseline_error: float, factor: float = BASELINE_FACTOR) -> float:
     """max(tol, factor · error of the original in its own dtype vs float64)."""
     if baseline_error != baseline_error or baseline_error == float("inf"):

@@ -29,7 +29,7 @@ from passes.onnx import io, reference, runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
-from .numerics import max_abs_error, model_tolerance, rel_error, within
+from .numerics import max_abs_error, model_tolerance, rel_error, weak_check_warning, within
 from .options import RewriteOptions
 from .report import Report
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
@@ -133,6 +133,8 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     final = rewrite_checked(run, opts, say)
     optimized, report = final.result, final.report
     report.record_rollback(final.rolled_back, final.history, final.verdict)
+    weak = weak_check_warning(dtype, baseline, tol, "inputs=, or rewrite-onnx --inputs FILE.npz")
+    report.warnings += [weak] if weak else []
     if not final.passed:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
                               "rolled back; nothing written", report)

@@ -62,6 +62,7 @@ class Report:
     model_measured_s: list | None = None        # [original, optimized] seconds per run, measured cost model
     model_measured_ci: list | None = None       # [speedup, low, high, pairs] of the same timing
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # what the user must act on (the CLI prints them to stderr)
 
     def add(self, site: Site) -> Site:
         self.sites.append(site)
@@ -97,7 +98,7 @@ class Report:
             "model_rel_error": self.model_rel_error, "model_max_abs_error": self.model_max_abs_error,
             "model_tolerance": self.model_tolerance, "model_baseline_error": self.model_baseline_error,
             "model_measured_s": self.model_measured_s, "model_measured_ci": self.model_measured_ci,
-            "notes": list(self.notes),
+            "notes": list(self.notes), "warnings": list(self.warnings),
             "counts": self.counts(), "sites": [asdict(s) for s in self.sites],
         }
 
@@ -147,6 +148,7 @@ class Report:
             lines.append(f"whole model, measured: {before * 1e3:.2f} ms original, {after * 1e3:.2f} ms optimized "
                          f"({before / after:.2f}x{spread})")
         lines.extend(f"note: {n}" for n in self.notes)
+        lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 

@@ -80,3 +80,25 @@ class ControlFlow(nn.Module):
         if x.mean() > 0:
             x = x * 2
         return self.sep(self.head(x))
+
+
+class SaturatedHead(nn.Module):
+    """conv+BN → a sigmoid whose input cancels two ~1e8 terms: in float32 the logits are rounding noise
+    of several units, so the sigmoid's tiny outputs differ from float64 by more than their own size (a
+    detector head on noise inputs does the same)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), batchnorm(8, seed=2))
+        self.big = nn.Conv2d(8, 2, 1)
+        self.diff = nn.Conv2d(2, 1, 1)
+        with torch.no_grad():
+            self.big.weight.fill_(1e7)
+            self.big.weight[1] *= 1 + 1e-7
+            self.big.bias.zero_()
+            self.diff.weight.copy_(torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1))
+            self.diff.bias.fill_(-20.0)
+
+    def forward(self, x):
+        return torch.sigmoid(self.diff(self.big(torch.relu(self.body(x)))))
+

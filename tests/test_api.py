@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from rewrite import Report, optimize
-from tests.fx_models import ConvBN, SeparableConv
+from tests.fx_models import ConvBN, SaturatedHead, SeparableConv
 from tests.helpers import batchnorm, max_rel
 
 X8 = torch.randn(2, 8, 12, 12)
@@ -171,3 +171,24 @@ def test_inplace_rollback_rebuilds_the_original():
     assert "returned the original model unchanged" in opt.rewrite_report.notes
     with torch.no_grad():
         assert torch.equal(opt(x), expected)
+
+
+def test_check_inputs_that_only_measure_rounding_give_a_warning_not_a_silent_pass():
+    m = SaturatedHead().eval()
+    with pytest.warns(UserWarning, match="the whole-model check is weak on these inputs"):
+        opt = optimize(m, X8)
+    report = opt.rewrite_report
+    assert report.model_baseline_error > 1e-3 and len(report.warnings) == 1
+    assert "pass example_inputs the model is used on" in report.warnings[0]
+    assert "warning: the whole-model check is weak" in str(report)
+    # an ordinary model: no warning
+    assert optimize(_conv_bn_relu_conv(), X8).rewrite_report.warnings == []
+
+
+def test_weak_check_threshold_follows_the_dtype():
+    from rewrite.numerics import weak_check_warning
+    assert weak_check_warning(torch.float32, None, 1e-4, "x") is None
+    assert weak_check_warning(torch.float32, 5e-4, 1e-3, "x") is None
+    assert "is 2.0e-03 away" in weak_check_warning(torch.float32, 2e-3, 4e-3, "x")
+    assert weak_check_warning(torch.float16, 5e-2, 1e-1, "x") is None       # fp16 originals are often this far
+    assert weak_check_warning(torch.bfloat16, 0.2, 0.4, "x (how)").endswith("(x (how))")

@@ -65,7 +65,7 @@ def test_cli_optimizes_a_real_file(exported, tmp_path):
     # the residual block fuses; the linear dw→pw pair is collapsed or fused, per the cost model
     assert counts["fold"]["applied"] == 3 and counts["fuse"]["applied"] >= 1
     assert counts["fuse"]["applied"] + counts.get("reverse", {}).get("applied", 0) == 2
-    assert data["model_rel_error"] < 1e-4
+    assert data["model_rel_error"] < 1e-4 and data["warnings"] == [] and "warning:" not in result.stderr
     onnx.checker.check_model(out, full_check=True)
 
 
@@ -137,3 +137,17 @@ def test_missing_onnx_package_is_named_with_its_install_command(tmp_path):
     assert "Traceback" not in command.stderr
     # the PyTorch path does not need the ONNX packages at all
     assert subprocess.run([sys.executable, "-c", blocked + "import rewrite; rewrite.optimize"], timeout=300).returncode == 0
+
+
+def test_check_inputs_that_only_measure_rounding_are_named_in_a_warning(tmp_path):
+    from tests.fx_models import SaturatedHead
+    path = tmp_path / "saturated.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SaturatedHead().eval(), (torch.randn(2, 8, 12, 12),), path, dynamo=False, opset_version=13)
+    out = cli(path, "-o", tmp_path / "out.onnx", "-q")
+    assert out.returncode == 0, out.stderr
+    assert "warning: the whole-model check is weak on these inputs" in out.stderr
+    assert "rewrite-onnx --inputs FILE.npz" in out.stderr
+    report = onnx_api.optimize_onnx(str(path))[1]
+    assert len(report.warnings) == 1 and report.to_dict()["warnings"] == report.warnings
