@@ -105,7 +105,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     full_check = _passes_full_check(model)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline or 0.0)
 
-    history = [_inputs_note(feeds, inputs, sizes)] if feeds is not None else []
+    history = list(loaded.notes) + ([_inputs_note(feeds, inputs, sizes)] if feeds is not None else [])
     history += [reference_note] if reference_note else []
     source = model
     if cleanup:

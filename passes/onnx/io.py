@@ -32,6 +32,7 @@ class Loaded:
     path: Path | None = None
     external: bool = False                           # the file kept tensors in external data
     data_files: set = field(default_factory=set)     # resolved paths of those external data files
+    notes: list = field(default_factory=list)        # what validate() had to repair
 
 
 def load(src) -> Loaded:
@@ -80,12 +81,62 @@ def validate(loaded: Loaded) -> int:
         else:
             check(loaded.model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise OnnxInputError(f"{label}: fails the ONNX checker: {_first_line(exc)}") from None
+        # converters (onnxruntime's float16 one among them) can list a node before the producer of
+        # its input; onnxruntime runs such a file, and putting the nodes in order changes nothing else
+        if not sort_nodes(loaded.model.graph):
+            raise OnnxInputError(f"{label}: fails the ONNX checker: {_first_line(exc)}") from None
+        try:
+            check(loaded.model)
+        except (onnx.checker.ValidationError, ValueError) as again:
+            raise OnnxInputError(f"{label}: fails the ONNX checker: {_first_line(again)}") from None
+        loaded.notes.append("the file lists nodes before the producers of their inputs (the ONNX checker refuses "
+                            "it); they were put in topological order first")
     opset = default_opset(loaded.model)
     if opset < MIN_OPSET:
         raise OnnxInputError(f"{label}: opset {opset} is older than {MIN_OPSET}, the oldest supported; "
                              "convert it first with onnx.version_converter.convert_version(model, 13)")
     return opset
+
+
+def sort_nodes(graph: onnx.GraphProto) -> bool:
+    """Reorder `graph`'s nodes topologically (stable: nodes already in order keep their order);
+    True when the order changed, False when it was sorted or cannot be (a cycle, an input nothing
+    produces). A node's inputs include the outer names its subgraphs read."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    available |= {t.name for t in graph.sparse_initializer}
+    needs = [set(n.input) | _outer_names(n) for n in graph.node]
+    produced_here = {o for n in graph.node for o in n.output}
+    order, pending = [], list(range(len(graph.node)))
+    while pending:
+        ready = [i for i in pending if all(x in available or x not in produced_here for x in needs[i])]
+        if not ready:
+            return False
+        first = ready[0]
+        order.append(first)
+        available.update(graph.node[first].output)
+        pending.remove(first)
+    if order == sorted(order):
+        return False
+    nodes = [graph.node[i] for i in order]
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy, node in zip(copies, nodes):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    return True
+
+
+def _outer_names(node: onnx.NodeProto) -> set:
+    """Names a node's subgraphs (If / Loop / Scan bodies) read from the enclosing scopes."""
+    names = set()
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []) + list(attr.graphs):
+            local = {i.name for i in sub.input} | {t.name for t in sub.initializer} | \
+                {o for n in sub.node for o in n.output}
+            for n in sub.node:
+                names |= {x for x in n.input if x and x not in local}
+                names |= {x for x in _outer_names(n) if x not in local}
+    return names
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -69,6 +69,30 @@ def test_missing_file_directory_and_checker_failure(tmp_path):
         optimize_onnx(old, target="h100")
 
 
+def test_nodes_out_of_order_are_sorted_and_a_cycle_is_still_refused():
+    """onnxruntime's float16 converter (keep_io_types) lists Casts after their readers: onnxruntime
+    runs such a file, the ONNX checker refuses it; sorting is the only change."""
+    model = block_model()
+    nodes = list(model.graph.node)
+    shuffled = onnx.ModelProto()
+    shuffled.CopyFrom(model)
+    del shuffled.graph.node[:]
+    shuffled.graph.node.extend(nodes[::-1])
+    with pytest.raises(onnx.checker.ValidationError, match="topologically sorted"):
+        onnx.checker.check_model(shuffled)
+    feeds = {"image": RNG.standard_normal((2, 16, 12, 12)).astype(np.float32)}
+    optimized, report = optimize_onnx(shuffled, target="h100")
+    assert report.notes[0].startswith("the file lists nodes before the producers of their inputs")
+    assert len(report.applied) >= 3 and max_rel(run(optimized, feeds), run(model, feeds)) < 1e-5
+    assert [n.name for n in shuffled.graph.node] == [n.name for n in nodes[::-1]]   # the caller's copy untouched
+    cycle = onnx.ModelProto()
+    cycle.CopyFrom(model)
+    first, last = cycle.graph.node[0], cycle.graph.node[len(cycle.graph.node) - 1]
+    first.input[0] = last.output[0]           # the first node now reads the last one's output
+    with pytest.raises(OnnxInputError, match="fails the ONNX checker"):
+        optimize_onnx(cycle, target="h100")
+
+
 def test_input_file_is_never_overwritten_unless_asked(model_file):
     data, mtime = model_file.read_bytes(), model_file.stat().st_mtime_ns
     with pytest.raises(OnnxInputError, match="refusing to overwrite"):
