@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", type=Path, default=None, metavar="JSON",
                    help="timing cache file (default: $DWSEP_TIMING_CACHE or ~/.cache/dwsep-rewrite/timings.json)")
     p.add_argument("--no-timing-cache", action="store_true", help="measure every site afresh, keep nothing")
-    p.add_argument("--force-fuse", action="store_true", help="mark fused groups even for --target cpu")
+    p.add_argument("--force-fuse", action="store_true", help="run the fuse pass for --target cpu too (the measured cost model still keeps "
+                        "a fused group only where onnxruntime runs it faster; with --cost-model analytic every "
+                        "group the kernels can take is marked)")
     p.add_argument("--force-blocks", action="store_true",
                    help="also mark whole inverted-residual and Fused-MBConv blocks, not yet measured on a GPU "
                         "(implies --force-fuse)")

@@ -29,7 +29,7 @@ def session(model: onnx.ModelProto, optimized: bool = False) -> ort.InferenceSes
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    options.log_severity_level = 3
+    options.log_severity_level = 4     # fatal only: its errors reach the user as our own messages
     # Idle onnxruntime threads must not spin: the float64 torch references run right after.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")

@@ -77,8 +77,10 @@ def spatial_reason(conv: ConvSpec, what: str) -> str | None:
     kh, kw = conv.kernel_size
     if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
         return f"{what} kernel {kh}x{kw} is larger than {MAX_KERNEL}x{MAX_KERNEL} on an axis"
-    if conv.stride[0] != conv.stride[1] or conv.stride[0] not in STRIDES:
-        return f"{what} stride {conv.stride} is not 1 or 2 on both axes"
+    if conv.stride[0] != conv.stride[1]:
+        return f"{what} stride {conv.stride} differs between the axes (the fused kernels take one stride for both)"
+    if conv.stride[0] not in STRIDES:
+        return f"{what} stride {conv.stride[0]} is not 1 or 2"
     if conv.dilation != (1, 1):
         return f"dilated {what} conv ({conv.dilation}) is not fused"
     if not fusable_padding(conv.padding):

@@ -200,6 +200,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = p.parse_args(argv)
+    if args.out is not None and not args.out.parent.is_dir():
+        p.error(f"--out: directory {args.out.parent} does not exist")   # before the work, not after it
     result = dict(command="python -m tests.benchmarks.bench_onnx_files " + " ".join(argv or sys.argv[1:]),
                   date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   machine=f"{platform.machine()} {platform.processor() or ''} x{os.cpu_count()} cpus, "
