@@ -4,7 +4,7 @@
     ConvInteger, QLinearConv                         weights computed at run time, quantized...)
     BatchNormalization (inference)                → affine   (else its reason: training mode...)
     Mul/Add/Sub/Div of an activation by a per-channel constant → affine
-    Relu, Clip(0,6), Sigmoid·Mul, HardSwish, the Erf GELU… → act (one op for all its nodes)
+    Relu, Clip(0,6), Sigmoid·Mul, HardSwish, the Erf GELU, x·Clip(x + 3, 0, 6)/6… → act (one op for all its nodes)
     Pad (constant zero, H/W only)                 → pad      (else its reason)
     ReduceMean over (H, W) keepdims / GlobalAveragePool → mean
     Mul / Add / Sub of two activations            → mul / add / sub
@@ -90,7 +90,7 @@ class OnnxViewBuilder:
             return self._conv(node, shapes, base)
         act = activation_at(self.graph, node, self.overridable)
         if act is not None:
-            return Op("act", (node.inputs[0].name,), **{**base, "output": act.output.name, "nodes": tuple(act.nodes)},
+            return Op("act", (act.input.name,), **{**base, "output": act.output.name, "nodes": tuple(act.nodes)},
                       act=act.name)
         inputs = self._activations(node)
         if is_op(node, "BatchNormalization"):
