@@ -255,6 +255,23 @@ def activation_at(graph: gs.Graph, node: gs.Node, overridable: set) -> ActMatch 
     return ActMatch(name, [node], node.outputs[0], node.inputs[0]) if name else None
 
 
+def hard_sigmoid_affine(node: gs.Node, channels: int | None) -> tuple[Affine, str] | None:
+    """(the affine, the node in the graph's terms) of a HardSigmoid(α, β) other than torch's
+    hardsigmoid, which is torch's hardsigmoid of that affine:
+
+        HardSigmoid(α, β)(x) = clip(α·x + β, 0, 1) = hardsigmoid(6α·x + 6β − 3)
+
+    (torch's hardsigmoid is clip(x/6 + 1/2, 0, 1)); the affine per channel where `channels` is
+    known, else of one element. None for torch's own α, β (an act op) or another node. Paddle's
+    squeeze-excitation gate is ONNX's default HardSigmoid(0.2, 0.5) = hardsigmoid(1.2·x)."""
+    if not is_op(node, "HardSigmoid") or _hard_sigmoid(node):
+        return None
+    alpha, beta = _alpha_beta(node)
+    n = channels or 1
+    affine = Affine(torch.full((n,), 6 * alpha, dtype=torch.float64), torch.full((n,), 6 * beta - 3, dtype=torch.float64))
+    return affine, f"HardSigmoid(alpha {alpha:.6g}, beta {beta:.6g})"
+
+
 def _single_activation(n: gs.Node, overridable: set) -> str | None:
     if is_op(n, "Relu"):
         return "relu"
@@ -343,8 +360,13 @@ def _is_sixth(node, t: gs.Tensor, overridable) -> bool:
     return abs(c - 1 / 6) <= np.finfo(value.dtype).eps / 6
 
 
+def _alpha_beta(n: gs.Node) -> tuple[float, float]:
+    return float(n.attrs.get("alpha", 0.2)), float(n.attrs.get("beta", 0.5))     # ONNX's defaults
+
+
 def _hard_sigmoid(n: gs.Node) -> bool:
-    return math.isclose(n.attrs.get("alpha", 0.2), 1 / 6, rel_tol=1e-3) and math.isclose(n.attrs.get("beta", 0.5), 0.5)
+    alpha, beta = _alpha_beta(n)
+    return math.isclose(alpha, 1 / 6, rel_tol=1e-3) and math.isclose(beta, 0.5)
 
 
 def _is_product(node, a: gs.Tensor, b: gs.Tensor) -> bool:
