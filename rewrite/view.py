@@ -16,6 +16,11 @@ Kinds:
     conv    a 2-D convolution (or a linear over the channel axis)    conv | reason
     affine  y = scale[c]·x + shift[c]                                 affine | reason
     act     an elementwise activation                                 act
+    affine_act  an activation of a per-channel affine of its input,   affine, act
+            act(scale[c]·x + shift[c]): ONNX's HardSigmoid(α, β) = hardsigmoid(6α·x + 6β − 3), torch's
+            hardsigmoid (α 1/6, β 1/2) of an affine. One op, for one format node; a rule that folds
+            the affine into the conv before it (fuse, into a squeeze-excitation's expand conv) gets
+            the plain activation.
     pad     a constant pad of H and W                                 pad (ZeroPad) | reason
     mean    the global spatial mean, [B, C, H, W] → [B, C, 1, 1]
     mul     a product of two activations (a gate)
@@ -40,7 +45,7 @@ from typing import Hashable
 
 from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 
-KINDS = ("conv", "affine", "act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "concat",
+KINDS = ("conv", "affine", "act", "affine_act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "concat",
          "slice", "other")
 
 
@@ -79,6 +84,8 @@ class Op:
     def describe(self) -> str:
         if self.conv is not None:
             return self.conv.describe() + {"nhwc": " (linear over NHWC)", "nc": " (linear)"}.get(self.layout, "")
+        if self.kind == "affine_act":
+            return self.label      # its act is of an affine: "HardSigmoid(alpha 0.2, beta 0.5)", not "hardsigmoid"
         return self.act or self.label      # in the graph's own terms ("LayerNormalization", "layer_norm")
 
 

@@ -19,7 +19,7 @@ import torch
 
 from rewrite.ir import Affine, ConvSpec, ZeroPad
 
-from .graph import constant_value, folded_value, is_op, not_constant_reason, scalar, sole_consumer
+from .graph import constant_value, folded_value, is_constant, is_op, not_constant_reason, scalar, sole_consumer
 
 FLOAT_WEIGHTS = (np.float16, np.float32, np.float64)
 QUANTIZED_CONVS = ("ConvInteger", "QLinearConv")
@@ -225,6 +225,7 @@ class ActMatch:
     name: str
     nodes: list
     output: gs.Variable
+    input: gs.Tensor             # the activation it reads (Add(3, x) reads x, its second input)
 
 
 def activation_at(graph: gs.Graph, node: gs.Node, overridable: set) -> ActMatch | None:
@@ -232,7 +233,8 @@ def activation_at(graph: gs.Graph, node: gs.Node, overridable: set) -> ActMatch 
 
     Relu; Clip(0, 6) = relu6 (bounds as attributes before opset 11, constant inputs after);
     x·Sigmoid(x) = silu; x·HardSigmoid(x; 1/6, 1/2) = hardswish; Gelu and its Erf decomposition
-    x·(1 + erf(x/√2))/2 = gelu; Tanh, Sigmoid, HardSigmoid(1/6, 1/2), LeakyRelu(0.01), Elu(1).
+    x·(1 + erf(x/√2))/2 = gelu; Tanh, Sigmoid, HardSigmoid(1/6, 1/2), LeakyRelu(0.01), Elu(1);
+    hardswish and hardsigmoid written out with a Clip (_hard_composite: Paddle2ONNX below opset 14).
     A Sigmoid / HardSigmoid whose only reader multiplies it by its own input is the first node
     of silu / hardswish, and the Mul belongs to the activation.
     """
@@ -243,12 +245,31 @@ def activation_at(graph: gs.Graph, node: gs.Node, overridable: set) -> ActMatch 
             return None
         mul = sole_consumer(graph, gate)
         if _is_product(mul, x, gate):
-            return ActMatch("hardswish" if hard else "silu", [node, mul], mul.outputs[0])
-        return ActMatch("hardsigmoid" if hard else "sigmoid", [node], gate)
+            return ActMatch("hardswish" if hard else "silu", [node, mul], mul.outputs[0], x)
+        return ActMatch("hardsigmoid" if hard else "sigmoid", [node], gate, x)
     if is_op(node, "Div", "Mul") and len(node.inputs) == 2:
         return _erf_gelu(graph, node, overridable)
+    if is_op(node, "Add") and len(node.inputs) == 2:
+        return _hard_composite(graph, node, overridable)
     name = _single_activation(node, overridable)
-    return ActMatch(name, [node], node.outputs[0]) if name else None
+    return ActMatch(name, [node], node.outputs[0], node.inputs[0]) if name else None
+
+
+def hard_sigmoid_affine(node: gs.Node, channels: int | None) -> tuple[Affine, str] | None:
+    """(the affine, the node in the graph's terms) of a HardSigmoid(α, β) other than torch's
+    hardsigmoid, which is torch's hardsigmoid of that affine:
+
+        HardSigmoid(α, β)(x) = clip(α·x + β, 0, 1) = hardsigmoid(6α·x + 6β − 3)
+
+    (torch's hardsigmoid is clip(x/6 + 1/2, 0, 1)); the affine per channel where `channels` is
+    known, else of one element. None for torch's own α, β (an act op) or another node. Paddle's
+    squeeze-excitation gate is ONNX's default HardSigmoid(0.2, 0.5) = hardsigmoid(1.2·x)."""
+    if not is_op(node, "HardSigmoid") or _hard_sigmoid(node):
+        return None
+    alpha, beta = _alpha_beta(node)
+    n = channels or 1
+    affine = Affine(torch.full((n,), 6 * alpha, dtype=torch.float64), torch.full((n,), 6 * beta - 3, dtype=torch.float64))
+    return affine, f"HardSigmoid(alpha {alpha:.6g}, beta {beta:.6g})"
 
 
 def _single_activation(n: gs.Node, overridable: set) -> str | None:
@@ -281,8 +302,71 @@ def _single_activation(n: gs.Node, overridable: set) -> str | None:
     return None
 
 
+def _hard_composite(graph, add: gs.Node, overridable) -> ActMatch | None:
+    """hardswish and hardsigmoid written out, from the Add of 3 (Paddle2ONNX below opset 14, torch's
+    export of x·relu6(x + 3)/6, timm's and Keras' hard_swish through tf2onnx):
+
+        x → Add(3) → Clip(0, 6) → Mul(x, ·) → Div(6) | Mul(1/6)     = hardswish
+        x → Add(3) → Clip(0, 6) → Div(6) | Mul(1/6) → Mul(x, ·)     = hardswish
+        x → Add(3) → Clip(0, 6) → Div(6) | Mul(1/6)                 = hardsigmoid
+
+    Either operand order of each Add and Mul; the Clip bounds as attributes or constant inputs; the
+    constants one-element floats, exactly 3, 0, 6 and 6 (1/6 to the rounding of its dtype); every
+    value inside read only by the next node."""
+    x = next((t for t in add.inputs if _scalar_operand(add, t, overridable) == 3.0 and not is_constant(t, overridable)),
+             None)
+    clip = sole_consumer(graph, add.outputs[0]) if x is not None else None
+    if not is_op(clip, "Clip") or clip.inputs[0] is not add.outputs[0] or _single_activation(clip, overridable) != "relu6":
+        return None
+    nxt = sole_consumer(graph, clip.outputs[0])
+    if _is_product(nxt, x, clip.outputs[0]):
+        sixth = sole_consumer(graph, nxt.outputs[0])
+        if _is_sixth(sixth, nxt.outputs[0], overridable):
+            return ActMatch("hardswish", [add, clip, nxt, sixth], sixth.outputs[0], x)
+        return None
+    if not _is_sixth(nxt, clip.outputs[0], overridable):
+        return None
+    mul = sole_consumer(graph, nxt.outputs[0])
+    if _is_product(mul, x, nxt.outputs[0]):
+        return ActMatch("hardswish", [add, clip, nxt, mul], mul.outputs[0], x)
+    return ActMatch("hardsigmoid", [add, clip, nxt], nxt.outputs[0], x)
+
+
+def _scalar_operand(node: gs.Node, t: gs.Tensor, overridable) -> float | None:
+    """c where `node` computes t ∘ c (or c ∘ t, except for a Div) with c a one-element float
+    constant, else None."""
+    if node is None or len(node.inputs) != 2 or node.inputs[0] is node.inputs[1]:
+        return None
+    if node.inputs[0] is t:
+        other = node.inputs[1]
+    elif node.inputs[1] is t and not is_op(node, "Div"):
+        other = node.inputs[0]
+    else:
+        return None
+    value = constant_value(other, overridable)
+    if value is None or value.size != 1 or value.ndim > 1 or not np.issubdtype(value.dtype, np.floating):
+        return None
+    return float(value.reshape(()))
+
+
+def _is_sixth(node, t: gs.Tensor, overridable) -> bool:
+    """`node` computes t/6: Div(t, 6), or Mul by 1/6 to the rounding of the constant's dtype."""
+    c = _scalar_operand(node, t, overridable)
+    if c is None or not is_op(node, "Div", "Mul"):
+        return False
+    if node.op == "Div":
+        return c == 6.0
+    value = constant_value(node.inputs[1] if node.inputs[0] is t else node.inputs[0], overridable)
+    return abs(c - 1 / 6) <= np.finfo(value.dtype).eps / 6
+
+
+def _alpha_beta(n: gs.Node) -> tuple[float, float]:
+    return float(n.attrs.get("alpha", 0.2)), float(n.attrs.get("beta", 0.5))     # ONNX's defaults
+
+
 def _hard_sigmoid(n: gs.Node) -> bool:
-    return math.isclose(n.attrs.get("alpha", 0.2), 1 / 6, rel_tol=1e-3) and math.isclose(n.attrs.get("beta", 0.5), 0.5)
+    alpha, beta = _alpha_beta(n)
+    return math.isclose(alpha, 1 / 6, rel_tol=1e-3) and math.isclose(beta, 0.5)
 
 
 def _is_product(node, a: gs.Tensor, b: gs.Tensor) -> bool:
@@ -309,4 +393,4 @@ def _erf_gelu(graph, scale_node, overridable) -> ActMatch | None:
     h = next((scalar(t, overridable) for t in half.inputs if t is not mul_x.outputs[0]), None)
     if h != 0.5:
         return None
-    return ActMatch("gelu", [scale_node, erf, add, mul_x, half], half.outputs[0])
+    return ActMatch("gelu", [scale_node, erf, add, mul_x, half], half.outputs[0], x)

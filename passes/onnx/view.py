@@ -4,7 +4,8 @@
     ConvInteger, QLinearConv                         weights computed at run time, quantized...)
     BatchNormalization (inference)                → affine   (else its reason: training mode...)
     Mul/Add/Sub/Div of an activation by a per-channel constant → affine
-    Relu, Clip(0,6), Sigmoid·Mul, HardSwish, the Erf GELU… → act (one op for all its nodes)
+    Relu, Clip(0,6), Sigmoid·Mul, HardSwish, the Erf GELU, x·Clip(x + 3, 0, 6)/6… → act (one op for all its nodes)
+    HardSigmoid(α, β) other than torch's (1/6, 1/2) → affine_act: hardsigmoid of Affine(6α, 6β − 3)
     Pad (constant zero, H/W only)                 → pad      (else its reason)
     ReduceMean over (H, W) keepdims / GlobalAveragePool → mean
     Mul / Add / Sub of two activations            → mul / add / sub
@@ -39,8 +40,8 @@ from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute
 
 from rewrite.view import Op, View
 from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op, sole_consumer
-from .lift import (QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, slice_channels,
-                   split_parts, zero_pad)
+from .lift import (QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, hard_sigmoid_affine,
+                   slice_channels, split_parts, zero_pad)
 
 MEAN_OPSET_AXES_INPUT = 18    # ReduceMean takes its axes as an input from opset 18
 
@@ -90,9 +91,14 @@ class OnnxViewBuilder:
             return self._conv(node, shapes, base)
         act = activation_at(self.graph, node, self.overridable)
         if act is not None:
-            return Op("act", (node.inputs[0].name,), **{**base, "output": act.output.name, "nodes": tuple(act.nodes)},
+            return Op("act", (act.input.name,), **{**base, "output": act.output.name, "nodes": tuple(act.nodes)},
                       act=act.name)
         inputs = self._activations(node)
+        hard = hard_sigmoid_affine(node, self._channels(node.inputs[0], shapes, by_output)) \
+            if is_op(node, "HardSigmoid") and inputs and node.inputs[0].name == inputs[0] else None
+        if hard is not None:      # HardSigmoid(α, β) other than torch's (activation_at took that one)
+            affine, label = hard
+            return Op("affine_act", inputs[:1], **{**base, "label": label}, affine=affine, act="hardsigmoid")
         if is_op(node, "BatchNormalization"):
             affine = batchnorm_affine(node, self.overridable)
             return Op("affine", (node.inputs[0].name,), **base, affine=None if isinstance(affine, str) else affine,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from kernels.activations import ACTIVATIONS, SE_GATES
 from kernels.checks import DTYPES, MAX_KERNEL, STRIDES
 
+from ..algebra import fold_affine
 from ..ir import Activation, ConvSpec, FusedSepConv, SqueezeExcite
 from ..view import View
 from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
@@ -152,7 +153,10 @@ def measured_loss(dw: ConvSpec, se, out_hw) -> str | None:
 
 def _match_se(view: View, tip) -> tuple[list, SqueezeExcite] | str:
     """(the SE's ops, mean first and the gating mul last, SqueezeExcite) for
-    tip · gate(expand(act(reduce(mean(tip))))), or the reason the product is not one."""
+    tip · gate(expand(act(reduce(mean(tip))))), or the reason the product is not one. A gate that
+    is an activation of an affine (an affine_act op: Paddle's HardSigmoid(0.2, 0.5) is
+    hardsigmoid(1.2·z)) has its affine folded into the expand conv, exactly (rewrite.algebra.fold):
+    gate(affine(expand(s))) = gate(expand'(s)), so the SqueezeExcite has the plain gate."""
     users = view.users(tip)
     mul = next((u for u in users if u.kind == "mul"), None)
     mean = next((u for u in users if u.kind == "mean"), None)
@@ -167,6 +171,10 @@ def _match_se(view: View, tip) -> tuple[list, SqueezeExcite] | str:
             if nxt.kind != "conv" or conv_reason(nxt):
                 return f"squeeze-excitation {step} is not a rewritable conv ({conv_reason(nxt) or nxt.label})"
             convs.append(nxt.conv)
+        elif step == "gate" and nxt.kind == "affine_act":     # the gate's affine folds into the expand conv
+            if nxt.affine is None or nxt.affine.scale.numel() != convs[1].out_channels:
+                return f"squeeze-excitation gate {nxt.describe()} does not act per channel of the expand conv"
+            convs[1], gate = fold_affine(convs[1], nxt.affine), nxt.act
         elif nxt.kind != "act":
             if step == "act":
                 continue            # a linear excitation: reduce feeds expand directly

@@ -83,6 +83,38 @@ class G:
     def hardswish_decomposed(self, x):
         return self.node("Mul", [x, self.node("HardSigmoid", [x], alpha=1 / 6, beta=0.5)])
 
+    def scalar(self, value, constant_node: bool = False, shape=()) -> str:
+        """A one-element constant: an initializer, or a Constant node's output."""
+        array = np.asarray(value, self.dtype).reshape(shape)
+        if constant_node:
+            return self.node("Constant", [], value=numpy_helper.from_array(array))
+        return self.init(self.fresh("c"), array)
+
+    def hard_clip(self, x, form: str = "x*c/6", swap: bool = False, constant_node: bool = False, shape=(),
+                  three: float = 3.0, hi: float = 6.0, sixth: float = 1 / 6):
+        """hardswish / hardsigmoid written out with a Clip, c = Clip(x + 3, 0, 6) (its bounds as
+        attributes below opset 11): form "x*c/6" (Paddle2ONNX below opset 14), "x*c*(1/6)",
+        "c/6*x" (timm's hard_swish), "c*(1/6)*x" (Keras' through tf2onnx) or "c/6" (hardsigmoid).
+        swap: each constant (each x of a Mul) the first operand, where the op allows; the constants
+        of `shape` (Paddle2ONNX writes () or (1,); the Clip's are 0-d), as Constant nodes with
+        constant_node."""
+        def const(v):
+            return self.scalar(v, constant_node, shape)
+
+        def binary(op, a, b):
+            return self.node(op, [b, a] if swap and op != "Div" else [a, b])
+        if self.opset < 11:
+            c = self.node("Clip", [binary("Add", x, const(three))], min=0.0, max=hi)
+        else:
+            c = self.node("Clip", [binary("Add", x, const(three)), self.scalar(0.0, constant_node),
+                                   self.scalar(hi, constant_node)])     # Clip takes 0-d bounds
+        scale = (lambda t: binary("Mul", t, const(sixth))) if "(1/6)" in form else \
+            (lambda t: self.node("Div", [t, const(6.0)]))
+        if form.startswith("x*"):
+            return scale(self.node("Mul", [c, x] if swap else [x, c]))
+        gate = scale(c)
+        return gate if form == "c/6" else self.node("Mul", [gate, x] if swap else [x, gate])
+
     def gelu_erf(self, x):
         d = self.node("Div", [x, self.init(self.fresh("sqrt2"), math.sqrt(2))])
         p = self.node("Add", [self.node("Erf", [d]), self.init(self.fresh("one"), 1.0)])
