@@ -202,7 +202,7 @@ def _reference(model: onnx.ModelProto, feeds: dict, say=lambda message: None) ->
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
         shapes = {k: tuple(v.shape) for k, v in feeds.items()}
         raise OnnxInputError(
-            f"onnxruntime cannot run the model on inputs {shapes} ({str(exc).strip().splitlines()[0][:300]}); "
+            f"onnxruntime cannot run the model on inputs {shapes} ({runtime.error_text(exc)}); "
             "give the input shapes or inputs, or disable the numerical checks (check=False / --no-check)") from None
     say("evaluating the original in float64")
     started = time.perf_counter()
@@ -257,7 +257,7 @@ def _passes(optimized, feeds, reference, report: Report, tol: float, full_check:
         outputs = runtime.run(optimized, feeds)
         err, abs_err = _compare(outputs, reference.outputs)
     except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
-        report.notes.append(f"the optimized model failed to run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+        report.notes.append(f"the optimized model failed to run ({type(exc).__name__}: {runtime.error_text(exc, 200)})")
         report.model_rel_error = report.model_max_abs_error = float("inf")
         report.model_tolerance = tol
         return False

@@ -34,6 +34,8 @@ class FxAdapter:
         self.values: dict = {}
         self.shapes: dict = {}
         self._progress = progress
+        self.example_inputs = example_inputs
+        self.stale = False                # a rewrite made nodes whose shapes and values are not captured
         self._capture(example_inputs)
 
     # -- the manager's interface -----------------------------------------------------------
@@ -46,6 +48,11 @@ class FxAdapter:
         return f"{self.prefix}.{match.name}" if self.prefix else match.name
 
     def view(self):
+        if self.stale:
+            # a later rule may read a node a rewrite created (a permute or a LayerNorm fold_norm
+            # made, feeding a conv): without its shape and captured value that site is lost
+            self._capture(self.example_inputs)
+            self.stale = False
         self.touched = set()
         return self.builder.build(self.shapes)
 
@@ -125,6 +132,7 @@ class FxAdapter:
             self.builder.origin[node] = plan.kind
         self.builder.forget(tail)
         self.touched.update(nodes)
+        self.stale |= len(new) > 1
 
     def _commit_concat(self, match, plan, module: ConcatConvs) -> None:
         """One conv module per branch, each on its branch's input and named after the conv it
@@ -145,6 +153,7 @@ class FxAdapter:
         self.builder.origin[tail] = plan.kind
         self.builder.forget(tail)
         self.touched.update(nodes)
+        self.stale = True
 
     def finish(self) -> None:
         """Lint, drop what no node reads any more, put activations back in place, regenerate the code."""
@@ -159,6 +168,10 @@ class FxAdapter:
     # -- helpers ---------------------------------------------------------------------------
 
     def _capture(self, example_inputs: tuple) -> None:
+        """Run the graph once on the example inputs, recording every node's shape and a window of the
+        activations the rules' site checks read."""
+        self.values.clear()
+        self.shapes.clear()
         wanted, last = set(), set()
         for op in self.builder.build({}).ops:
             if op.kind in ("conv", "pad", "affine", "norm", "slice") and op.inputs:

@@ -182,7 +182,7 @@ class OnnxAdapter:
         try:
             captured = runtime.capture(self.model(), [n for n in names if n], self.feeds)
         except Exception as exc:  # noqa: BLE001 - any onnxruntime failure: fall back to static shapes
-            self.notes.append(f"could not capture activations in onnxruntime ({str(exc).splitlines()[0][:200]})")
+            self.notes.append(f"could not capture activations in onnxruntime ({runtime.error_text(exc, 200)})")
             self.feeds, self.values, self.shapes = None, {}, runtime.inferred_shapes(self.source)
             return
         self.values, self.shapes = {}, {}

@@ -13,6 +13,7 @@ unless the caller gives shapes.
 """
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,14 @@ import onnx
 import onnxruntime as ort
 
 from .io import OnnxInputError, too_big
+
+
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """onnxruntime's message on one line, without the C++ source location and signature it puts
+    before the part that says what is wrong."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"\S*onnxruntime_src/\S+ \S+\(.*?\) ", "", text)
+    return text[:limit]
 
 
 def session(model: onnx.ModelProto, optimized: bool = False) -> ort.InferenceSession:

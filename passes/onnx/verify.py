@@ -56,4 +56,4 @@ def run_site(nodes, inputs, values, output, opset_imports, ir_version: int, func
     try:
         return runtime.run(model, {t.name: v for t, v in zip(inputs, values)}, [output.name])[output.name]
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
-        raise SiteError(f"onnxruntime could not run the site ({str(exc).strip().splitlines()[0][:200]})") from None
+        raise SiteError(f"onnxruntime could not run the site ({runtime.error_text(exc, 200)})") from None

@@ -125,8 +125,10 @@ class G:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
         model = onnx.shape_inference.infer_shapes(model)   # fills the shapes of outputs declared without
         del model.graph.value_info[:]
-        if ir_version is not None:
-            model.ir_version = ir_version
+        # the oldest IR version the opset allows, not the installed onnx's newest: an older onnxruntime
+        # (the GPU image's 1.30 reads up to IR 13) then runs the test graphs too
+        model.ir_version = ir_version if ir_version is not None else helper.find_min_ir_version_for(
+            list(model.opset_import))
         onnx.checker.check_model(model)
         return model
 

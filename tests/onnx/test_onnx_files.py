@@ -243,3 +243,14 @@ def test_optimizing_an_optimized_model_changes_nothing():
     assert [(f.domain, f.name) for f in twice.functions] == [(f.domain, f.name) for f in once.functions]
     assert [n.op_type for n in twice.graph.node] == [n.op_type for n in once.graph.node]
     onnx.checker.check_model(twice, full_check=True)
+
+
+def test_onnxruntime_messages_keep_what_is_wrong_and_drop_the_source_location():
+    from passes.onnx.runtime import error_text
+    # onnxruntime 1.30's words for a file of a newer IR version than it reads (two lines)
+    raw = ("[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/onnxruntime/core/graph/model.cc:202 "
+           "onnxruntime::Model::Model(onnx::ModelProto&&, const onnxruntime::PathString&, const "
+           "onnxruntime::IOnnxRuntimeOpSchemaRegistryList*, const onnxruntime::logging::Logger&, const "
+           "onnxruntime::ModelOptions&) Unsupported model IR version: 14,\n max supported IR version: 13\n")
+    assert error_text(RuntimeError(raw)) == \
+        "[ONNXRuntimeError] : 1 : FAIL : Unsupported model IR version: 14, max supported IR version: 13"

@@ -108,3 +108,27 @@ def test_the_new_fold_kinds_are_options_and_report_kinds():
     for kind in ("fold_norm", "fold_linear"):
         assert kind in RULES and kind in KINDS and kind in RewriteOptions().passes
         assert RewriteOptions(passes=(kind,)).passes == (kind,)
+
+
+class NormThenDownsample(nn.Module):
+    """ConvNeXt's downsample: LayerNorm2d → conv2x2 stride 2, whose input after fold_norm is a permute
+    the rewrite made."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.stem, self.norm, self.down = nn.Conv2d(3, c, 2, 2), _randomize(nn.LayerNorm(c), 5), nn.Conv2d(c, 2 * c, 2, 2)
+
+    def forward(self, x):
+        return self.down(NormBlocks.norm2d(self.norm, self.stem(x)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_rule_after_fold_norm_sees_the_shape_of_the_values_it_made(fmt):
+    torch.manual_seed(0)
+    model = NormThenDownsample().eval()
+    report, run = optimized(fmt, model, torch.randn(2, 3, 24, 24), passes=("fold_norm", "factorize"), target="cpu",
+                            cost_model="analytic")
+    assert outcomes(report, "fold_norm") == {"applied": 1}
+    reasons = [s.reason for s in report.sites if s.kind == "factorize"]
+    assert len(reasons) == 2 and all(r.startswith("not factorable") for r in reasons), reasons
+    assert fresh_error(run, model, (3, 3, 24, 24)) < 1e-5
