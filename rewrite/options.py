@@ -28,10 +28,13 @@ class RewriteOptions:
         (approximate) factorization whose measured relative error must stay under it.
     site_tolerance / model_tolerance: None = per-dtype defaults (rewrite.numerics).
     check: verify each rewrite (and the whole model) numerically; rollback on failure.
-    force_fuse: run the fuse pass whatever the target.
-    force_blocks: also apply the whole-block kernels (fuse_block, fuse_mbconv) wherever they fit,
+    force_fuse: run the fuse pass whatever the target, and skip the analytic model's declines.
+    force_blocks: also consider the whole-block kernels (fuse_block, fuse_mbconv) wherever they fit,
         although no GPU measurement backs them yet (otherwise only measured decisions, on the GPU,
-        apply them); implies force_fuse.
+        apply them); implies force_fuse. Neither overrides a measured decision: where sites are
+        timed (a CPU model with the default cost model) a fused form is kept only where it measured
+        faster, and on a CPU the kernels run their torch fallback, which rarely is; to lay a model
+        out for a GPU from a CPU, name the target (target="h100", analytic).
     channels_last (FX only; ONNX graphs have no memory format): lay conv weights out NHWC so
         activations stay channels_last between layers. None (default) = when a site was fused,
         since the fused kernel works in NHWC and would otherwise copy its input at every site.
