@@ -72,6 +72,10 @@ def test_any_batch_size_and_export_and_compile_keep_working():
         assert max_rel(exported(x), expected) < 1e-6
         compiled = torch.compile(opt, backend="aot_eager")
         assert max_rel(compiled(x), expected) < 1e-6
+        # another height or width: a clear error with the remedy, not the export guard's bare assertion
+        with pytest.raises(ValueError, match=r"the optimized model was captured for inputs of shape \(batch, 3, 16, "
+                                             r"16\) and got input 0 of shape \(3, 3, 16, 20\).*dynamic_spatial=True"):
+            opt(torch.randn(3, 3, 16, 20))
 
 
 class DataDependent(nn.Module):
@@ -98,6 +102,8 @@ def test_data_dependent_control_flow_falls_back_to_submodules():
     ref, _ = reference(model, fresh)
     with torch.no_grad():
         assert max_rel(opt(fresh).double(), ref) < 1e-5
+        with pytest.raises(ValueError, match="the optimized submodule 'head' was captured for inputs of shape"):
+            opt(torch.randn(3, 3, 12, 16))
 
 
 class Tied(nn.Module):
