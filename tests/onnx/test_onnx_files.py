@@ -174,6 +174,12 @@ def test_graph_interface_and_dynamic_batch_are_kept(tmp_path):
 @pytest.mark.parametrize("opset", [11, 12, 13, 14, 15, 17, 18, 20, onnx.defs.onnx_opset_version()])
 def test_opsets(opset):
     model = block_model(opset=opset)
+    if opset == onnx.defs.onnx_opset_version():
+        from passes.onnx.runtime import error_text, session
+        try:
+            session(model)
+        except Exception as exc:  # noqa: BLE001 - an onnxruntime older than the installed onnx
+            pytest.skip(f"the installed onnxruntime does not run onnx's newest opset {opset}: {error_text(exc)}")
     out, report = optimize_onnx(model, target="h100")
     assert len(sites(report, "fold", "applied")) == 2 and len(sites(report, "fuse", "applied")) == 1
     assert {(i.domain, i.version) for i in out.opset_import} == {("", opset), ("dwsep", 1)}
