@@ -37,7 +37,9 @@ class RewriteOptions:
         since the fused kernel works in NHWC and would otherwise copy its input at every site.
     dynamic_spatial (FX only): capture the model with dynamic H and W as well as a dynamic batch,
         so the result runs at any resolution; pads whose widths then depend on the input size
-        (TF "same" padding) are not absorbed.
+        (TF "same" padding) are not absorbed, and torch.export's symbolic-shape reasoning over
+        them takes minutes (timm's tf_* models), so capture warns up front when it finds such pads
+        (passes/fx/capture.py); static capture at the resolution the model runs takes seconds.
     passes_run (set by the pass manager, not by callers): the passes that have already run, so
         that a planner can tell whether a later pass is still to come (rules.base.Decline.until).
     """
