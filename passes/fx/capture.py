@@ -13,7 +13,7 @@ for a model that computes pad widths from the input size (TF "same" padding: tim
 get_same_padding takes ceil(H / stride) of the symbolic H) that reasoning is most of the cost:
 the nested ceil / max expressions of the five stride-2 stages go through sympy's value-range
 analysis at every later shape check, and export takes minutes (tf_efficientnet_lite0 at 160²:
-about 3 min against 5 s static; tf_mobilenetv3_small_100: 108 s size-oblivious, 215 s plain,
+1.5 to 3 min against 4 s static; tf_mobilenetv3_small_100: 108 s size-oblivious, 215 s plain,
 2 s static, torch 2.14). That is torch.export's own cost, not a failed attempt retried (the
 size-oblivious export, the faster of the two, succeeds first), so capture_regions says so up
 front (a warning, and a note in the report): a quick eager probe at H and at H + 1 finds pads
@@ -115,8 +115,8 @@ def _child_arguments(model: nn.Module, example_inputs: tuple) -> dict[str, tuple
 SLOW_DYNAMIC_EXPORT = (
     "dynamic_spatial=True: {count} module(s) compute their pad widths from the input size ({where}: TF \"same\" "
     "padding, as in timm's tf_* models), and torch.export's symbolic-shape reasoning over such widths can take "
-    "minutes (timm's tf_efficientnet_lite0: about 3 min, against about 5 s for a static capture); those pads are "
-    "also left unabsorbed, since their widths depend on H and W. For a fast capture and the pads folded into "
+    "minutes (timm's tf_efficientnet_lite0 at 160x160: 1.5 to 3 min, against about 4 s for a static capture); "
+    "those pads are also left unabsorbed, since their widths depend on H and W. For a fast capture and the pads folded into "
     "their convs, optimize with dynamic_spatial=False at the resolution the model runs (once per resolution)")
 _PADS = (torch.nn.functional.pad, torch._C._nn.pad, torch.constant_pad_nd)
 
@@ -176,7 +176,8 @@ def slow_dynamic_export_warning(module: nn.Module, args: tuple) -> str | None:
     where = size_dependent_pads(module, args)
     if not where:
         return None
-    return SLOW_DYNAMIC_EXPORT.format(count=len(where), where=", ".join(where[:3]) + (", ..." if len(where) > 3 else ""))
+    named = ", ".join(where[:3]) + (", ..." if len(where) > 3 else "")
+    return SLOW_DYNAMIC_EXPORT.format(count=len(where), where=named)
 
 
 def _export(module: nn.Module, args: tuple, dynamic_spatial: bool):
