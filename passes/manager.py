@@ -34,11 +34,18 @@ confidence interval of its speedup lies above 1; an inconclusive timing keeps th
 rules do not decline such sites on a prediction. A plan that only removes work (a fold; a merge into a conv shaped like one
 of its branches: Plan.removes_work) is not timed, since timing noise could only decline it wrongly.
 Re-runs of the whole-model retry find the same timings in the cost model's cache.
+
+A planner sees options.passes_run, the passes that have run before its own. A Decline with
+`until` set is provisional: it holds only while that later pass is still to run (fold keeps a
+pad the fused kernel cannot absorb, for the fuse pass). Once that pass has run, its rule is
+swept again over those sites alone, on the graph as it is then, with the pass in passes_run, and
+the outcome replaces the provisional record; a site whose ops a rewrite has since consumed (the
+conv fused) keeps its record. So a pad kept for a fuse that did not happen is still absorbed.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -84,12 +91,15 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
     if options.only_sites is not None and not options.only_sites:
         swept.notes.append(NOTHING_TO_APPLY)   # the retries' last step: no site to apply, no graph to read
         return swept
+    held: dict = {}        # pass kind → {id(head node): (rule, head node, index in swept.sites)} waiting on it
+    run = []
     for kind in options.passes:
         rule = RULES[kind]
         skipped = rule.skipped(options)
         if skipped:
             swept.notes.append(skipped)
             continue
+        now = replace(options, passes_run=frozenset(run))
         adapter.progress(f"{kind} pass")
         for _ in range(MAX_SWEEPS):
             view = adapter.view()
@@ -103,12 +113,35 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
                 visited[(kind, id(head))] = head
                 if per_site:
                     adapter.progress(f"[{i}/{len(matches)}] {kind} {match.name}")
-                site = _site(adapter, view, match, rule, options, dtype)
+                site, until = _site(adapter, view, match, rule, now, dtype)
+                if until is not None:
+                    held.setdefault(until, {})[id(head)] = (rule, head, len(swept.sites))
                 swept.sites.append(site)
                 applied += site.status == "applied"
             if not applied:
                 break
+        run.append(kind)
+        _revisit(adapter, swept, held.pop(kind, {}), replace(options, passes_run=frozenset(run)), dtype)
+    for waiting in held.values():    # provisional declines on a pass that did not run: they held for nothing
+        _revisit(adapter, swept, waiting, replace(options, passes_run=frozenset(run) | set(held)), dtype)
     return swept
+
+
+def _revisit(adapter, swept: Swept, waiting: dict, options, dtype) -> None:
+    """Plan again the sites declined until a pass that has now run (Decline.until), each rule's
+    sites in one sweep of its matcher over the graph as it is now; the new outcome replaces the
+    site's provisional record."""
+    by_rule: dict = {}
+    for rule, head, index in waiting.values():
+        by_rule.setdefault(rule.kind, (rule, {}))[1][id(head)] = index
+    for rule, indices in by_rule.values():
+        view = adapter.view()
+        for match in list(rule.matches(view)):
+            index = indices.pop(id(match.ops[0].nodes[0]), None)
+            if index is None or not adapter.live(match):
+                continue
+            site, _ = _site(adapter, view, match, rule, options, dtype)
+            swept.sites[index] = site
 
 
 def _progress_bar(items, total: int, rule: Rule, options):
@@ -122,22 +155,23 @@ def _progress_bar(items, total: int, rule: Rule, options):
     return tqdm(items, total=total, desc=f"{rule.kind}: timing sites", unit="site", leave=False, disable=None)
 
 
-def _site(adapter, view, match: Match, rule: Rule, options, dtype) -> Site:
+def _site(adapter, view, match: Match, rule: Rule, options, dtype) -> tuple[Site, str | None]:
+    """(the site's record, the pass a provisional decline waits on or None)."""
     name = adapter.site_name(match)
     if match.reason:
-        return _record(name, match, "declined", match.reason)
+        return _record(name, match, "declined", match.reason), None
     shape = _as_conv_shape(view.shape(match.input), match)
     if shape is None or len(shape) != 4:
-        return _record(name, match, "declined", "the shape of the activation reaching this site is unknown")
+        return _record(name, match, "declined", "the shape of the activation reaching this site is unknown"), None
     plan = rule.plan(match, tuple(shape), dtype, options)
     if isinstance(plan, Decline):
-        return _record(name, match, "declined", plan.reason, plan)
+        return _record(name, match, "declined", plan.reason, plan), plan.until
     stand_ins = _stand_ins(view, match, plan)
     if isinstance(stand_ins, str):
-        return _record(name, match, "declined", stand_ins, plan)
+        return _record(name, match, "declined", stand_ins, plan), None
     plan.stand_ins = stand_ins
     status, reason, check, timing = _apply(adapter, name, match, plan, rule, options, dtype)
-    return _record(name, match, status, reason, plan, check, timing)
+    return _record(name, match, status, reason, plan, check, timing), None
 
 
 def _stand_ins(view, match: Match, plan: Plan) -> dict | str:

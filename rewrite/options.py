@@ -40,7 +40,11 @@ class RewriteOptions:
         since the fused kernel works in NHWC and would otherwise copy its input at every site.
     dynamic_spatial (FX only): capture the model with dynamic H and W as well as a dynamic batch,
         so the result runs at any resolution; pads whose widths then depend on the input size
-        (TF "same" padding) are not absorbed.
+        (TF "same" padding) are not absorbed, and torch.export's symbolic-shape reasoning over
+        them takes minutes (timm's tf_* models), so capture warns up front when it finds such pads
+        (passes/fx/capture.py); static capture at the resolution the model runs takes seconds.
+    passes_run (set by the pass manager, not by callers): the passes that have already run, so
+        that a planner can tell whether a later pass is still to come (rules.base.Decline.until).
     """
 
     passes: tuple[str, ...] = PASSES
@@ -58,11 +62,12 @@ class RewriteOptions:
     dynamic_spatial: bool = False
     skip_sites: frozenset = field(default_factory=frozenset)   # "kind:name" keys rolled back (rewrite.retry)
     only_sites: frozenset | None = None                         # when set, no other site is applied
+    passes_run: frozenset = frozenset()     # the passes that have run, set by the pass manager for the planners
 
     @classmethod
     def from_kwargs(cls, options: dict, caller: str) -> "RewriteOptions":
         """Options from an API call's keyword arguments, naming the caller on an unknown one."""
-        known = {f.name for f in fields(cls)} - {"skip_sites", "only_sites"}
+        known = {f.name for f in fields(cls)} - {"skip_sites", "only_sites", "passes_run"}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"{caller}() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")

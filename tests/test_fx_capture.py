@@ -1,11 +1,14 @@
 """The torch.export front end: any wrapper, in-place ops, pads, functional convs, tied weights,
 data-dependent control flow, dynamic batch, state_dict, and the optimized model under
 torch.export and torch.compile."""
+import math
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from passes.fx.capture import slow_dynamic_export_warning
 from rewrite import optimize
 from tests.helpers import batchnorm, count_ops, max_rel
 
@@ -178,6 +181,40 @@ def test_dynamic_spatial_survives_a_layer_of_size_one():
     x = torch.randn(2, 3, 10, 12)
     with torch.no_grad():
         assert torch.allclose(fast(x), m(x), atol=1e-6)
+
+
+class _Conv2dSame(nn.Conv2d):
+    """A stride-2 conv with TF "same" padding computed from the input size, as timm's Conv2dSame."""
+
+    def forward(self, x):
+        pads = [max((math.ceil(n / 2) - 1) * 2 + 3 - n, 0) for n in x.shape[-2:]]
+        return super().forward(F.pad(x, (pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2)))
+
+
+class _TFSame(nn.Module):
+    """A conv after a fixed zero pad, then a conv padded TF "same" at stride 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.head, self.conv = nn.Conv2d(3, 8, 3), _Conv2dSame(8, 8, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(self.head(F.pad(x, (1, 1, 1, 1))))
+
+
+def test_dynamic_spatial_warns_up_front_of_pads_computed_from_the_input_size():
+    """torch.export's symbolic-shape work over such pads takes minutes on a real model: the
+    warning names the modules and the alternative; fixed pads say nothing."""
+    m = _TFSame().eval()
+    said = slow_dynamic_export_warning(m, (torch.randn(2, 3, 16, 16),))
+    assert said is not None and "1 module(s)" in said and "(conv:" in said and "dynamic_spatial=False" in said
+    assert slow_dynamic_export_warning(m.head, (torch.randn(2, 3, 16, 16),)) is None
+    with pytest.warns(UserWarning, match="compute their pad widths from the input size"):
+        fast = optimize(m, torch.randn(2, 3, 16, 16), dynamic_spatial=True, target="h100")
+    assert said in fast.rewrite_report.notes
+    x = torch.randn(3, 3, 21, 18)
+    with torch.no_grad():
+        assert max_rel(fast(x).double(), m.double()(x.double())) < 1e-4
 
 
 class _Cond(nn.Module):

@@ -8,6 +8,18 @@ their original paths (so the state_dict keeps its keys). The batch dimension is 
 (Dim.AUTO, which specializes quietly when the model pins it); spatial dimensions too when asked.
 A batch-1 example is exported at batch 2, because export specializes a size-1 dimension.
 
+With dynamic H and W, torch.export reasons symbolically about every size the model computes, and
+for a model that computes pad widths from the input size (TF "same" padding: timm's
+get_same_padding takes ceil(H / stride) of the symbolic H) that reasoning is most of the cost:
+the nested ceil / max expressions of the five stride-2 stages go through sympy's value-range
+analysis at every later shape check, and export takes minutes (tf_efficientnet_lite0 at 160²:
+1.5 to 3 min against 4 s static; tf_mobilenetv3_small_100: 108 s size-oblivious, 215 s plain,
+2 s static, torch 2.14). That is torch.export's own cost, not a failed attempt retried (the
+size-oblivious export, the faster of the two, succeeds first), so capture_regions says so up
+front (a warning, and a note in the report): a quick eager probe at H and at H + 1 finds pads
+whose widths change with the input size, and the warning names them and the alternative,
+static capture at the resolution the model runs.
+
 Where export fails on the whole model (data-dependent control flow), each child is tried in
 turn with the arguments it received in one run of the model, descending until the largest
 exportable submodules are found; each becomes a *region*, optimized on its own and installed
@@ -21,6 +33,7 @@ adapter puts the activations back in place once the passes are done).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from dataclasses import dataclass
 
@@ -47,6 +60,11 @@ def capture_regions(model: nn.Module, example_inputs: tuple, *, dynamic_spatial:
                     notes: list | None = None) -> list[Region]:
     """Export the model, or its largest exportable submodules; normalize each graph."""
     notes = notes if notes is not None else []
+    if dynamic_spatial:
+        slow = slow_dynamic_export_warning(model, example_inputs)
+        if slow:
+            notes.append(slow)
+            warnings.warn(slow, stacklevel=2)
     gm, error = _export(model, example_inputs, dynamic_spatial)
     if gm is not None:
         return [Region("", _normalized(gm), example_inputs)]
@@ -92,6 +110,74 @@ def _child_arguments(model: nn.Module, example_inputs: tuple) -> dict[str, tuple
         for h in handles:
             h.remove()
     return calls
+
+
+SLOW_DYNAMIC_EXPORT = (
+    "dynamic_spatial=True: {count} module(s) compute their pad widths from the input size ({where}: TF \"same\" "
+    "padding, as in timm's tf_* models), and torch.export's symbolic-shape reasoning over such widths can take "
+    "minutes (timm's tf_efficientnet_lite0 at 160x160: 1.5 to 3 min, against about 4 s for a static capture); "
+    "those pads are also left unabsorbed, since their widths depend on H and W. For a fast capture and the pads folded into "
+    "their convs, optimize with dynamic_spatial=False at the resolution the model runs (once per resolution)")
+_PADS = (torch.nn.functional.pad, torch._C._nn.pad, torch.constant_pad_nd)
+
+
+class _PadWidths(torch.overrides.TorchFunctionMode):
+    """Records (the calling module's path, the widths) of every pad called (F.pad, aten pad), in
+    call order; the path is that of the innermost module whose forward is on the stack."""
+
+    def __init__(self, names: dict):
+        super().__init__()
+        self.names, self.pads = names, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _PADS:
+            pad = args[1] if len(args) > 1 else kwargs.get("pad")
+            self.pads.append((self._caller(), tuple(int(p) for p in pad) if pad is not None else None))
+        return func(*args, **kwargs)
+
+    def _caller(self) -> str:
+        frame = inspect.currentframe()
+        while frame is not None:
+            name = self.names.get(id(frame.f_locals.get("self")))
+            if name is not None:
+                return name or "<model>"
+            frame = frame.f_back
+        return "<model>"
+
+
+def size_dependent_pads(module: nn.Module, args: tuple) -> list[str]:
+    """The paths of the modules whose pads change width when H and W of the 4-d inputs grow by
+    one (the model computes the widths from the input size), from two eager runs on one image;
+    [] when there is none or the model cannot run at the other size."""
+    names = {id(m): path for path, m in module.named_modules()}
+    pads = []
+    for grow in (0, 1):
+        probe = tuple(_grown(a[:1] if isinstance(a, torch.Tensor) and a.dim() == 4 else a, grow) for a in args)
+        try:
+            with torch.no_grad(), _PadWidths(names) as seen:
+                module(*probe)
+        except Exception:  # noqa: BLE001 - a model pinned to its resolution: nothing to tell
+            return []
+        pads.append(seen.pads)
+    if len(pads[0]) != len(pads[1]):
+        return []
+    return list(dict.fromkeys(name for (name, a), (_, b) in zip(*pads) if a != b))
+
+
+def _grown(x, grow: int):
+    if not grow or not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return x
+    return torch.nn.functional.pad(x, (0, grow, 0, grow), mode="replicate")
+
+
+def slow_dynamic_export_warning(module: nn.Module, args: tuple) -> str | None:
+    """The up-front warning for a dynamic-spatial capture that torch.export will take long over, or None."""
+    where = size_dependent_pads(module, args)
+    if not where:
+        return None
+    named = ", ".join(where[:3]) + (", ..." if len(where) > 3 else "")
+    return SLOW_DYNAMIC_EXPORT.format(count=len(where), where=named)
 
 
 def _export(module: nn.Module, args: tuple, dynamic_spatial: bool):

@@ -42,12 +42,16 @@ class Plan:
 
 @dataclass
 class Decline:
-    """The site stays as it is, for `reason`."""
+    """The site stays as it is, for `reason`. With `until` (a later pass's kind) the decline is
+    provisional: it holds only while that pass is still to run, and the pass manager plans the
+    site again once it has run (options.passes_run then names it). fold keeps a TF-"same" pad
+    before a depthwise conv this way, for the fuse pass, and absorbs it if the conv did not fuse."""
 
     kind: str
     reason: str
     before: list
     predicted_speedup: float | None = None
+    until: str | None = None
 
     @property
     def describe_before(self) -> str:

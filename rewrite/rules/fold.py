@@ -9,9 +9,17 @@ head's BatchNorm1d → Linear).
 
 (rewrite.algebra.fold). Always exact and always cheaper (one fewer pass over the activation), so
 it is applied wherever the graph allows it: where the conv's output feeds only the affine (or the
-affine only the conv, or the pad only the conv). One exception: a pad whose absorption would give
-a depthwise conv a padding the fused kernel does not take (TF "same" at stride 2 pads 0 before and
-1 after) stays when the fuse pass runs, so that the conv can still fuse.
+affine only the conv, or the pad only the conv).
+
+One deferral: a pad whose absorption would give a depthwise conv a padding the fused kernel does
+not take (TF "same" at stride 2 pads 0 before and 1 after) is kept while a fuse pass is still to
+run, so that the conv can fuse (the pad then stays in front of the fused kernel). The decline is
+provisional (Decline(until="fuse")): once the fuse pass has run, the pass manager plans the site
+again, and a conv the fuse pass left unfused (the measured cost model declined it, or something
+else blocked it) gets its pad absorbed like any other. Whether the conv fuses is known only
+after the fuse pass has checked and timed it, so the fold cannot decide this up front; and
+deferring the fold, not undoing it in the fuse rule, keeps every rule's plan a plain rewrite
+that both front ends already lower.
 """
 from __future__ import annotations
 
@@ -70,6 +78,7 @@ def _affine_before_conv(view: View, op: Op) -> Match | None:
 
 def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
     """conv → affine, affine → conv (where exact), or zero pad → conv."""
+    note = ""
     if isinstance(first, ConvSpec) and isinstance(second, Affine):
         after = [fold_affine(first, second)]
     elif isinstance(first, Affine) and isinstance(second, ConvSpec):
@@ -81,13 +90,15 @@ def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
         after = [absorb_pad(first, second)]
         if second.is_depthwise and not fusable_padding(after[0].padding) and fusable_padding(second.padding) \
                 and "fuse" in options.passes and fuse_enabled(options):
-            return Decline("fold", f"absorbing the pad would give the depthwise conv the padding "
-                           f"{after[0].padding}, which the fused kernel does not take; the pad stays so the "
-                           "conv can fuse", [first, second])
+            if "fuse" not in options.passes_run:
+                return Decline("fold", f"absorbing the pad would give the depthwise conv the padding "
+                               f"{after[0].padding}, which the fused kernel does not take; the pad stays so the "
+                               "conv can fuse", [first, second], until="fuse")
+            note = "absorbed after the fuse pass left the depthwise conv unfused"
     else:
         raise TypeError(f"fold takes conv → affine, affine → conv or pad → conv, got {first.describe()} → {second.describe()}")
     speedup = options.cost_model.speedup([first, second], after, input_shape, dtype)
-    return Plan("fold", [first, second], after, speedup, removes_work=True)
+    return Plan("fold", [first, second], after, speedup, removes_work=True, note=note)
 
 
 RULE = register(Rule(

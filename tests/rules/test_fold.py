@@ -1,5 +1,8 @@
 """fold, through both front ends: a zero pad into the conv after it, a BatchNorm into the conv
-after it (pre-activation), a layer scale into the conv before it; and the plan's algebra."""
+after it (pre-activation), a layer scale into the conv before it; a TF-"same" pad kept for the
+fuse pass, and absorbed after it where the conv did not fuse; and the plan's algebra."""
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn as nn
@@ -9,7 +12,7 @@ from rewrite.ir import ConvSpec, ZeroPad, run_chain
 from rewrite.options import RewriteOptions
 from rewrite.rules import Plan, plan_fold
 from tests.helpers import batchnorm, dw_spec, max_rel, random_affine, rand
-from tests.rules.formats import FORMATS, fresh_error, optimized, outcomes
+from tests.rules.formats import FORMATS, fresh_error, optimized, optimized_graph, outcomes
 
 
 class PadBnScale(nn.Module):
@@ -46,3 +49,68 @@ def test_fold_plans_are_exact_and_only_remove_work():
     dense = ConvSpec(rand(4, 6, 1, 1, gen=g), rand(4, gen=g))
     plan = plan_fold(affine, dense, (2, 6, 9, 9), torch.float32, opts)
     assert max_rel(run_chain(plan.after, x), run_chain([affine, dense], x)) < 1e-12
+
+
+class TFSame(nn.Module):
+    """TF "same" padding at stride 2: pad (0, 1, 0, 1) → dw3x3 s2 → relu → pw (timm's tf_* models).
+    Absorbed, the pad would give the dw conv the one-sided padding (0, 1, 0, 1), which the fused
+    kernel does not take. `tap`: the dw output is also a model output, so the site cannot fuse."""
+
+    def __init__(self, c=16, tap=False):
+        super().__init__()
+        self.dw, self.pw, self.tap = nn.Conv2d(c, c, 3, 2, groups=c), nn.Conv2d(c, c, 1), tap
+
+    def forward(self, x):
+        a = self.dw(F.pad(x, (0, 1, 0, 1)))
+        y = self.pw(torch.relu(a))
+        return torch.cat([y, a], 1) if self.tap else y
+
+
+def _pads(ops) -> int:
+    """Explicit pad ops in the result (a conv padded one-sidedly is FX's PaddedConv2d, no pad op)."""
+    return sum(ops[op] for op in ("pad", "constant_pad_nd", "Pad"))
+
+
+# The fuse pass runs (force_fuse) and declines the site: on the cost model's word, or because the
+# dw output has another reader. The pad, kept for it, is absorbed once it has run.
+NOT_FUSED = {"cost": (dict(cost_model="analytic", min_speedup=1e3), False), "blocked": ({}, True)}
+
+
+@pytest.mark.parametrize("why", sorted(NOT_FUSED))
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_pad_kept_for_a_fuse_that_does_not_happen_is_absorbed(fmt, why):
+    torch.manual_seed(0)
+    options, tap = NOT_FUSED[why]
+    model = TFSame(tap=tap).eval()
+    report, run, ops = optimized_graph(fmt, model, torch.randn(2, 16, 13, 13), passes=("fold", "fuse"),
+                                       target="cpu", force_fuse=True, **options)
+    assert outcomes(report, "fuse") == {"declined": 1}
+    (fold,) = [s for s in report.sites if s.kind == "fold"]
+    assert fold.status == "applied", fold.reason
+    assert fold.before == "pad(0,1,0,1) → dw3x3 16->16 s2"
+    assert fold.reason == "absorbed after the fuse pass left the depthwise conv unfused"
+    assert _pads(ops) == 0, ops
+    assert fresh_error(run, model, (3, 16, 13, 13)) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_pad_kept_for_a_fuse_that_happens_stays(fmt):
+    torch.manual_seed(0)
+    model = TFSame().eval()
+    report, run, ops = optimized_graph(fmt, model, torch.randn(2, 16, 13, 13), passes=("fold", "fuse"),
+                                       target="h100", force_fuse=True)
+    assert outcomes(report, "fuse") == {"applied": 1}
+    (fold,) = [s for s in report.sites if s.kind == "fold"]
+    assert fold.status == "declined" and fold.reason.endswith("the pad stays so the conv can fuse")
+    assert _pads(ops) == 1, ops
+    assert fresh_error(run, model, (3, 16, 13, 13)) < 1e-5
+
+
+def test_the_pad_fold_waits_for_the_fuse_pass_only_while_it_is_to_run():
+    opts = RewriteOptions(target="cpu", force_fuse=True).resolved("cpu")
+    dw = ConvSpec(torch.randn(8, 1, 3, 3), stride=(2, 2), groups=8)
+    pad = ZeroPad((0, 1, 0, 1))
+    held = plan_fold(pad, dw, (2, 8, 9, 9), torch.float32, opts)
+    assert not isinstance(held, Plan) and held.until == "fuse"
+    plan = plan_fold(pad, dw, (2, 8, 9, 9), torch.float32, replace(opts, passes_run=frozenset({"fold", "fuse"})))
+    assert isinstance(plan, Plan) and plan.after[0].padding == (0, 1, 0, 1)
