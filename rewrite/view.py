@@ -8,7 +8,8 @@ IR form: a ConvSpec for a conv (a linear over a channels-last tensor is a 1x1 co
 BatchNorm or a constant per-channel scale/shift, an activation name, a ZeroPad; or the reason it
 cannot be lifted (weights computed at run time, shared with another op, a BatchNorm in training
 mode...). Several format nodes may make one op (ONNX writes SiLU as Sigmoid·Mul); `nodes` lists
-them, so a rewrite removes all of them. One format node may also stand in several ops: a split
+them, so a rewrite removes all of them, and `View.native_acts` says how many nodes each
+activation's shortest standard form takes in the format (the native_act rule's measure). One format node may also stand in several ops: a split
 is one slice op per part, each listing the split's node (View.siblings finds the others), so a
 rewrite may remove the split only when it takes every part.
 
@@ -94,6 +95,8 @@ class View:
     ops: list
     outputs: set = field(default_factory=set)      # values that are graph outputs
     shapes: dict = field(default_factory=dict)     # value → full shape, where known
+    native_acts: dict = field(default_factory=dict)   # activation name → nodes of its shortest standard form in
+                                   # this format (ONNX: at its opset); empty where an act op is always one node (FX)
 
     def __post_init__(self):
         self._producer = {op.output: op for op in self.ops}

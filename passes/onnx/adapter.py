@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import torch
 
-from rewrite.ir import (Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, MixedConv,
+from rewrite.ir import (Activation, Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, MixedConv,
                         ParallelBranches, Permute, run_chain)
 from rewrite.rules.fuse import FuseParts
 
@@ -27,8 +27,8 @@ from . import runtime
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
-from .lower import (DOMAIN, LoweredNodes, concat_nodes, conv_node, function_name, function_proto, fused_node, gemm_node,
-                    shape_nodes)
+from .lower import (DOMAIN, LoweredNodes, act_nodes, concat_nodes, conv_node, function_name, function_proto, fused_node,
+                    gemm_node, shape_nodes)
 from .verify import FUNCTION_IR_VERSION, run_site, site_model
 from .view import OnnxViewBuilder
 
@@ -86,6 +86,11 @@ class OnnxAdapter:
             plan.note = f"marked as {DOMAIN}.{name} (one fused kernel on GPU)"
             residual = self._tensor(match.residual) if match.residual is not None else None
             return LoweredNodes([fused_node(fused, x, residual, match.name, self.names)])
+        if isinstance(plan.after[0], Activation):       # native_act: the activation in its standard form
+            dtype = np.dtype(torch.empty((), dtype=self.dtype).numpy().dtype)
+            lowered = act_nodes(plan.after[0].name, x, match.name, self.names, dtype, self.opset)
+            plan.note += " (" + " → ".join(node.op for node in lowered) + ")"
+            return lowered
         if isinstance(plan.after[0], Concat):
             inputs = [self._tensor(v) for v in match.runtime_inputs]
             names = [op.name for op in match.ops[:len(inputs)]]

@@ -41,7 +41,7 @@ import onnx_graphsurgeon as gs
 import torch
 from onnx import helper
 
-from rewrite.ir import Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.ir import ACTIVATIONS, Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, Permute
 
 from .graph import Names
 
@@ -277,6 +277,8 @@ def activation_nodes(act: str | None, x: str, y: str, dtype, opset: int) -> list
             return [helper.make_node("HardSwish", [x], [y])]
         return [helper.make_node("HardSigmoid", [x], [f"{y}_gate"], alpha=1 / 6, beta=0.5),
                 helper.make_node("Mul", [x, f"{y}_gate"], [y])]
+    if act == "hardsigmoid":
+        return [helper.make_node("HardSigmoid", [x], [y], alpha=1 / 6, beta=0.5)]
     if act == "gelu":
         if opset >= 20:
             return [helper.make_node("Gelu", [x], [y])]
@@ -287,6 +289,38 @@ def activation_nodes(act: str | None, x: str, y: str, dtype, opset: int) -> list
                 helper.make_node("Mul", [x, f"{y}_p"], [f"{y}_m"]),
                 helper.make_node("Mul", [f"{y}_m", f"{y}_half"], [y])]
     raise ValueError(f"no ONNX lowering for activation {act!r}")
+
+
+def native_act_sizes(opset: int) -> dict:
+    """Activation name → the number of nodes activation_nodes writes it in at `opset` (its Constant
+    nodes, which become initializers, aside), for every activation it writes: the shortest standard
+    form of each (hardswish: HardSwish from opset 14, HardSigmoid · Mul below; gelu: Gelu from opset
+    20, the Erf form below)."""
+    sizes = {}
+    for act in ACTIVATIONS:
+        try:
+            nodes = activation_nodes(act, "x", "y", np.float32, opset)
+        except ValueError:
+            continue
+        sizes[act] = sum(node.op_type != "Constant" for node in nodes)
+    return sizes
+
+
+def act_nodes(act: str, x: gs.Tensor, name: str, names: Names, dtype, opset: int) -> LoweredNodes:
+    """The activation `act` of x as graph nodes, in activation_nodes' standard form (its Constant
+    nodes as fresh initializers), with fresh names."""
+    tensors, nodes = {"x": x}, []
+    for proto in activation_nodes(act, "x", "y", dtype, opset):
+        attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+        if proto.op_type == "Constant":
+            tensors[proto.output[0]] = gs.Constant(names.fresh(f"{name}.{proto.output[0]}"),
+                                                   onnx.numpy_helper.to_array(attrs["value"]))
+            continue
+        outs = [gs.Variable(names.fresh(f"{name}_{o}"), dtype=dtype) for o in proto.output]
+        tensors.update(zip(proto.output, outs))
+        nodes.append(gs.Node(proto.op_type, names.fresh(f"{name}_{proto.op_type}"), attrs,
+                             [tensors[i] for i in proto.input], outs))
+    return LoweredNodes(nodes, [nodes[-1].outputs[0]])
 
 
 def _array(t: torch.Tensor) -> np.ndarray:

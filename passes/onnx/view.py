@@ -25,6 +25,10 @@
     Slice of axis 1 alone, constant bounds, step 1 → slice
     anything else                                 → other, labelled with the op type
 
+The view's native_acts: each activation's node count in the standard form the lowering writes at
+the model's opset (passes/onnx/lower.py: native_act_sizes), against which the native_act rule
+finds the activations written out longer.
+
 An activation is any tensor that is not a constant (initializer, Constant node, or an Identity
 of one); Constant nodes and Identities of constants are weights, not ops. Every lowering writes
 fresh initializers and never edits one in place, so an initializer several nodes read is no
@@ -42,6 +46,7 @@ from rewrite.view import Op, View
 from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op, sole_consumer
 from .lift import (QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, hard_sigmoid_affine,
                    slice_channels, split_parts, zero_pad)
+from .lower import native_act_sizes
 
 MEAN_OPSET_AXES_INPUT = 18    # ReduceMean takes its axes as an input from opset 18
 
@@ -50,6 +55,7 @@ class OnnxViewBuilder:
     def __init__(self, graph: gs.Graph, opset: int, dtype: torch.dtype, overridable: set, static_spatial: bool):
         self.graph, self.opset, self.dtype = graph, opset, dtype
         self.overridable, self.static_spatial = overridable, static_spatial
+        self.native_acts = native_act_sizes(opset)
 
     def build(self, shapes: dict, origin: dict) -> View:
         """The view of the graph as it is now; origin: id(node) → (the pass that made it, node)."""
@@ -63,7 +69,7 @@ class OnnxViewBuilder:
                 by_output[op.output] = op
                 ops.append(op)
         outputs = {t.name for t in self.graph.outputs}
-        return View(ops, outputs, shapes)
+        return View(ops, outputs, shapes, self.native_acts)
 
     def _is_weight(self, node: gs.Node) -> bool:
         return is_op(node, "Constant") or (is_op(node, "Identity") and is_constant(node.outputs[0], self.overridable))

@@ -1,0 +1,109 @@
+"""native_act: an activation written out over more nodes than the format's standard form of it
+becomes that form. ONNX: Paddle2ONNX's hardswish Add → Clip → Mul → Div is HardSigmoid · Mul below
+opset 14 and HardSwish from it, its hardsigmoid HardSigmoid; the Erf GELU is Gelu from opset 20
+and stays below; SiLU (x·Sigmoid(x)) has no shorter form. Applied untimed, checked on the spot,
+and the fuse rule still fuses the short form. FX: an act is one node, so nothing matches."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from rewrite.ir import Activation
+from rewrite.options import RewriteOptions
+from rewrite.rules import RULES
+from rewrite.rules.native_act import plan_native_act
+from tests.rules.formats import fresh_error, optimized, outcomes
+
+C = 16
+
+
+def onnx_model(act, opset):
+    from tests.onnx.onnx_graphs import G
+    g = G(opset=opset)
+    x = g.input("x", ["N", C, 12, 12])
+    h = act(g, g.conv(x, C, C, groups=C))
+    g.output(g.conv(h, C, C, k=1, pads=[0] * 4), ["N", C, 12, 12])
+    return g.model()
+
+
+def rewritten(model, **options):
+    from rewrite import optimize_onnx
+    from tests.onnx.onnx_graphs import max_rel, ops, run
+    out, report = optimize_onnx(model, target="cpu", cost_model="analytic", **options)
+    x = {"x": np.random.default_rng(1).standard_normal((3, C, 12, 12)).astype(np.float32) * 3}   # past ±3
+    assert max_rel(run(out, x)[0], run(model, x)[0]) < 1e-5
+    return ops(out), report
+
+
+@pytest.mark.parametrize("act, opset, want", [
+    (lambda g, h: g.hard_clip(h), 12, ["HardSigmoid", "Mul"]),                       # Paddle2ONNX
+    (lambda g, h: g.hard_clip(h, form="c*(1/6)*x", swap=True), 13, ["HardSigmoid", "Mul"]),
+    (lambda g, h: g.hard_clip(h), 14, ["HardSwish"]),
+    (lambda g, h: g.hard_clip(h, form="c/6"), 12, ["HardSigmoid"]),                  # hardsigmoid
+    (lambda g, h: g.hardswish_decomposed(h), 14, ["HardSwish"]),                     # HardSigmoid · Mul at 14
+    (lambda g, h: g.gelu_erf(h), 20, ["Gelu"]),
+])
+def test_written_out_activation_becomes_its_standard_form(act, opset, want):
+    op_types, report = rewritten(onnx_model(act, opset))
+    (site,) = [s for s in report.sites if s.kind == "native_act"]
+    assert site.status == "applied" and site.rel_error < 1e-6 and site.measured_s is None   # never timed
+    assert site.reason.endswith(f"→ {len(want)} ({' → '.join(want)})")
+    assert op_types == ["Conv", *want, "Conv"]
+
+
+@pytest.mark.parametrize("act, opset", [
+    (lambda g, h: g.silu(h), 17),                     # x·Sigmoid(x): no Silu op
+    (lambda g, h: g.gelu_erf(h), 17),                 # no Gelu op below opset 20
+    (lambda g, h: g.hardswish_decomposed(h), 13),     # no HardSwish op below opset 14
+    (lambda g, h: g.node("HardSwish", [h]), 14),
+    (lambda g, h: g.hard_clip(h, three=2.9), 12),     # a near miss is not an activation
+])
+def test_shortest_forms_and_near_misses_are_not_sites(act, opset):
+    model = onnx_model(act, opset)
+    op_types, report = rewritten(model)
+    assert not [s for s in report.sites if s.kind == "native_act"]
+    assert set(op_types) <= {n.op_type for n in model.graph.node}      # no form written anew (a fold may remove a Div)
+
+
+def test_the_fuse_rule_still_fuses_the_short_form():
+    from rewrite import optimize_onnx
+    from tests.onnx.onnx_graphs import ops
+    model = onnx_model(lambda g, h: g.hard_clip(h), 12)
+    out, report = optimize_onnx(model, target="h100")
+    assert outcomes(report, "native_act") == {"applied": 1}
+    assert [s.after for s in report.sites if s.kind == "fuse" and s.status == "applied"] == [
+        f"fused[dw3x3 {C}->{C} → hardswish → pw {C}->{C}]"]
+    assert ops(out) == ["FusedSepConv_hardswish_none"]
+
+
+def test_runs_after_the_folds_and_before_the_timed_rules_and_is_untimed():
+    order = list(RULES)
+    assert order.index("fold_concat") < order.index("native_act") < order.index("merge_mixed_dw")
+    assert not RULES["native_act"].timed
+
+
+def test_plan_predicts_one_pass_per_node():
+    opts = RewriteOptions(target="cpu").resolved("cpu")
+    plan = plan_native_act(Activation("hardswish"), 4, 2, (1, C, 64, 64), torch.float32, opts)
+    assert plan.removes_work and plan.after == [Activation("hardswish")] and plan.predicted_speedup == pytest.approx(2)
+
+
+class HardswishByHand(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dw, self.pw = nn.Conv2d(C, C, 3, padding=1, groups=C), nn.Conv2d(C, C, 1)
+
+    def forward(self, x):
+        h = self.dw(x)
+        return self.pw(h * torch.clamp(h + 3, 0, 6) / 6)
+
+
+def test_fx_act_ops_are_single_nodes_so_nothing_matches():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(C, C, 3, padding=1, groups=C), nn.Hardswish(), nn.Conv2d(C, C, 1), nn.GELU()).eval()
+    report, run = optimized("fx", model, torch.randn(2, C, 12, 12), target="cpu", cost_model="analytic")
+    assert not outcomes(report, "native_act")
+    assert fresh_error(run, model, (3, C, 12, 12)) < 1e-5
+    report, run = optimized("fx", HardswishByHand().eval(), torch.randn(2, C, 12, 12), target="cpu",
+                            cost_model="analytic")
+    assert not outcomes(report, "native_act")     # torch's ops as written: not lifted as one act in FX
