@@ -105,8 +105,6 @@ def test_data_dependent_control_flow_falls_back_to_submodules():
     ref, _ = reference(model, fresh)
     with torch.no_grad():
         assert max_rel(opt(fresh).double(), ref) < 1e-5
-        with pytest.raises(ValueError, match="the optimized submodule 'head' was captured for inputs of shape"):
-            opt(torch.randn(3, 3, 12, 16))
 
 
 class Tied(nn.Module):

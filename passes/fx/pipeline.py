@@ -76,9 +76,8 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         if region.path:             # called by the model as captured: no per-call export wrapping
             installed = plain_graph_module(region.module)
             _install(root, region.path, installed)
-        if not options.dynamic_spatial:
-            explain_static_sizes(installed, region.inputs,
-                                 f"the optimized submodule {region.path!r}" if region.path else "the optimized model")
+        if not options.dynamic_spatial and not region.path:   # installed submodules stay plain (no hooks)
+            explain_static_sizes(installed, region.inputs, "the optimized model")
     if not report.sites and NOTHING_TO_APPLY not in report.notes:
         report.notes.append("no candidate site: no conv followed by a BatchNorm or preceded by a pad, no dense "
                             "KxK conv, no depthwise conv was found in the captured graph")
