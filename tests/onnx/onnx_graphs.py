@@ -148,3 +148,10 @@ def ops(model: onnx.ModelProto) -> list[str]:
 
 def sites(report, kind=None, status=None) -> list:
     return [s for s in report.sites if (kind is None or s.kind == kind) and (status is None or s.status == status)]
+
+
+def one(report, kind, status=None):
+    """The report's only site of `kind` (and `status`); the assertion lists every site otherwise."""
+    found = sites(report, kind, status)
+    assert len(found) == 1, [(s.name, s.kind, s.status, s.reason) for s in report.sites]
+    return found[0]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from passes.onnx.view import OnnxViewBuilder
 from rewrite import optimize_onnx
-from tests.onnx.onnx_graphs import G, max_rel, ops, run, sites
+from tests.onnx.onnx_graphs import G, max_rel, one, ops, run, sites
 
 RNG = np.random.default_rng(3)
 C = 16
@@ -26,12 +26,6 @@ def assert_same(original, optimized, tol=1e-5):
     inputs = feeds()
     for got, want in zip(run(optimized, inputs), run(original, inputs)):
         assert max_rel(got, want) < tol
-
-
-def one(report, kind, status=None):
-    found = sites(report, kind, status)
-    assert len(found) == 1, [(s.name, s.kind, s.status, s.reason) for s in report.sites]
-    return found[0]
 
 
 def view_ops(model) -> list:

@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 from rewrite import optimize_onnx
-from tests.onnx.onnx_graphs import G, max_rel, ops, run, sites
+from tests.onnx.onnx_graphs import G, max_rel, one, ops, run, sites
 
 RNG = np.random.default_rng(1)
 
@@ -17,12 +17,6 @@ def feeds(shape=(2, 8, 12, 12), dtype=np.float32):
 def assert_same(original, optimized, inputs, tol=1e-5):
     for got, want in zip(run(optimized, inputs), run(original, inputs)):
         assert max_rel(got, want) < tol
-
-
-def one(report, kind, status=None):
-    found = sites(report, kind, status)
-    assert len(found) == 1, [(s.name, s.kind, s.status, s.reason) for s in report.sites]
-    return found[0]
 
 
 # ------------------------------------------------------------------------------------- fold
