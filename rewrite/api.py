@@ -32,10 +32,12 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         and modified (no copy of the weights is made), so only the returned module is valid.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, force_blocks, channels_last,
-        dynamic_spatial, timing_cache). The result is a torch.fx.GraphModule (torch.export capture)
-        that runs at any batch size, or the model with its exportable submodules replaced; a copy of
-        the model itself when no rewrite was applied, or when (measured cost model) the optimized
-        model measured slower than the original.
+        dynamic_spatial, timing_cache). The result is a `passes.fx.result.OptimizedModule`, an
+        ordinary torch.fx.GraphModule (the torch.export capture, rewritten) that runs at any batch
+        size, takes eval(), torch.save, both ONNX exporters, trace, export, compile and OpenVINO,
+        and refuses train(True) (it is for inference only); or the model with its exportable
+        submodules replaced; a copy of the model itself when no rewrite was applied, or when
+        (measured cost model) the optimized model measured slower than the original.
     The result carries `.rewrite_report`, a `rewrite.report.Report`.
     """
     opts = RewriteOptions.from_kwargs(options, "optimize")

@@ -1,5 +1,6 @@
 """Submodules optimized one by one (the model's top level cannot be exported) are installed as
 plain GraphModules: no per-call pytree flattening or export input-check hooks, same outputs."""
+import pytest
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -56,3 +57,16 @@ def test_only_plain_calling_conventions_are_unwrapped():
     assert plain is not single and torch.equal(plain(x), single(x)) and not plain._forward_pre_hooks
     nested = torch.export.export(Pair(), (x,)).module()
     assert plain_graph_module(nested) is nested
+
+
+def test_model_with_installed_submodules_saves_and_loads(tmp_path):
+    """Export's shape guard and tracer class do not pickle; the installed GraphModules carry neither."""
+    model, x = DataDependentTop().eval(), torch.randn(2, 3, 16, 16)
+    fast = optimize(model, x, target="cpu", cost_model="analytic")
+    torch.save(fast, tmp_path / "fast.pt")
+    loaded = torch.load(tmp_path / "fast.pt", weights_only=False)
+    assert type(loaded) is DataDependentTop and all(isinstance(b, fx.GraphModule) for b in loaded.blocks)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), fast(x))
+        with pytest.raises(ValueError, match=r"submodule blocks.0 was captured for inputs of shape \(batch, 8, 16, 16\)"):
+            loaded.blocks[0](torch.randn(1, 8, 16, 20))

@@ -15,7 +15,7 @@ from ..manager import NOTHING_TO_APPLY, run_passes
 from .adapter import FxAdapter
 from .capture import Region, capture_regions
 from .layout import keep_channels_last, wants_channels_last
-from .plain import plain_graph_module
+from .result import optimized_module, ordinary_graph_module
 
 
 class Captured:
@@ -40,7 +40,8 @@ class Captured:
 
 def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions, dtype: torch.dtype,
                 progress=None, captured: Captured | None = None) -> tuple[nn.Module, Report]:
-    """Rewrite `model` and return (new root, report). The root is the exported GraphModule, or
+    """Rewrite `model` and return (new root, report). The root is the exported graph as an
+    OptimizedModule (passes/fx/result.py), or
     `model` itself with its exportable submodules replaced (then `model` is modified: pass a copy).
     `captured`: a capture of the same model to reuse (see Captured)."""
     options = options.resolved(model_device(model, example_inputs))
@@ -72,41 +73,17 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         report.sites.extend(swept.sites)
         report.notes.extend(note for note in swept.notes if note not in report.notes)
         adapter.finish()
-        installed = region.module
-        if region.path:             # called by the model as captured: no per-call export wrapping
-            installed = plain_graph_module(region.module)
-            _install(root, region.path, installed)
-        if not options.dynamic_spatial and not region.path:   # installed submodules stay plain (no hooks)
-            explain_static_sizes(installed, region.inputs, "the optimized model")
+        if region.path:             # called by the model as captured: no per-call export wrapping, no hooks
+            _install(root, region.path, ordinary_graph_module(region.module, region.inputs, options.dynamic_spatial,
+                                                              f"the optimized submodule {region.path}"))
+        else:                       # the whole model: an ordinary module (eval, torch.save, exporters)
+            root = optimized_module(region.module, region.inputs, options.dynamic_spatial)
     if not report.sites and NOTHING_TO_APPLY not in report.notes:
         report.notes.append("no candidate site: no conv followed by a BatchNorm or preceded by a pad, no dense "
                             "KxK conv, no depthwise conv was found in the captured graph")
     if wants_channels_last(options.channels_last, report):
         report.notes.append(keep_channels_last(root, example_inputs))
     return root, report
-
-
-def explain_static_sizes(module: nn.Module, example_inputs: tuple, what: str) -> None:
-    """Give `module` a forward pre-hook that refuses inputs whose sizes past the batch dimension
-    differ from the captured ones with a ValueError saying what to do (the capture is static in
-    them: pads, shapes and the export's own guards are fixed to those sizes, and the guard alone
-    fails with a bare `AssertionError: Guard failed: x.size()[2] == 160`)."""
-    expected = [tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None for x in tree_flatten(example_inputs)[0]]
-
-    def check(_module, args, kwargs=None):
-        given = tree_flatten(args)[0]
-        if len(given) != len(expected):
-            return None
-        for i, (x, want) in enumerate(zip(given, expected)):
-            if want is not None and isinstance(x, torch.Tensor) and tuple(x.shape[1:]) != want:
-                raise ValueError(
-                    f"{what} was captured for inputs of shape (batch, {', '.join(map(str, want))}) and got input {i} "
-                    f"of shape {tuple(x.shape)}: its pads and shapes are fixed to the example inputs' sizes (only the "
-                    "batch may change); optimize with example inputs of the size you run, or with "
-                    "dynamic_spatial=True for any height and width")
-        return None
-
-    module.register_forward_pre_hook(check)
 
 
 def _disagreement(model: nn.Module, example_inputs: tuple, before) -> str | None:

@@ -7,7 +7,8 @@ constraints. For a submodule installed back into a model that calls it the way t
 hold, and at small sizes they cost more than the convs: six 16-channel 3x3 blocks at 24² ran in
 489 µs per block exported against 295 µs plain. The plain module runs the same graph, with the
 same parameters (shared, not copied), through FX's ordinary code generation; the graph's own
-shape guard (`_guards_fn`, where export put one) stays in it.
+shape guard (`_guards_fn`, where export put one) stays in it (passes/fx/result.py then swaps it
+for a picklable check that says what to do).
 """
 from __future__ import annotations
 
