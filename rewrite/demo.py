@@ -5,7 +5,8 @@ torchvision / timm model such as `tv/mobilenet_v2`, random init and calibrated B
 of the project's own definitions), optimize it, print the report, and time original vs
 optimized on this machine's CPU (eager): calls alternate between the two, and the speedup is the
 median of the per-pair ratios with its 95% confidence interval (rewrite.measure.compare), so
-another process on the machine slows both alike and a wide interval says the figure is noisy.
+another process on the machine slows both alike; the times printed are those of the pair at the
+median speedup (so they agree with it), and an interval too wide to tell is said to be.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 import models_under_test as zoo
 
 from .api import optimize
-from .measure import DECISIVE_PAIRS, Comparison, compare
+from .measure import DECISIVE_PAIRS, WIDE, Comparison, compare
 
 TIMING_BUDGET_S = 2.0
 
@@ -50,6 +51,23 @@ def run(name: str, *, target: str | None = None, full_size: bool = False, batch:
     return DemoRun(model, x, fast, seconds, timing)
 
 
+def timing_lines(timing: Comparison) -> str:
+    """The demo's timing, in figures that cannot contradict each other: the speedup is the median
+    of the per-pair ratios with its interval, and the times are those of the pair at that median
+    (Comparison.times_at_median), so their ratio is the speedup. Each form's median over all
+    pairs can disagree with it under load (the demo once printed 31.2 ms against 6.5 ms beside
+    1.31x); an interval too wide to tell a speedup is said to be one."""
+    before, after = timing.times_at_median()
+    lines = [f"measured here (CPU eager, calls alternating): speedup {timing.describe()}",
+             f"  per call, in the {'pair' if timing.pairs % 2 else 'two pairs (their mean)'} at the median speedup: "
+             f"original {before * 1e3:.1f} ms, optimized "
+             f"{after * 1e3:.1f} ms"]
+    if timing.too_wide():
+        lines.append(f"  the machine was busy: the interval ({timing.low:.2f}-{timing.high:.2f}) spans more than "
+                     f"{WIDE}x, too wide to tell the speedup; rerun when the machine is quiet")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="tv/mobilenet_v2", choices=zoo.real_names() + zoo.names())
@@ -64,9 +82,7 @@ def main(argv=None) -> int:
     result = run(args.model, target=args.target, full_size=args.full_size, batch=args.batch)
     print(f"done in {result.seconds:.1f}s\n")
     print(result.fast.rewrite_report)
-    timing = result.timing
-    print(f"\nmeasured here (CPU eager, calls alternating): original {timing.before_s * 1e3:.1f} ms, optimized "
-          f"{timing.after_s * 1e3:.1f} ms (medians); speedup {timing.describe()}")
+    print("\n" + timing_lines(result.timing))
     if args.json:
         with open(args.json, "w") as f:
             f.write(result.fast.rewrite_report.to_json())

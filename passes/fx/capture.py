@@ -251,7 +251,7 @@ def _dynamic_dims(x, dynamic_spatial: bool):
 # -- normalization ---------------------------------------------------------------------------
 
 def _normalized(gm: fx.GraphModule) -> fx.GraphModule:
-    for module in gm.modules():      # the capture is of eval-mode behaviour (eval() itself is refused)
+    for module in gm.modules():      # the capture is of eval-mode behaviour (export's module refuses eval() itself)
         module.training = False
     _drop_identities(gm)
     functionalize(gm)
