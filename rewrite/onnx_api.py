@@ -105,7 +105,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     full_check = _passes_full_check(model)
     tol = model_tolerance(dtype, opts.model_tolerance, baseline or 0.0)
 
-    history = list(loaded.notes) + ([_inputs_note(feeds, inputs, sizes)] if feeds is not None else [])
+    history = list(loaded.notes) + ([_inputs_note(feeds, inputs, size)] if feeds is not None else [])
     history += [reference_note] if reference_note else []
     source = model
     if cleanup:
@@ -174,12 +174,13 @@ def model_dtype(model: onnx.ModelProto) -> torch.dtype:
     return torch.float32
 
 
-def _inputs_note(feeds: dict, inputs, sizes: tuple) -> str:
+def _inputs_note(feeds: dict, inputs, size: int | None) -> str:
+    """`size`: what the dynamic spatial dims were set to (None: there are none)."""
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
     if inputs is not None:
         return f"check inputs: the caller's, {shapes}"
-    how = (f"; dynamic spatial dims set to {next(iter(feeds.values())).shape[-1]} (give input_shapes / "
-           "--input-shape NAME:D0,D1,... for the size the model is used at)" if sizes[0] is not None else "")
+    how = (f"; dynamic spatial dims set to {size} (give input_shapes / "
+           "--input-shape NAME:D0,D1,... for the size the model is used at)" if size is not None else "")
     return f"check inputs: seeded random, {shapes}{how}"
 
 

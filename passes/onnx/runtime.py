@@ -7,15 +7,19 @@ declared shapes or the caller's arrays, checked against the declaration.
 
 Exporters write a dynamic dimension several ways: a name (`N`, `p2o.DynamicDimension.0`, `?`),
 no value at all, -1 or 0; all of them are dynamic here. In random inputs a dynamic batch
-dimension takes `batch`, a dynamic spatial dimension (past the channels of a rank >= 3 input)
-`spatial` (64 by default: a multiple of 32 that detectors and recognizers accept), any other 1,
-unless the caller gives shapes.
+dimension takes `batch`, a dynamic spatial dimension `spatial` (64 by default: a multiple of 32
+that detectors and recognizers accept), a dynamic channel dimension what the first conv takes,
+any other 1, unless the caller gives shapes. Which axes are spatial and which is the channel axis
+is read from the graph (`layout`): TensorFlow / Keras exports take NHWC images and transpose
+them before their first conv, and an NHWC input `N, M1, M2, 3` read as NCHW would get a height
+of 1, which the first 3x3 conv refuses.
 """
 from __future__ import annotations
 
 import re
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -137,11 +141,57 @@ def declared(vi: onnx.ValueInfoProto) -> tuple[np.dtype, list | None]:
     return onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type), dims
 
 
+# ops that keep each axis where it is: what TF / Keras exports put between an image input and its
+# transpose or first conv (a cast, a normalization), and activations
+_AXIS_PRESERVING = {"Cast", "Identity", "Sub", "Add", "Mul", "Div", "Relu", "Clip", "Neg", "Abs", "Sqrt"}
+
+
+class Layout(NamedTuple):
+    channel: int              # the axis of the channels
+    spatial: tuple            # the spatial axes
+    channels: int | None      # the first conv's input channels (its weight's C/groups times groups), if known
+
+
+def layout(model: onnx.ModelProto, name: str, rank: int) -> Layout:
+    """How graph input `name` of rank >= 3 is laid out, read from the path to its first conv:
+    through axis-preserving ops (_AXIS_PRESERVING) to a Transpose, whose perm says which input
+    axis becomes the conv's channels (perm[1]) and spatial axes (perm[2:]), or straight to a Conv
+    (channels first). Where no such path is found: channels first (NCHW, NCL, NCDHW)."""
+    channels_first = Layout(1, tuple(range(2, rank)), None)
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for i, x in enumerate(node.input):
+            readers.setdefault(x, []).append((node, i))
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    perm = list(range(rank))
+    frontier, seen = [name], set()
+    while frontier:
+        tensor = frontier.pop(0)
+        if tensor in seen:
+            continue
+        seen.add(tensor)
+        for node, i in readers.get(tensor, []):
+            if node.op_type == "Conv" and i == 0:
+                w = weights.get(node.input[1]) if len(node.input) > 1 else None
+                groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+                channels = w[1] * groups if w and len(w) == rank else None
+                return Layout(perm[1], tuple(perm[2:]), channels)
+            if node.op_type == "Transpose" and perm == list(range(rank)):
+                order = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+                if order is None or sorted(order) != list(range(rank)):
+                    return channels_first
+                perm = order
+                frontier.append(node.output[0])
+            elif node.op_type in _AXIS_PRESERVING:
+                frontier.extend(node.output[:1])
+    return channels_first
+
+
 def dynamic_spatial(model: onnx.ModelProto) -> bool:
-    """True when some graph input of rank >= 3 has a dynamic dimension past its channels."""
+    """True when some graph input of rank >= 3 has a dynamic spatial dimension."""
     for vi in graph_inputs(model):
         dims = declared(vi)[1]
-        if dims is not None and len(dims) >= 3 and any(d is None for d in dims[2:]):
+        if dims is not None and len(dims) >= 3 and any(dims[a] is None for a in layout(model, vi.name, len(dims)).spatial):
             return True
     return False
 
@@ -161,8 +211,7 @@ def random_inputs(model: onnx.ModelProto, batch: int = 1, shapes: dict | None = 
             raise OnnxInputError(f"input {vi.name!r} declares no shape; give its shape (input_shapes / "
                                  "--input-shape NAME:D0,D1,...) or the inputs")
         else:
-            shape = [d if d is not None else batch if i == 0 else spatial if i >= 2 and len(dims) >= 3 else 1
-                     for i, d in enumerate(dims)]
+            shape = _filled(dims, layout(model, vi.name, len(dims)) if len(dims) >= 3 else None, batch, spatial)
         if np.issubdtype(dtype, np.floating):
             feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
         elif np.issubdtype(dtype, np.integer):
@@ -173,6 +222,20 @@ def random_inputs(model: onnx.ModelProto, batch: int = 1, shapes: dict | None = 
         raise OnnxInputError(f"input shape(s) given for unknown input(s) {sorted(shapes)}; "
                              f"inputs are {[vi.name for vi in graph_inputs(model)]}")
     return feeds
+
+
+def _filled(dims: list, axes: Layout | None, batch: int, spatial: int) -> list:
+    """`dims` with each dynamic dimension given a size: the batch (first), the spatial size, the
+    channels the first conv takes, or 1."""
+    def size(i):
+        if i == 0:
+            return batch
+        if axes is not None and i in axes.spatial:
+            return spatial
+        if axes is not None and i == axes.channel and axes.channels:
+            return axes.channels
+        return 1
+    return [d if d is not None else size(i) for i, d in enumerate(dims)]
 
 
 def user_inputs(model: onnx.ModelProto, given) -> dict:

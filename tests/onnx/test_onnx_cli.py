@@ -122,6 +122,44 @@ def test_cli_input_shape_option(tmp_path, capsys):
     assert "does not match the declared" in capsys.readouterr().err
 
 
+def nhwc_file(path, channels=3):
+    """A TF / Keras export: an NHWC image with dynamic H and W (and channels, when None) scaled,
+    transposed to NCHW, then a stem conv with no padding (a height of 1 fails it) + BN + ReLU
+    and a dw → pw pair."""
+    g = G()
+    x = g.node("Mul", [g.input("x", ["N", "M1", "M2", channels if channels else "C"]), g.scalar(1 / 255)])
+    x = g.node("Transpose", [x], perm=[0, 3, 1, 2])
+    x = g.relu(g.bn(g.conv(x, 3, 8, pads=[0, 0, 0, 0]), 8))
+    g.output(g.conv(g.conv(x, 8, 8, groups=8), 8, 16, k=1))
+    onnx.save_model(g.model(), path)
+    return path
+
+
+@pytest.mark.parametrize("channels", [3, None])
+def test_nhwc_input_with_dynamic_spatial_dims_gets_its_layout_from_the_transpose(tmp_path, capsys, channels):
+    """Read as NCHW, `N, M1, M2, 3` got the check input (1, 1, 64, 3) and the stem refused it."""
+    path = nhwc_file(tmp_path / "nhwc.onnx", channels)
+    assert main([str(path), "-o", str(tmp_path / "out.onnx"), "--target", "cpu", "--cost-model", "analytic",
+                 "--report", str(tmp_path / "report.json")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "check inputs: seeded random, x (1, 64, 64, 3); dynamic spatial dims set to 64" in " ".join(report["notes"])
+    assert any(s["kind"] == "fold" and s["status"] == "applied" for s in report["sites"])
+    out = onnx.load(tmp_path / "out.onnx")
+    assert [d.dim_param for d in out.graph.input[0].type.tensor_type.shape.dim][:3] == ["N", "M1", "M2"]
+
+
+def test_layout_is_read_through_to_the_first_conv():
+    from passes.onnx.runtime import layout, random_inputs
+    g = G()
+    g.output(g.conv(g.input("x", ["N", "C", "H", "W"]), 5, 8))
+    model = g.model()
+    assert layout(model, "x", 4) == (1, (2, 3), 5)
+    assert random_inputs(model, batch=2, spatial=32)["x"].shape == (2, 5, 32, 32)
+    g = G()
+    g.output(g.node("Relu", [g.input("x", ["N", "H", "W"])]))    # no conv: channels first, as before
+    assert random_inputs(g.model(), spatial=32)["x"].shape == (1, 1, 32)
+
+
 def test_missing_onnx_package_is_named_with_its_install_command(tmp_path):
     # The GPU image lacks onnx-graphsurgeon: the API and the command line must say so, not crash.
     blocked = "import sys; sys.modules['onnx_graphsurgeon'] = None; "
