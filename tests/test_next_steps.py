@@ -171,3 +171,25 @@ def test_to_float64(case):
 def test_other_batch_size(case):
     x = zoo.real_example_input(case.name, batch=3, size=64, seed=5)
     same(case, run(case.fast, x), x)
+
+
+def test_fused_sites_save_and_load_but_the_onnx_exporters_and_openvino_name_the_kernel_op(tmp_path):
+    """A model with fused sites (a GPU target, or force_fuse) calls the `dwsep::fused_sep_conv`
+    custom op. It pickles (the op's module is imported by the pickle), but neither ONNX exporter
+    nor OpenVINO has a lowering for it: each refuses, naming the op (the README says to run
+    rewrite-onnx on the ONNX export of the original instead)."""
+    from tests.test_fx_fuse import X, SepBlock, Stem
+
+    model = Stem(SepBlock(residual=True)).eval()
+    fast = optimize(model, X, target="h100", force_fuse=True)
+    assert any(s.kind == "fuse" and s.status == "applied" for s in fast.rewrite_report.sites)
+    torch.save(fast, tmp_path / "fused.pt")
+    loaded = torch.load(tmp_path / "fused.pt", weights_only=False)
+    assert torch.equal(run(loaded, X), run(fast, X))
+    for dynamo in (False, True):
+        with warnings.catch_warnings(), pytest.raises(Exception, match="fused_sep_conv"):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(fast, (X,), str(tmp_path / "fused.onnx"), dynamo=dynamo)
+    ov = pytest.importorskip("openvino")
+    with pytest.raises(Exception, match="fused_sep_conv"):
+        ov.convert_model(fast, example_input=X)
