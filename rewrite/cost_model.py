@@ -222,17 +222,25 @@ class MeasuredCostModel(RooflineCostModel):
         """After a run: save the timing cache, and return (the note saying what was measured, the
         whole model's Comparison, original against optimized, when `timed` = (original, optimized,
         inputs) is given, else None)."""
-        from . import measure
-
         if self.cache is not None:
             self.cache.save()
         note = (f"cost model: measured{runtime} on {self.device_name()} ({self.measured} site(s) timed, "
                 f"{self.cached} from the timing cache)")
         if timed is None:
             return note, None
+        return note, self.compare_models(*timed, margin)
+
+    def compare_models(self, before, after, inputs, margin: float = 1.0):
+        """The Comparison of two whole models, before(*inputs) against after(*inputs): paired,
+        one call per pair (a whole model's call is long), on one thread on the CPU. Every
+        whole-model timing goes through here, the first one and those that find which kinds of
+        rewrite a slower result owes its time to (rewrite.retry), so a subclass can time them
+        another way."""
+        from . import measure
+
         with self._one_cpu_thread():
-            return note, measure.compare(*timed, margin, budget_s=WHOLE_MODEL_BUDGET_S, extend=WHOLE_MODEL_EXTEND,
-                                         min_repeats=measure.DECISIVE_PAIRS, calls=1)
+            return measure.compare(before, after, inputs, margin, budget_s=WHOLE_MODEL_BUDGET_S,
+                                   extend=WHOLE_MODEL_EXTEND, min_repeats=measure.DECISIVE_PAIRS, calls=1)
 
 
 WHOLE_MODEL_BUDGET_S = 2.0
