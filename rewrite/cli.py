@@ -18,7 +18,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from .cost_model import PROFILES
+from .cost_model import PRESENT_GPU, PROFILES
 from .options import PASSES, RewriteOptions
 
 RUNTIMES = ("onnxruntime", "openvino", "openvino-default")   # passes/onnx/runtimes.py: read without importing onnx
@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
     p.add_argument("--passes", type=_passes, default=PASSES, metavar="P[,P...]",
                    help=f"rewrite passes to run, in pipeline order (default: {','.join(PASSES)})")
-    p.add_argument("--target", default=None, choices=sorted(PROFILES),
-                   help="device to optimize for; fuse marking needs a GPU target (default: cpu, where onnxruntime "
-                        "runs here, with the sites timed in it)")
+    p.add_argument("--target", default=None, choices=sorted(PROFILES) + list(PRESENT_GPU),
+                   help="device to optimize for: a named profile (h100, h200: to plan for a GPU elsewhere), or "
+                        "cuda / gpu, the GPU present, its profile derived from its properties; fuse marking needs "
+                        "a GPU target (default: cpu, where onnxruntime runs here, with the sites timed in it)")
     p.add_argument("--cost-model", choices=("measured", "analytic"), default=None,
                    help="time each site's forms in onnxruntime (measured), or predict with the target's roofline "
                         "(analytic); default: measured for the cpu target, analytic for a GPU target")
