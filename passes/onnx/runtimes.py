@@ -60,7 +60,8 @@ def describe(name: str) -> str:
         return f"onnxruntime {ort.__version__} CPUExecutionProvider"
     ov = _openvino(name)
     core = ov.Core()
-    precision = "f32" if name == "openvino" else f"{core.get_property('CPU', 'INFERENCE_PRECISION_HINT')} (the CPU's default)"
+    hint = core.get_property("CPU", "INFERENCE_PRECISION_HINT")
+    precision = "f32" if name == "openvino" else f"{getattr(hint, 'get_type_name', lambda: hint)()} (the CPU's default)"
     return f"OpenVINO {ov.get_version().split('-')[0]} CPU, {precision}"
 
 
