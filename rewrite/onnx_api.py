@@ -169,9 +169,15 @@ def _whole_models(model: onnx.ModelProto, optimized: onnx.ModelProto, feeds, tim
 
 
 def _runner(model: onnx.ModelProto, feeds: dict, timing_runtime: str):
-    """A callable of no arguments running `model` on `feeds` in the timing runtime."""
+    """A callable of no arguments running `model` on `feeds` in the timing runtime; its `.model`
+    is the ModelProto (what a cost model's compare_models may look at, as the FX path passes the
+    module itself)."""
     run = runtimes.compiled(model, timing_runtime)
-    return lambda: run(feeds)
+
+    def call():
+        return run(feeds)
+    call.model = model
+    return call
 
 
 def model_dtype(model: onnx.ModelProto) -> torch.dtype:
