@@ -159,8 +159,9 @@ def profile_for(target, device=None) -> DeviceProfile:
         return PROFILES[target.lower()]
     if isinstance(target, str) and target.lower() in PRESENT_GPU:
         if not torch.cuda.is_available():
+            gpus = ", ".join(p for p in PROFILES if p != "cpu")
             raise ValueError(f"target={target!r} means the GPU present, and torch sees none here; name a profile "
-                             f"to optimize ahead of time for a GPU elsewhere ({', '.join(p for p in PROFILES if p != 'cpu')})")
+                             f"to optimize ahead of time for a GPU elsewhere ({gpus})")
         device = torch.device(device) if device is not None else torch.device("cuda")
         return gpu_profile(torch.cuda.get_device_properties(device if device.type == "cuda" else "cuda"))
     raise ValueError(f"unknown target {target!r}; known: {sorted(PROFILES)}, 'cuda' or 'gpu' (the GPU present), "

@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("model", nargs="?", default="tv/mobilenet_v2", choices=zoo.real_names() + zoo.names())
     parser.add_argument("--target", default=None, choices=sorted(PROFILES) + list(PRESENT_GPU),
                         help="optimize for this device profile (default: where the model runs, this CPU, with "
-                             "every candidate site timed); h100 or h200 predicts for that GPU ahead of time, cuda / gpu for the one present")
+                             "every candidate site timed); h100 or h200 predicts for that GPU ahead of time, "
+                             "cuda / gpu for the one present")
     parser.add_argument("--full-size", action="store_true", help="use the model's full input size")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the report as JSON here")

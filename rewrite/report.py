@@ -55,7 +55,7 @@ class Report:
     sites: list[Site] = field(default_factory=list)
     target: str = ""
     dtype: str = ""
-    runtime: str = ""      # where the sites and the whole model were timed (measured cost model), e.g. "OpenVINO 2026.4.1 CPU, f32"
+    runtime: str = ""      # where sites and the whole model were timed, e.g. "OpenVINO 2026.4.1 CPU, f32"
     model_rel_error: float | None = None
     model_max_abs_error: float | None = None
     model_tolerance: float | None = None

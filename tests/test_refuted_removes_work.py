@@ -86,7 +86,8 @@ def test_when_no_kind_helps_the_original_comes_back():
     fast, report, cost = _run(seconds)
     assert type(fast) is FoldAndNorm and not report.applied
     assert {s.status for s in report.sites if s.kind in ("fold", "fold_norm")} == {"rolled_back"}
-    assert all(s.reason.startswith("rolled back: the whole model still measured slower") for s in report.by_status("rolled_back"))
+    assert all(s.reason.startswith("rolled back: the whole model still measured slower")
+               for s in report.by_status("rolled_back"))
     assert any("returned the original model unchanged" in n for n in report.notes)
 
 

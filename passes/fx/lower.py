@@ -101,9 +101,10 @@ class UnitAffineLayerNorm(nn.LayerNorm):
     and β = 0 as buffers that it hands to F.layer_norm. Why: torch's CPU kernel without weight and
     bias is the slower one; over a 1x56x56x40 tensor (ConvNeXt-atto's first stage) it measured
     1.74-1.77x slower than with them (paired, 1 and 2 threads, torch 2.14:
-    results/layer_norm_affine_cpu.md), so a fold that passed None made the model slower in eager. The ones and zeros are constants, not parameters: the rewritten
-    model has nothing left to train there, and the view lifts this module as a LayerNorm with no
-    affine (passes/fx/view.py), so fold_norm never folds it again."""
+    results/layer_norm_affine_cpu.md), so a fold that passed None made the model slower in eager.
+    The ones and zeros are constants, not parameters: the rewritten model has nothing left to
+    train there, and the view lifts this module as a LayerNorm with no affine (passes/fx/view.py),
+    so fold_norm never folds it again."""
 
     def __init__(self, channels: int, eps: float, device=None, dtype=None):
         super().__init__(channels, eps=eps, elementwise_affine=False, device=device, dtype=dtype)
