@@ -98,7 +98,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     if opts.measured:
         # the whole model is timed against the original unless that was rewritten in place
         timed = None if unchanged or inplace else (model, optimized, example_inputs)
-        optimized = after_whole_model_timing(run, opts, final, optimized, timed)
+        optimized = after_whole_model_timing(run, opts, final, optimized, timed, runner=lambda module: module)
         optimized = optimized if optimized is not None else _pristine(model, inplace, reference_model, dtype)
     optimized.rewrite_report = report
     return optimized

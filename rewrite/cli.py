@@ -18,9 +18,10 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from .cost_model import PROFILES
+from .cost_model import PRESENT_GPU, PROFILES
 from .options import PASSES, RewriteOptions
 
+RUNTIMES = ("onnxruntime", "openvino", "openvino-default")   # passes/onnx/runtimes.py: read without importing onnx
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
 
@@ -57,12 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow the output to replace the input file")
     p.add_argument("--passes", type=_passes, default=PASSES, metavar="P[,P...]",
                    help=f"rewrite passes to run, in pipeline order (default: {','.join(PASSES)})")
-    p.add_argument("--target", default=None, choices=sorted(PROFILES),
-                   help="device to optimize for; fuse marking needs a GPU target (default: cpu, where onnxruntime "
-                        "runs here, with the sites timed in it)")
+    p.add_argument("--target", default=None, choices=sorted(PROFILES) + list(PRESENT_GPU),
+                   help="device to optimize for: a named profile (h100, h200: to plan for a GPU elsewhere), or "
+                        "cuda / gpu, the GPU present, its profile derived from its properties; fuse marking needs "
+                        "a GPU target (default: cpu, where onnxruntime runs here, with the sites timed in it)")
     p.add_argument("--cost-model", choices=("measured", "analytic"), default=None,
                    help="time each site's forms in onnxruntime (measured), or predict with the target's roofline "
                         "(analytic); default: measured for the cpu target, analytic for a GPU target")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
+                   help="where the measured cost model times each site's forms and the whole model: onnxruntime's "
+                        "CPU provider (default), OpenVINO's CPU plugin at f32 (openvino), or at the CPU's default "
+                        "precision, bf16 where the CPU has it (openvino-default); OpenVINO: pip install openvino. "
+                        "The numerical checks run in onnxruntime whatever this says")
     p.add_argument("--timing-cache", type=Path, default=None, metavar="JSON",
                    help="timing cache file (default: $DWSEP_TIMING_CACHE or ~/.cache/dwsep-rewrite/timings.json)")
     p.add_argument("--no-timing-cache", action="store_true", help="measure every site afresh, keep nothing")
@@ -113,6 +120,8 @@ def main(argv=None) -> int:
         return code
 
     try:
+        from passes.onnx.runtimes import check as check_runtime
+
         from .onnx_api import ModelCheckError, OnnxInputError, optimize_onnx
     except ImportError as exc:
         return fail(EXIT_BAD_INPUT, f"{exc}; install the ONNX extra: pip install 'dwsep-rewrite[onnx]'")
@@ -122,7 +131,8 @@ def main(argv=None) -> int:
                    cost_model=args.cost_model, timing_cache=False if args.no_timing_cache else args.timing_cache)
     try:
         RewriteOptions(**options).choice("cpu")   # validate only: optimize_onnx builds the cost model
-    except ValueError as exc:
+        check_runtime(args.runtime)
+    except (ValueError, ImportError) as exc:
         return fail(EXIT_BAD_INPUT, str(exc))
     if args.batch < 1:
         return fail(EXIT_BAD_INPUT, f"--batch must be at least 1, got {args.batch}")
@@ -133,7 +143,7 @@ def main(argv=None) -> int:
         optimized, report = optimize_onnx(
             args.input, args.output, overwrite=args.overwrite, inputs=args.inputs, batch=args.batch,
             input_shapes=dict(args.input_shape) or None, seed=args.seed, external_data=args.external_data,
-            progress=progress, verbose=args.verbose, cleanup=args.cleanup,
+            progress=progress, verbose=args.verbose, cleanup=args.cleanup, runtime=args.runtime,
             **options)
     except OnnxInputError as exc:
         return fail(EXIT_BAD_INPUT, str(exc))

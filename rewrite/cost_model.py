@@ -71,15 +71,101 @@ CPU = DeviceProfile(
     launch_overhead=5e-6,
 )
 
-PROFILES = {p.name: p for p in (H100, CPU)}
+# H200: the H100's SM90 compute (132 SMs) with 141 GB of HBM3e at ~4.8 TB/s peak; ~4.3 TB/s
+# measured copy bandwidth (DESIGN.md), the same ~0.9 of peak as the H100's 3.0 of 3.35.
+H200 = DeviceProfile(
+    name="h200",
+    is_gpu=True,
+    matrix_rate=dict(H100.matrix_rate),
+    vector_rate=dict(H100.vector_rate),
+    bandwidth=4.3e12,
+    launch_overhead=H100.launch_overhead,
+)
+
+PROFILES = {p.name: p for p in (H100, H200, CPU)}
+PRESENT_GPU = ("cuda", "gpu")   # targets that mean "the CUDA device present": its profile is derived
+
+# Dense fp16/bf16 matrix (tensor-core) FLOPs per SM per clock, and fp32 vector FLOPs (2 x FMA
+# lanes) per SM per clock, by compute capability (NVIDIA's architecture whitepapers: V100 125,
+# A100 312, A10 125, L40S 362, H100 SXM 989 dense fp16 TFLOP/s at their SM counts and boost clocks).
+MATRIX_FLOPS_PER_SM_CLOCK = {(7, 0): 1024, (7, 5): 1024, (8, 0): 2048, (8, 6): 1024, (8, 7): 1024, (8, 9): 1024,
+                             (9, 0): 4096, (10, 0): 8192}
+VECTOR_FLOPS_PER_SM_CLOCK = {(7, 0): 128, (7, 5): 128, (8, 0): 128, (8, 6): 256, (8, 7): 256, (8, 9): 256,
+                             (9, 0): 256, (10, 0): 256}
+# what kernels reach of those peaks: the H100 profile's 800 of 989 TFLOP/s at the 1.98 GHz the
+# device reports, and 3.0 of 3.35 TB/s
+RATE_EFFICIENCY = 0.75
+BANDWIDTH_EFFICIENCY = 0.9
+# measured copy bandwidth by name, for devices that do not report their memory clock and bus width
+BANDWIDTH_BY_NAME = {"H200": 4.3e12, "H100": 3.0e12, "A100": 1.7e12}
+FALLBACK_BANDWIDTH = 1.0e12
 
 
-def profile_for(target) -> DeviceProfile:
+def gpu_profile(props) -> DeviceProfile:
+    """A DeviceProfile derived from a CUDA device's properties (torch.cuda.get_device_properties,
+    or any object with its fields: name, major, minor, multi_processor_count, clock_rate in kHz,
+    memory_clock_rate in kHz, memory_bus_width in bits).
+
+    Bandwidth: 2 (double data rate) x memory clock x bus width, x BANDWIDTH_EFFICIENCY; without
+    a memory clock, BANDWIDTH_BY_NAME, else FALLBACK_BANDWIDTH, and the name says so. Rates: SMs x
+    clock x the FLOPs per SM per clock of the compute capability (MATRIX_ / VECTOR_FLOPS_PER_SM_CLOCK),
+    x RATE_EFFICIENCY; fp32 convs run as TF32 at half the fp16 matrix rate, fp64 at 1/16; vector
+    fp16 at twice fp32, fp64 at half. A compute capability not in the table takes the nearest
+    lower one's figures (the name says which), below 7.0 the 7.0 figures. Pure: the caller reads
+    the properties, so a profile can be derived for a device that is not here."""
+    cc = (int(props.major), int(props.minor))
+    known = sorted(MATRIX_FLOPS_PER_SM_CLOCK)
+    table_cc = max((k for k in known if k <= cc), default=known[0])
+    assumed = [] if table_cc == cc else [f"rates of sm_{table_cc[0]}{table_cc[1]}"]
+    clock = float(getattr(props, "clock_rate", 0) or 0) * 1e3
+    if clock <= 0:
+        clock, assumed = 1.5e9, assumed + ["a 1.5 GHz clock"]
+    per_sm = int(props.multi_processor_count) * clock * RATE_EFFICIENCY
+    matrix16 = per_sm * MATRIX_FLOPS_PER_SM_CLOCK[table_cc]
+    vector32 = per_sm * VECTOR_FLOPS_PER_SM_CLOCK[table_cc]
+    memory_clock = float(getattr(props, "memory_clock_rate", 0) or 0) * 1e3
+    bus_bits = int(getattr(props, "memory_bus_width", 0) or 0)
+    if memory_clock > 0 and bus_bits > 0:
+        bandwidth = 2 * memory_clock * bus_bits / 8 * BANDWIDTH_EFFICIENCY
+    else:
+        bandwidth = next((v for k, v in BANDWIDTH_BY_NAME.items() if k in props.name), None)
+        if bandwidth is None:
+            bandwidth, assumed = FALLBACK_BANDWIDTH, assumed + [f"{FALLBACK_BANDWIDTH / 1e12:g} TB/s"]
+    name = (f"{props.name} (derived: sm_{cc[0]}{cc[1]}, {props.multi_processor_count} SMs, "
+            f"{bandwidth / 1e12:.1f} TB/s, {matrix16 / 1e12:.0f} TFLOP/s fp16"
+            + (f"; assumed {', '.join(assumed)}" if assumed else "") + ")")
+    return DeviceProfile(
+        name=name, is_gpu=True,
+        matrix_rate={torch.float16: matrix16, torch.bfloat16: matrix16, torch.float32: matrix16 / 2,
+                     torch.float64: matrix16 / 16},
+        vector_rate={torch.float16: 2 * vector32, torch.bfloat16: 2 * vector32, torch.float32: vector32,
+                     torch.float64: vector32 / 2},
+        bandwidth=bandwidth, launch_overhead=H100.launch_overhead)
+
+
+def known_target(target) -> bool:
+    """A target profile_for accepts (without deriving anything)."""
+    return isinstance(target, DeviceProfile) or (
+        isinstance(target, str) and (target.lower() in PROFILES or target.lower() in PRESENT_GPU))
+
+
+def profile_for(target, device=None) -> DeviceProfile:
+    """The DeviceProfile of `target`: a profile itself, a named one (PROFILES: for planning off the
+    device), or "cuda" / "gpu", the CUDA device present (`device`, default the current one), its
+    profile derived from its properties (gpu_profile)."""
     if isinstance(target, DeviceProfile):
         return target
     if isinstance(target, str) and target.lower() in PROFILES:
         return PROFILES[target.lower()]
-    raise ValueError(f"unknown target {target!r}; known: {sorted(PROFILES)} or a DeviceProfile")
+    if isinstance(target, str) and target.lower() in PRESENT_GPU:
+        if not torch.cuda.is_available():
+            gpus = ", ".join(p for p in PROFILES if p != "cpu")
+            raise ValueError(f"target={target!r} means the GPU present, and torch sees none here; name a profile "
+                             f"to optimize ahead of time for a GPU elsewhere ({gpus})")
+        device = torch.device(device) if device is not None else torch.device("cuda")
+        return gpu_profile(torch.cuda.get_device_properties(device if device.type == "cuda" else "cuda"))
+    raise ValueError(f"unknown target {target!r}; known: {sorted(PROFILES)}, 'cuda' or 'gpu' (the GPU present), "
+                     "or a DeviceProfile")
 
 
 def conv_flops(conv: ConvSpec, batch: int, out_hw: tuple[int, int]) -> float:
@@ -222,17 +308,25 @@ class MeasuredCostModel(RooflineCostModel):
         """After a run: save the timing cache, and return (the note saying what was measured, the
         whole model's Comparison, original against optimized, when `timed` = (original, optimized,
         inputs) is given, else None)."""
-        from . import measure
-
         if self.cache is not None:
             self.cache.save()
         note = (f"cost model: measured{runtime} on {self.device_name()} ({self.measured} site(s) timed, "
                 f"{self.cached} from the timing cache)")
         if timed is None:
             return note, None
+        return note, self.compare_models(*timed, margin)
+
+    def compare_models(self, before, after, inputs, margin: float = 1.0):
+        """The Comparison of two whole models, before(*inputs) against after(*inputs): paired,
+        one call per pair (a whole model's call is long), on one thread on the CPU. Every
+        whole-model timing goes through here, the first one and those that find which kinds of
+        rewrite a slower result owes its time to (rewrite.retry), so a subclass can time them
+        another way."""
+        from . import measure
+
         with self._one_cpu_thread():
-            return note, measure.compare(*timed, margin, budget_s=WHOLE_MODEL_BUDGET_S, extend=WHOLE_MODEL_EXTEND,
-                                         min_repeats=measure.DECISIVE_PAIRS, calls=1)
+            return measure.compare(before, after, inputs, margin, budget_s=WHOLE_MODEL_BUDGET_S,
+                                   extend=WHOLE_MODEL_EXTEND, min_repeats=measure.DECISIVE_PAIRS, calls=1)
 
 
 WHOLE_MODEL_BUDGET_S = 2.0

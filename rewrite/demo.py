@@ -19,6 +19,7 @@ import torch
 import models_under_test as zoo
 
 from .api import optimize
+from .cost_model import PRESENT_GPU, PROFILES
 from .measure import DECISIVE_PAIRS, WIDE, Comparison, compare
 
 TIMING_BUDGET_S = 2.0
@@ -71,9 +72,10 @@ def timing_lines(timing: Comparison) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="tv/mobilenet_v2", choices=zoo.real_names() + zoo.names())
-    parser.add_argument("--target", default=None, choices=["cpu", "h100"],
+    parser.add_argument("--target", default=None, choices=sorted(PROFILES) + list(PRESENT_GPU),
                         help="optimize for this device profile (default: where the model runs, this CPU, with "
-                             "every candidate site timed); h100 predicts for that GPU ahead of time")
+                             "every candidate site timed); h100 or h200 predicts for that GPU ahead of time, "
+                             "cuda / gpu for the one present")
     parser.add_argument("--full-size", action="store_true", help="use the model's full input size")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--json", help="also write the report as JSON here")

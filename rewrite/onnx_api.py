@@ -25,7 +25,8 @@ import onnx
 import torch
 
 from passes.onnx import cleanup as clean
-from passes.onnx import io, reference, runtime
+from passes.onnx import io, reference, runtimes
+from passes.onnx import runtime as ort_runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
@@ -58,7 +59,7 @@ class ModelCheckError(RuntimeError):
 def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch: int = 1,
                   input_shapes: dict | None = None, seed: int = 0, external_data: bool | None = None,
                   progress: Callable[[str], None] | None = None, verbose: bool = False, cleanup: bool = True,
-                  **options) -> tuple[onnx.ModelProto, Report]:
+                  runtime: str = "onnxruntime", **options) -> tuple[onnx.ModelProto, Report]:
     """Rewrite an ONNX model for speed; returns (optimized ModelProto, Report).
 
     src: a path to a .onnx file (its external data is read too) or an onnx.ModelProto (left unchanged).
@@ -72,10 +73,16 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     progress: called with one-line progress messages (per site when verbose or > 50 sites).
     cleanup: first the generic clean-up by onnxslim when it is installed (passes/onnx/cleanup.py:
         constant folding, dead nodes, shape inference), checked like a rewrite; False: skip it.
+    runtime: where the measured cost model times each site's two forms and the whole model, as the
+        file will run: "onnxruntime" (default; CPU provider, optimizations on), "openvino" (OpenVINO's
+        CPU plugin at f32) or "openvino-default" (at the CPU's default precision, bf16 where the CPU
+        has it); passes/onnx/runtimes.py says why "openvino" is f32. OpenVINO is an optional extra
+        (pip install openvino). The numerical checks run in onnxruntime whatever the runtime.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, force_blocks).
     """
-    opts = RewriteOptions.from_kwargs(options, "optimize_onnx").resolved("cpu")   # onnxruntime's CPU provider
+    opts = RewriteOptions.from_kwargs(options, "optimize_onnx").resolved("cpu")   # a CPU runtime
+    runtimes.check(runtime)
     say = progress or (lambda message: None)
     loaded = io.load(src)
     io.validate(loaded)
@@ -83,12 +90,12 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     model = loaded.model
     dtype = model_dtype(model)
     # a dynamic spatial dimension with no hint: the first of SPATIAL_SIZES the model runs at
-    sizes = SPATIAL_SIZES if inputs is None and not input_shapes and runtime.dynamic_spatial(model) else (None,)
+    sizes = SPATIAL_SIZES if inputs is None and not input_shapes and ort_runtime.dynamic_spatial(model) else (None,)
     reference = reference_note = baseline = None
     for size in sizes:
         try:
-            feeds = runtime.user_inputs(model, inputs) if inputs is not None else \
-                runtime.random_inputs(model, batch, input_shapes, seed, spatial=size or runtime.SPATIAL_DEFAULT)
+            feeds = ort_runtime.user_inputs(model, inputs) if inputs is not None else \
+                ort_runtime.random_inputs(model, batch, input_shapes, seed, spatial=size or ort_runtime.SPATIAL_DEFAULT)
         except OnnxInputError:
             if opts.check or inputs is not None or input_shapes:
                 raise
@@ -122,7 +129,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         history.append(note)
 
     def run(run_opts: RewriteOptions) -> Attempt:
-        optimized, report = optimize_graph(source, run_opts, dtype, feeds, progress, verbose)
+        optimized, report = optimize_graph(source, run_opts, dtype, feeds, progress, verbose, runtime)
         report.notes = list(dict.fromkeys(history + report.notes))
         report.model_baseline_error = baseline
         say("whole-model check")
@@ -140,8 +147,9 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
                               "rolled back; nothing written", report)
     if opts.measured:
         # timed only when a rewrite is in it: the clean-up alone is onnxslim's work, not a decision of ours
-        timed = _whole_models(model, optimized, feeds) if report.applied else None
-        optimized = after_whole_model_timing(run, opts, final, optimized, timed, " in onnxruntime")
+        timed = _whole_models(model, optimized, feeds, runtime) if report.applied else None
+        optimized = after_whole_model_timing(run, opts, final, optimized, timed, f" in {report.runtime or runtime}",
+                                             runner=lambda proto: _runner(proto, feeds, runtime))
         if optimized is None:
             optimized = onnx.ModelProto()
             optimized.CopyFrom(model)
@@ -152,13 +160,24 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     return optimized, report
 
 
-def _whole_models(model: onnx.ModelProto, optimized: onnx.ModelProto, feeds):
-    """(original, optimized, no inputs): both models in optimized onnxruntime sessions, to time;
+def _whole_models(model: onnx.ModelProto, optimized: onnx.ModelProto, feeds, timing_runtime: str):
+    """(original, optimized, no inputs): both models compiled in the timing runtime, to time;
     None without inputs or for a model too big to hold twice."""
     if feeds is None or io.too_big(model):
         return None
-    original, rewritten = runtime.session(model, optimized=True), runtime.session(optimized, optimized=True)
-    return (lambda: original.run(None, feeds)), (lambda: rewritten.run(None, feeds)), ()
+    return _runner(model, feeds, timing_runtime), _runner(optimized, feeds, timing_runtime), ()
+
+
+def _runner(model: onnx.ModelProto, feeds: dict, timing_runtime: str):
+    """A callable of no arguments running `model` on `feeds` in the timing runtime; its `.model`
+    is the ModelProto (what a cost model's compare_models may look at, as the FX path passes the
+    module itself)."""
+    run = runtimes.compiled(model, timing_runtime)
+
+    def call():
+        return run(feeds)
+    call.model = model
+    return call
 
 
 def model_dtype(model: onnx.ModelProto) -> torch.dtype:
@@ -168,7 +187,7 @@ def model_dtype(model: onnx.ModelProto) -> torch.dtype:
     for data_type, _ in weights.most_common():
         if data_type in TORCH_DTYPES:
             return TORCH_DTYPES[data_type]
-    for vi in runtime.graph_inputs(model):
+    for vi in ort_runtime.graph_inputs(model):
         if vi.type.tensor_type.elem_type in TORCH_DTYPES:
             return TORCH_DTYPES[vi.type.tensor_type.elem_type]
     return torch.float32
@@ -199,11 +218,11 @@ def _reference(model: onnx.ModelProto, feeds: dict, say=lambda message: None) ->
     float32 model is its own reference, its own rounding error estimated from onnxruntime with
     its graph optimizations on against off (fused, re-laid-out kernels round differently)."""
     try:
-        outputs = runtime.run(model, feeds)
+        outputs = ort_runtime.run(model, feeds)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
         shapes = {k: tuple(v.shape) for k, v in feeds.items()}
         raise OnnxInputError(
-            f"onnxruntime cannot run the model on inputs {shapes} ({runtime.error_text(exc)}); "
+            f"onnxruntime cannot run the model on inputs {shapes} ({ort_runtime.error_text(exc)}); "
             "give the input shapes or inputs, or disable the numerical checks (check=False / --no-check)") from None
     say("evaluating the original in float64")
     started = time.perf_counter()
@@ -218,11 +237,11 @@ def _reference(model: onnx.ModelProto, feeds: dict, say=lambda message: None) ->
         why = f"the original's float32 outputs are {own} away from it"
     except (reference.ReferenceUnavailable, ValueError) as exc:
         why = str(exc)
-    wide = runtime.widened_reference(model)
+    wide = ort_runtime.widened_reference(model)
     if wide is not None:
         try:
             wide_feeds = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in feeds.items()}
-            ref = runtime.run(wide, wide_feeds)
+            ref = ort_runtime.run(wide, wide_feeds)
             return Reference(ref, outputs), (f"whole-model reference: the original model widened to float32 (no float64 reference: "
                          f"{why})"), _compare(outputs, ref)[0]
         except Exception:  # noqa: BLE001 - fall back to the model as it is
@@ -255,10 +274,10 @@ def _passes(optimized, feeds, reference, report: Report, tol: float, full_check:
     if reference is None:
         return True
     try:
-        outputs = runtime.run(optimized, feeds)
+        outputs = ort_runtime.run(optimized, feeds)
         err, abs_err = _compare(outputs, reference.outputs)
     except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
-        report.notes.append(f"the optimized model failed to run ({type(exc).__name__}: {runtime.error_text(exc, 200)})")
+        report.notes.append(f"the optimized model failed to run ({type(exc).__name__}: {ort_runtime.error_text(exc, 200)})")
         report.model_rel_error = report.model_max_abs_error = float("inf")
         report.model_tolerance = tol
         return False

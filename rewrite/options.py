@@ -7,7 +7,7 @@ import torch
 
 from torch.utils._pytree import tree_flatten
 
-from .cost_model import MeasuredCostModel, RooflineCostModel, profile_for
+from .cost_model import MeasuredCostModel, RooflineCostModel, known_target, profile_for
 from .rules import RULES
 
 PASSES = tuple(RULES)          # pipeline order
@@ -19,8 +19,11 @@ class RewriteOptions:
     """What to run and how strictly to check it.
 
     passes: which rewrite kinds run (rewrite.rules.RULES), always in pipeline order.
-    target: device profile name ("h100", "cpu") the cost model predicts for; also decides
-        whether the fuse pass runs (a CUDA target) unless `force_fuse`.
+    target: the device profile the cost model predicts for: "cuda" / "gpu" (the CUDA device
+        present, its profile derived from its properties: rewrite.cost_model.gpu_profile; the default
+        for a CUDA model), a named profile for planning off the device ("h100", "h200", "cpu"; the
+        default for a CPU model is "cpu"), or a DeviceProfile; also decides whether the fuse pass
+        runs (a GPU target) unless `force_fuse`. The report's `target` names the profile used.
     cost_model: any object with chain_time(layers, input_shape, dtype); default a roofline on
         `target`.
     min_speedup: a factorize/reverse site is applied only when the predicted speedup ≥ this.
@@ -78,8 +81,8 @@ class RewriteOptions:
         if unknown:
             raise ValueError(f"unknown pass(es) {sorted(unknown)}; known: {list(PASSES)}")
         self.passes = tuple(p for p in PASSES if p in self.passes)
-        if self.target is not None:
-            profile_for(self.target)  # fails early on an unknown target
+        if self.target is not None and not known_target(self.target):
+            profile_for(self.target)  # fails early on an unknown target, naming the known ones
         if isinstance(self.cost_model, str) and self.cost_model not in COST_MODELS:
             raise ValueError(f"cost_model={self.cost_model!r}; expected one of {COST_MODELS} or an object with "
                              "chain_time(layers, input_shape, dtype)")
@@ -101,8 +104,8 @@ class RewriteOptions:
         """(target, cost model kind: "measured", "analytic" or the caller's object) for a model on
         `device`, or a ValueError when the options ask for the impossible; builds nothing."""
         device = torch.device(device)
-        target = self.target or ("cpu" if device.type == "cpu" else "h100")
-        profile = profile_for(target)
+        target = self.target or ("cpu" if device.type == "cpu" else "cuda")
+        profile = profile_for(target, device)
         on_target = profile.is_gpu == (device.type == "cuda")
         kind = self.cost_model or ("measured" if on_target and self.check else "analytic")
         if kind == "measured" and not self.check:
@@ -118,10 +121,11 @@ class RewriteOptions:
         if self.target is not None and not isinstance(self.cost_model, (str, type(None))):
             return self
         target, kind = self.choice(device)
+        profile = profile_for(target, device)
         if kind == "measured":
-            model = MeasuredCostModel(target, device, self.timing_cache)
+            model = MeasuredCostModel(profile, device, self.timing_cache)
         elif kind == "analytic":
-            model = RooflineCostModel(target)
+            model = RooflineCostModel(profile)
         else:
             model = kind
         return replace(self, target=target, cost_model=model)

@@ -55,6 +55,7 @@ class Report:
     sites: list[Site] = field(default_factory=list)
     target: str = ""
     dtype: str = ""
+    runtime: str = ""      # where sites and the whole model were timed, e.g. "OpenVINO 2026.4.1 CPU, f32"
     model_rel_error: float | None = None
     model_max_abs_error: float | None = None
     model_tolerance: float | None = None
@@ -94,7 +95,7 @@ class Report:
 
     def to_dict(self) -> dict:
         return {
-            "target": self.target, "dtype": self.dtype,
+            "target": self.target, "dtype": self.dtype, "runtime": self.runtime,
             "model_rel_error": self.model_rel_error, "model_max_abs_error": self.model_max_abs_error,
             "model_tolerance": self.model_tolerance, "model_baseline_error": self.model_baseline_error,
             "model_measured_s": self.model_measured_s, "model_measured_ci": self.model_measured_ci,
@@ -131,7 +132,8 @@ class Report:
         lines.append("")
         if any(s.measured_cached for s in self.sites):
             lines.append("(* measured speedup from the timing cache)")
-        lines.append(f"target {self.target}, dtype {self.dtype}; {summary}")
+        timed_in = f", timed in {self.runtime}" if self.runtime else ""
+        lines.append(f"target {self.target}, dtype {self.dtype}{timed_in}; {summary}")
         if self.model_rel_error is not None:
             lines.append(
                 f"whole-model check: rel error {self.model_rel_error:.2e}, max abs {self.model_max_abs_error:.2e} "

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .cost_model import SLOWER, measured_slower
+from .measure import DECISIVE_PAIRS
 from .options import RewriteOptions
 from .report import Report
+from .rules import RULES
 
 MAX_BISECTION_RUNS = 24
 # the bisection (and the folds-only retry after it) stops once it has taken this many times the
@@ -163,53 +165,138 @@ def rewrite_checked(run: Callable[[RewriteOptions], Attempt], options: RewriteOp
     return dataclasses.replace(bare, rolled_back=rolled_back, history=history)
 
 
-def finish_measured(report: Report, options: RewriteOptions, timed=None, runtime: str = "") -> frozenset:
+def finish_measured(report: Report, options: RewriteOptions, timed=None, runtime: str = ""):
     """With the measured cost model, after the whole-model check: record what was measured and,
     when `timed` = (original, optimized, inputs) is given, the whole model timed both ways.
 
-    Returns the keys of the sites to roll back: those applied on a timing, when the whole model
-    measured slower beyond the noise (measured_slower). Sites that only remove work (folds, merges
-    into a conv shaped like a branch; never timed) are never rolled back for a timing: the noise
-    of a busy machine could only undo them wrongly."""
+    Returns (the keys of the sites to roll back, the whole-model Comparison or None): the sites
+    applied on a timing, when the whole model measured slower beyond the noise by more than the
+    margin (measured_slower). Sites that only remove work (folds, merges into a conv shaped like
+    a branch; never timed) are not rolled back for that timing: after_whole_model_timing times
+    them as groups when the whole model measured slower at all."""
     note, comparison = options.cost_model.finish(timed, options.min_speedup, runtime)
     report.notes.append(note)
+    _record_timing(report, comparison)
+    slower = measured_slower(comparison, options.min_speedup)
+    if not slower:
+        return frozenset(), comparison
+    timed_sites = frozenset(site.key for site in report.applied if site.measured_s is not None)
+    report.notes.append(slower + (f": the {len(timed_sites)} site(s) applied on a timing are rolled back"
+                                  if timed_sites else ""))
+    return timed_sites, comparison
+
+
+def _record_timing(report: Report, comparison) -> None:
     if comparison is not None:
         report.model_measured_s = [comparison.before_s, comparison.after_s]
         report.model_measured_ci = [comparison.speedup, comparison.low, comparison.high, comparison.pairs]
-    slower = measured_slower(comparison, options.min_speedup)
-    if not slower:
-        return frozenset()
-    timed_sites = frozenset(site.key for site in report.applied if site.measured_s is not None)
-    report.notes.append(slower + (f": the {len(timed_sites)} site(s) applied on a timing are rolled back"
-                                  if timed_sites else "; every applied rewrite only removes work, so all stay"))
-    return timed_sites
+
+
+def _rebuilt(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt, keys: frozenset):
+    """The passes run again applying exactly what `final`'s report has applied less the sites
+    `keys`: the Attempt, or None when it fails its check."""
+    applied = frozenset(site.key for site in final.report.applied)
+    again = run(dataclasses.replace(options, skip_sites=options.skip_sites | keys | frozenset(final.rolled_back),
+                                    only_sites=applied - keys))
+    return again if again.passed else None
+
+
+def _adopt(final: Attempt, again: Attempt, keys, reason: str) -> None:
+    """Record in final's report that `keys` are rolled back for `reason`, and the new model's errors."""
+    report = final.report
+    report.record_rollback(dict.fromkeys(keys, reason))
+    report.model_rel_error, report.model_max_abs_error = again.report.model_rel_error, again.report.model_max_abs_error
 
 
 def without(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt, keys: frozenset):
     """The result of the passes run again applying exactly what `final` applied less the sites
     `keys`, recorded in final's report (every site as it was decided, `keys` now rolled back, the
     new whole-model error); None when that result fails its check."""
-    applied = frozenset(site.key for site in final.report.applied)
-    again = run(dataclasses.replace(options, skip_sites=options.skip_sites | keys | frozenset(final.rolled_back),
-                                    only_sites=applied - keys))
-    if not again.passed:
+    again = _rebuilt(run, options, final, keys)
+    if again is None:
         return None
-    report = final.report
-    report.record_rollback(dict.fromkeys(keys, SLOWER))
-    report.model_rel_error, report.model_max_abs_error = again.report.model_rel_error, again.report.model_max_abs_error
+    _adopt(final, again, keys, SLOWER)
     return again.result
 
 
+def refuted(comparison) -> bool:
+    """The whole optimized model measured slower than the original beyond the noise: enough pairs,
+    and the interval of original / optimized lies wholly below 1. Then "it only removes work" is a
+    hypothesis the measurement refuted (a fold that drops a LayerNorm's affine picks torch's slower
+    kernel; a re-captured graph loses a fast path), and the kinds applied are timed as groups."""
+    return comparison is not None and comparison.pairs >= DECISIVE_PAIRS and comparison.high < 1.0
+
+
+def drop_refuted_kinds(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt, result,
+                       timed, runner: Callable):
+    """The whole model measured slower than the original (refuted): find the kinds of rewrite
+    responsible, as the retry ladder does, by groups. For each kind applied (in pipeline order),
+    the model without that kind's sites is rebuilt (checked as ever) and timed against the
+    current result; the kind is rolled back when the model runs faster without it (median of the
+    paired ratios above 1: the whole model is already known to be slower, so a kind that shows no
+    gain has nothing to keep it). Then the result is timed against the original once more; if it
+    is still slower beyond the noise, every rewrite is rolled back and None is returned (the
+    caller returns the original). `runner(model)` is a callable running a result on timed's
+    inputs. Returns the result to return, recorded in final's report."""
+    original, _, inputs = timed
+    model, report = options.cost_model, final.report
+    order = {kind: i for i, kind in enumerate(RULES)}
+    kinds: dict[str, list[str]] = {}
+    for site in sorted(report.applied, key=lambda s: order.get(s.kind, len(order))):
+        kinds.setdefault(site.kind, []).append(site.key)
+    notes = [f"the whole model measured slower than the original ({report.model_measured_ci[0]:.2f}x, interval "
+             f"wholly below 1): timing the {len(kinds)} kind(s) applied as groups ({', '.join(kinds)})"]
+    current = runner(result)
+    for kind, keys in kinds.items():
+        again = _rebuilt(run, options, final, frozenset(keys))
+        if again is None:
+            notes.append(f"{kind}: the model without its {len(keys)} site(s) failed its check; kept")
+            continue
+        candidate = runner(again.result)
+        gain = model.compare_models(current, candidate, inputs, options.min_speedup)
+        if gain.speedup > 1.0:
+            _adopt(final, again, keys, REFUTED.format(kind=kind, timing=gain.describe()))
+            result, current = again.result, candidate
+            notes.append(f"{kind}: the model ran {gain.describe()} faster without its {len(keys)} site(s): rolled back")
+        else:
+            notes.append(f"{kind}: the model ran {gain.describe()} without its {len(keys)} site(s): kept")
+    last = model.compare_models(original, current, inputs, options.min_speedup)
+    _record_timing(report, last)
+    report.notes.extend(notes)
+    if refuted(last) and report.applied:
+        report.record_rollback(dict.fromkeys((s.key for s in report.applied), STILL_SLOWER),
+                               verdict=f"still measured slower than the original ({last.describe()}): "
+                                       "returned the original model unchanged")
+        return None
+    report.notes.append(f"the result against the original: {last.describe()}")
+    return result
+
+
+REFUTED = ("rolled back: the whole model measured slower than the original, and faster without the {kind} "
+           "sites ({timing}); they remove work on paper, not in time here")
+STILL_SLOWER = "rolled back: the whole model still measured slower than the original with the rest of the rewrites"
+
+
 def after_whole_model_timing(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions, final: Attempt,
-                             result, timed=None, runtime: str = ""):
-    """With the measured cost model, the result to return, recorded in final's report: `result`
-    itself, unless the whole model measured slower beyond the noise; then the result rebuilt
-    without the sites applied on a timing, or None (return the original) when that fails its check."""
-    slower = finish_measured(final.report, options, timed, runtime)
-    if not slower:
+                             result, timed=None, runtime: str = "", runner: Callable | None = None):
+    """With the measured cost model, the result to return, recorded in final's report, or None
+    (return the original). When the whole model measured slower than the original by more than
+    the margin, beyond the noise, the sites applied on a timing are rolled back first (None when
+    the model without them fails its check). When it is then (still) slower beyond the noise at
+    all and `runner(model)` can run a rebuilt result, the kinds applied are timed as groups
+    (drop_refuted_kinds)."""
+    slower, comparison = finish_measured(final.report, options, timed, runtime)
+    if slower:
+        rebuilt = without(run, options, final, slower)
+        if rebuilt is None:
+            final.report.record_rollback(dict.fromkeys(slower, SLOWER), verdict="the model without the timed sites "
+                                         "failed its check: returned the original model unchanged")
+            return None
+        result = rebuilt
+        if runner is None or not final.report.applied:
+            return result
+        comparison = options.cost_model.compare_models(timed[0], runner(result), timed[2], options.min_speedup)
+        _record_timing(final.report, comparison)
+    if runner is None or not refuted(comparison) or not final.report.applied:
         return result
-    rebuilt = without(run, options, final, slower)
-    if rebuilt is None:
-        final.report.record_rollback(dict.fromkeys(slower, SLOWER), verdict="the model without the timed sites "
-                                     "failed its check: returned the original model unchanged")
-    return rebuilt
+    return drop_refuted_kinds(run, options, final, result, timed, runner)

@@ -96,6 +96,25 @@ class PermuteModule(nn.Module):
         return f"perm={self.perm}"
 
 
+class UnitAffineLayerNorm(nn.LayerNorm):
+    """A LayerNorm whose affine was folded away (fold_norm): it normalizes only, but keeps γ = 1
+    and β = 0 as buffers that it hands to F.layer_norm. Why: torch's CPU kernel without weight and
+    bias is the slower one; over a 1x56x56x40 tensor (ConvNeXt-atto's first stage) it measured
+    1.74-1.77x slower than with them (paired, 1 and 2 threads, torch 2.14:
+    results/layer_norm_affine_cpu.md), so a fold that passed None made the model slower in eager.
+    The ones and zeros are constants, not parameters: the rewritten model has nothing left to
+    train there, and the view lifts this module as a LayerNorm with no affine (passes/fx/view.py),
+    so fold_norm never folds it again."""
+
+    def __init__(self, channels: int, eps: float, device=None, dtype=None):
+        super().__init__(channels, eps=eps, elementwise_affine=False, device=device, dtype=dtype)
+        self.register_buffer("unit_weight", torch.ones(channels, device=device, dtype=dtype))
+        self.register_buffer("unit_bias", torch.zeros(channels, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.unit_weight, self.unit_bias, self.eps)
+
+
 class ConcatConvs(nn.Module):
     """cat([conv_i(x_i)], 1): the form a Concat site is checked in; the adapter splices its convs
     in as modules of their own and an aten.cat."""
@@ -115,8 +134,8 @@ def concat_module(concat: Concat, linear: bool) -> ConcatConvs:
 
 def shape_modules(layers: list) -> list:
     """Modules for a chain of Linear / ConvSpec (NCHW) / LayerNorm / Permute / Flatten layers:
-    nn.Linear (over the last axis, any rank), nn.Conv2d, nn.LayerNorm (without elementwise
-    affine when the LayerNorm has none; its width from the next linear or conv), PermuteModule,
+    nn.Linear (over the last axis, any rank), nn.Conv2d, nn.LayerNorm (UnitAffineLayerNorm when
+    the LayerNorm has no affine; its width from the next linear or conv), PermuteModule,
     nn.Flatten."""
     modules = []
     for i, layer in enumerate(layers):
@@ -129,12 +148,13 @@ def shape_modules(layers: list) -> list:
                           if isinstance(l, (Linear, ConvSpec))), None)
             channels = layer.affine.scale.numel() if layer.affine is not None else width.in_channels
             ref = width.weight if width is not None else layer.affine.scale
-            norm = nn.LayerNorm(channels, eps=layer.eps, elementwise_affine=layer.affine is not None,
-                                device=ref.device, dtype=ref.dtype)
-            if layer.affine is not None:
-                with torch.no_grad():
-                    norm.weight.copy_(layer.affine.scale)
-                    norm.bias.copy_(layer.affine.shift)
+            if layer.affine is None:
+                modules.append(UnitAffineLayerNorm(channels, layer.eps, device=ref.device, dtype=ref.dtype).eval())
+                continue
+            norm = nn.LayerNorm(channels, eps=layer.eps, device=ref.device, dtype=ref.dtype)
+            with torch.no_grad():
+                norm.weight.copy_(layer.affine.scale)
+                norm.bias.copy_(layer.affine.shift)
             modules.append(norm.eval())
         elif isinstance(layer, Permute):
             modules.append(PermuteModule(layer.perm))

@@ -44,7 +44,7 @@ from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 from rewrite.view import Op, View
 
 from .graph import constant_value, fetch_attr, op_name, owner_path
-from .lower import conv_spec_of_module
+from .lower import UnitAffineLayerNorm, conv_spec_of_module
 
 ACTIVATION_OPS = ("relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh")  # op name = activation name
 
@@ -107,7 +107,8 @@ class FxViewBuilder:
                 spec = ConvSpec(module.weight.detach()[:, :, None, None],
                                 None if module.bias is None else module.bias.detach())
                 return Op("conv", **base, conv=spec, layout="nc" if _rank(inputs[0]) == 2 else "nhwc")
-            if type(module) is nn.LayerNorm and len(module.normalized_shape) == 1 and not module.elementwise_affine:
+            if type(module) in (nn.LayerNorm, UnitAffineLayerNorm) and len(module.normalized_shape) == 1 \
+                    and not module.elementwise_affine:
                 base["label"] = "layer_norm"            # a LayerNorm fold_norm lowered: named as the op it was
                 return Op("norm", **base, norm=LayerNorm(float(module.eps), None), layout="nhwc")
             return Op("other", **base)
@@ -385,6 +386,8 @@ class FxViewBuilder:
             c = int(kw["normalized_shape"][0])
             affine = Affine(torch.ones(c, dtype=torch.float64) if weight is None else weight.double(),
                             torch.zeros(c, dtype=torch.float64) if bias is None else bias.double(), -1)
+            if bool((affine.scale == 1).all()) and bool((affine.shift == 0).all()):
+                affine = None       # γ = 1, β = 0 (a LayerNorm fold_norm lowered, re-captured): nothing to fold
         return Op("norm", (x,), **base, norm=LayerNorm(float(kw.get("eps", 1e-5)), affine), layout="nhwc")
 
 

@@ -15,7 +15,6 @@ from typing import Callable
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 import torch
 
 from rewrite.ir import (Activation, Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, MixedConv,
@@ -23,7 +22,7 @@ from rewrite.ir import (Activation, Concat, ConvSpec, Flatten, FusedMBConv, Fuse
 from rewrite.rules.fuse import FuseParts
 
 from ..verify import capture_window
-from . import runtime
+from . import runtime, runtimes
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
@@ -37,8 +36,10 @@ class OnnxAdapter:
     reference_is_lifted = True
 
     def __init__(self, model: onnx.ModelProto, dtype: torch.dtype, feeds: dict | None, notes: list,
-                 progress: Callable | None = None):
+                 progress: Callable | None = None, timing_runtime: str = "onnxruntime"):
         self.source, self.dtype, self.feeds, self.notes = model, dtype, feeds, notes
+        self.timing_runtime = timing_runtime      # where a site's forms are timed (runtimes.RUNTIMES)
+        self._runtime_name = None
         self.graph = gs.import_onnx(model)
         self.graph.import_domains = [onnx.helper.make_opsetid(i.domain, i.version) for i in model.opset_import]
         self.opset = default_opset(model)
@@ -200,11 +201,14 @@ class OnnxAdapter:
 
     @property
     def runtime(self) -> str:
-        return f"onnxruntime {ort.__version__} CPUExecutionProvider"
+        if self._runtime_name is None:
+            self._runtime_name = runtimes.describe(self.timing_runtime)
+        return self._runtime_name
 
     def timed(self, match, lowered: list):
-        """The site's original nodes and their replacement as two optimized onnxruntime sessions,
-        and random inputs of the full shapes that reach the site."""
+        """The site's original nodes and their replacement, each compiled alone in the timing
+        runtime (onnxruntime with its optimizations on, or OpenVINO: runtimes.py), and random
+        inputs of the full shapes that reach the site."""
         inputs = [self._tensor(v) for v in match.runtime_inputs]
         rng = np.random.default_rng(0)
         dtype = np.dtype(torch.empty((), dtype=self.dtype).numpy().dtype)
@@ -213,9 +217,9 @@ class OnnxAdapter:
         def runner(nodes, output):
             model = site_model(nodes, inputs, arrays, output, self.graph.import_domains, self.source.ir_version,
                                self.functions)
-            sess = runtime.session(model, optimized=True)
+            run = runtimes.compiled(model, self.timing_runtime)
             names = [t.name for t in inputs]
-            return lambda *xs: sess.run([output.name], dict(zip(names, xs)))
+            return lambda *xs: run(dict(zip(names, xs)))
         out = self._tensor(match.output)
         return runner(match.nodes_in(self.graph.nodes), out), runner(lowered, lowered[-1].outputs[0]), arrays
 

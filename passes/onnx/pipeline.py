@@ -17,14 +17,18 @@ from .adapter import OnnxAdapter
 
 
 def optimize_graph(model: onnx.ModelProto, options: RewriteOptions, dtype: torch.dtype, feeds: dict | None = None,
-                   progress: Callable | None = None, verbose: bool = False) -> tuple[onnx.ModelProto, Report]:
+                   progress: Callable | None = None, verbose: bool = False,
+                   runtime: str = "onnxruntime") -> tuple[onnx.ModelProto, Report]:
     """Rewrite `model` into a new ModelProto; `feeds` are the inputs the site checks capture
-    activations with (None: static shapes only). `model` itself is read, never changed."""
+    activations with (None: static shapes only); `runtime` is where the measured cost model times
+    a site's forms (runtimes.RUNTIMES). `model` itself is read, never changed."""
     options = options.resolved("cpu")   # onnxruntime's CPU provider
     profile = getattr(getattr(options.cost_model, "profile", None), "name", options.target)
     report = Report(target=profile, dtype=str(dtype).replace("torch.", ""))
     with G_LOGGER.suppress(G_LOGGER.ERROR):   # e.g. duplicate node names: the model's, not ours
-        adapter = OnnxAdapter(model, dtype, feeds, report.notes, progress)
+        adapter = OnnxAdapter(model, dtype, feeds, report.notes, progress, timing_runtime=runtime)
+        if options.measured:
+            report.runtime = adapter.runtime
         if adapter.overridable:
             report.notes.append(f"{len(adapter.overridable)} initializer(s) are also graph inputs (overridable): "
                                 "the convs and BatchNorms reading them are left alone")
