@@ -22,6 +22,8 @@ An adapter provides:
     reference_is_lifted: bool              reference() evaluates the lifted IR, not the original ops
     site_name(match) -> str                the site's name in the user's model, for the report
     progress(message)                      a one-line progress message
+    stream(values, samples, each)          run the graph as it is now on each calibration sample,
+                                           calling each(value, activation) for the values asked for
     timed(match, lowered) -> (f, g, xs)    callables running the original and the replacement as
                                            they will run (onnxruntime: optimizations on), and random
                                            inputs of the full shapes reaching the site
@@ -50,6 +52,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from rewrite.ir import chain_shapes, channels_last_input
+from rewrite.numerics import rms_rel_error, within
 from rewrite.report import Site, site_key
 from rewrite.rules import RULES, Decline, Match, Plan, Rule
 
@@ -105,6 +108,11 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
             view = adapter.view()
             applied = 0
             matches = list(rule.matches(view))
+            if rule.statistics is not None and options.calibration is not None:
+                applied = _fitted_sweep(adapter, view, matches, rule, now, dtype, swept, visited)
+                if not applied:
+                    break
+                continue
             per_site = verbose or len(matches) > PROGRESS_MIN_SITES
             for i, match in _progress_bar(enumerate(matches, 1), len(matches), rule, options):
                 head = match.ops[0].nodes[0]
@@ -125,6 +133,135 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
     for waiting in held.values():    # provisional declines on a pass that did not run: they held for nothing
         _revisit(adapter, swept, waiting, replace(options, passes_run=frozenset(run) | set(held)), dtype)
     return swept
+
+
+@dataclass
+class _Fitted:
+    """A site of an approximate rule that passed its check (and timing), not yet in the graph."""
+
+    name: str
+    match: Match
+    plan: Plan
+    lowered: object
+    reason: str
+    check: SiteCheck | None
+    timing: Timing | None
+    predicted_before_s: float
+
+    @property
+    def saved_per_error(self) -> float:
+        """Seconds saved (measured where timed, else predicted) per unit of the fitted held-out error."""
+        if self.timing is not None and self.timing.measured is not None:
+            saved = self.timing.measured.before_s - self.timing.measured.after_s
+        else:
+            saved = self.predicted_before_s * (1.0 - 1.0 / max(self.plan.predicted_speedup, 1e-9))
+        return saved / max(self.plan.fitted_error or 0.0, 1e-12)
+
+
+def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swept: Swept, visited: dict) -> int:
+    """One sweep of a rule whose plans are fitted on calibration samples (Rule.statistics): the
+    samples' statistics streamed to the planner, every site planned, lowered, checked and timed
+    as any other, then kept by `_choose` against the budget before any enters the graph. Returns
+    the number applied."""
+    fresh = []
+    for match in matches:
+        head = match.ops[0].nodes[0]
+        if adapter.live(match) and (rule.kind, id(head)) not in visited:
+            visited[(rule.kind, id(head))] = head
+            fresh.append(match)
+    _stream_statistics(adapter, rule, fresh, options.calibration)
+    records, fitted = [], []
+    for match in fresh:
+        name = adapter.site_name(match)
+        shape = None if match.reason else _as_conv_shape(view.shape(match.input), match)
+        plan = None if match.reason or shape is None else rule.plan(match, tuple(shape), dtype, options)
+        if plan is None or isinstance(plan, Decline):
+            why = match.reason or (plan.reason if plan is not None else
+                                   "the shape of the activation reaching this site is unknown")
+            records.append(_record(name, match, "declined", why, plan))
+            continue
+        status, reason, check, timing, lowered = _try(adapter, name, match, plan, rule, options, dtype)
+        if status != "applied":
+            records.append(_record(name, match, status, reason, plan, check, timing))
+            continue
+        before_s = options.cost_model.chain_time(plan.before, tuple(shape), dtype)
+        fitted.append(_Fitted(name, match, plan, lowered, reason, check, timing, before_s))
+        records.append(fitted[-1])
+    kept = _choose(adapter, fitted, options)
+    for i, item in enumerate(records):
+        if not isinstance(item, _Fitted):
+            continue
+        if item in kept:
+            adapter.commit(item.match, item.plan, item.lowered)
+            records[i] = _record(item.name, item.match, "applied", item.reason, item.plan, item.check, item.timing)
+        else:
+            adapter.discard(item.lowered)
+            records[i] = _record(item.name, item.match, "declined", item.reason, item.plan, item.check, item.timing)
+    swept.sites.extend(records)
+    return len(kept)
+
+
+def _choose(adapter, fitted: list, options) -> list:
+    """The fitted sites to apply: greedily, in order of time saved per unit of fitted error, each
+    kept while the whole model's relative error on the held-out samples (rms_rel_error against
+    the graph as it is before any of them) stays within options.approximate. Per-layer error is
+    not whole-model error, so each step runs the model: the kept sites and the candidate with
+    their fitted weights (adapter.outputs), no graph edit. Sets each site's reason."""
+    calibration = options.calibration
+    if not fitted:
+        return []
+    if "reference" not in calibration.cache:
+        calibration.cache["reference"] = adapter.outputs(calibration.held, [])
+    reference = calibration.cache["reference"]
+    budget, kept = options.approximate, []
+    adapter.progress(f"choosing among {len(fitted)} fitted sites on {len(calibration.held)} held-out samples")
+    for item in sorted(fitted, key=lambda f: f.saved_per_error, reverse=True):
+        outputs = adapter.outputs(calibration.held, [(f.match, f.plan.reference[0]) for f in kept + [item]])
+        error = rms_rel_error((o, r) for out, ref in zip(outputs, reference) for o, r in zip(out, ref)
+                              if _is_float(r))
+        if within(error, budget):
+            kept.append(item)
+            item.reason += f"; the whole model with it and the {len(kept) - 1} kept before: held-out error {error:.1e}"
+        else:
+            item.reason = (f"{item.reason}; not kept: with it the model's held-out error would be {error:.1e} > the "
+                           f"budget {budget:g} (sites saving more time per unit of fitted error come first)")
+    return kept
+
+
+def _is_float(x) -> bool:
+    return (x.is_floating_point() if isinstance(x, torch.Tensor) else
+            getattr(getattr(x, "dtype", None), "kind", "") == "f")
+
+
+def _stream_statistics(adapter, rule: Rule, matches: list, calibration) -> None:
+    """Give each undeclined match the pair (fit, held-out) of its rule's statistics over the
+    calibration samples (Rule.statistics), as match.parts: the samples run through the graph once
+    per split, each activation a site reads added to every accumulator that reads it. Statistics
+    are cached per site across the re-runs of one optimize call."""
+    cache = calibration.cache
+    wanted = []
+    for m in matches:
+        if m.reason:
+            continue
+        key = (rule.kind, adapter.site_name(m))
+        if key in cache:
+            m.parts = cache[key]
+        else:
+            m.parts = cache[key] = (rule.statistics(m), rule.statistics(m))
+            wanted.append(m)
+    if not wanted:
+        return
+    adapter.progress(f"{rule.kind}: streaming {len(calibration.fit) + len(calibration.held)} calibration samples")
+    for split, samples in enumerate((calibration.fit, calibration.held)):
+        readers: dict = {}
+        for m in wanted:
+            readers.setdefault(m.input, []).append(m.parts[split])
+
+        def each(value, activation, readers=readers):
+            for accumulator in readers.get(value, ()):
+                accumulator.add(activation)
+
+        adapter.stream(list(readers), samples, each)
 
 
 def _revisit(adapter, swept: Swept, waiting: dict, options, dtype) -> None:
@@ -207,7 +344,8 @@ def _record(name: str, match: Match, status: str, reason: str, plan: Plan | Decl
                 check.error if check is not None else None, before, after,
                 timing.predicted_s if timing else None,
                 [measured.before_s, measured.after_s] if measured else None, bool(timing and timing.cached),
-                [measured.speedup, measured.low, measured.high, measured.pairs] if measured else None)
+                [measured.speedup, measured.low, measured.high, measured.pairs] if measured else None,
+                getattr(plan, "fitted_error", None))
 
 
 def _as_conv_shape(shape, match: Match):
@@ -225,18 +363,27 @@ def _named(match: Match, chain: str) -> str:
 
 def _apply(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dtype):
     """Lower, check, time and commit a plan: (status, reason, check, timing)."""
+    status, reason, check, timing, lowered = _try(adapter, name, match, plan, rule, options, dtype)
+    if status == "applied":
+        adapter.commit(match, plan, lowered)
+    return status, reason, check, timing
+
+
+def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dtype):
+    """Lower, check and time a plan: (status, reason, check, timing, the lowered replacement, to
+    commit when the status is "applied"; a replacement that failed is discarded here)."""
     key = site_key(plan.kind, name)
     if key in options.skip_sites:
-        return "rolled_back", SKIPPED_BY_RETRY, None, None
+        return "rolled_back", SKIPPED_BY_RETRY, None, None, None
     if options.only_sites is not None and key not in options.only_sites:
-        return "declined", NOT_IN_CHECKED_SET, None, None
+        return "declined", NOT_IN_CHECKED_SET, None, None, None
     lowered = adapter.lower(match, plan)
     check = timing = note = None
     if options.check:
         inputs = [adapter.value(v) for v in match.runtime_inputs]
         if any(x is None for x in inputs):
             adapter.discard(lowered)
-            return "declined", "no activation reached this site with the example inputs", None, None
+            return "declined", "no activation reached this site with the example inputs", None, None, None
         try:
             check = check_site(plan, dtype, options, inputs, adapter.original(match), adapter.reference(match),
                                adapter.candidate(lowered, match), reference_is_lifted=adapter.reference_is_lifted)
@@ -245,17 +392,16 @@ def _apply(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dt
                               f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
         if not check.passed:
             adapter.discard(lowered)
-            return check.status, check.reason, check, None
+            return check.status, check.reason, check, None, None
         if options.measured and rule.timed and not plan.removes_work:
             timing = _time(adapter, match, plan, lowered, options, dtype)
             keep, why = _timed_choice(timing, plan, options.min_speedup)
             if not keep:
                 adapter.discard(lowered)
-                return "declined", why, check, timing
+                return "declined", why, check, timing, None
             note = why
-    adapter.commit(match, plan, lowered)
     reason = plan.note + (f"; {note}" if note else "")   # read after lowering: the lowering may say what it built
-    return "applied", reason, check, timing
+    return "applied", reason, check, timing, lowered
 
 
 def _timed_choice(timing: Timing, plan: Plan, margin: float) -> tuple[bool, str | None]:

@@ -11,25 +11,35 @@ from float64; a tolerance the user sets is used as given.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 
 import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, weak_check_warning, within
-from .options import RewriteOptions, model_device
+from .numerics import (FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning,
+                       within)
+from .options import Calibration, RewriteOptions, model_device
 from .report import Report
+from .approximate import split_samples
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
 
-def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **options) -> nn.Module:
+def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, calibration=None, metric=None,
+             max_metric_drop: float | None = None, **options) -> nn.Module:
     """Return a module computing the same function as `model` (eval mode), rewritten for speed.
 
     example_inputs: a tensor or tuple of tensors the model accepts; the activations they produce
         are what every rewrite is checked on, and their shapes feed the cost model.
     inplace: when False (default) `model` is left untouched; when True its modules are reused
         and modified (no copy of the weights is made), so only the returned module is valid.
+    calibration (with approximate=REL): samples of what the model really sees, a tensor stacked on
+        the leading axis (one sample per row) or a list of inputs (each a tensor or a tuple); a
+        quarter (at least one) is held out to measure the error (rewrite/approximate.py).
+    metric, max_metric_drop (with approximate): metric(model) -> float, higher is better (a task
+        accuracy on the user's data); a set of fitted sites is kept only while the metric stays
+        within max_metric_drop of the original's, besides the held-out budget.
     options: see `rewrite.options.RewriteOptions` (passes, target, cost_model, min_speedup,
         factorize_error_budget, site_tolerance, model_tolerance, check, force_fuse, force_blocks, channels_last,
         dynamic_spatial, timing_cache). The result is a `passes.fx.result.OptimizedModule`, an
@@ -44,6 +54,9 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     dtype, output = _validate(model, example_inputs)
     opts = opts.resolved(model_device(model, example_inputs))
+    held = _calibrated(opts, calibration, metric, max_metric_drop)
+    if held is not None:
+        opts = dataclasses.replace(opts, calibration=held)
     from passes.fx.pipeline import Captured, optimize_fx  # front end loaded on use: rewrite/ stays graph-free
 
     reference_model = _float64_copy(model) if opts.check else None
@@ -56,7 +69,9 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
     with torch.no_grad():
         reference = reference_model(*tree_map(_to_float64, example_inputs))
         baseline, _ = _compare(output, reference)
+        held_references = [reference_model(*tree_map(_to_float64, s)) for s in held.held] if held else []
     tol = model_tolerance(dtype, opts.model_tolerance, baseline)
+    original_metric = metric(copy.deepcopy(model)) if metric is not None else None
     fresh = iter([work])        # the first run may rewrite `work` itself; later runs get a pristine copy
     captured = Captured()       # ...and one capture serves every run
 
@@ -76,6 +91,9 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
             err = abs_err = float("inf")
         report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
         report.model_baseline_error = baseline
+        if optimized is not None and any(site.fitted_error is not None for site in report.applied):
+            return _held_out_attempt(optimized, report, held.held, held_references, opts.approximate,
+                                     metric, original_metric, max_metric_drop)
         return Attempt(optimized, report, within(err, tol), f"rel error {err:.2e} > {tol:.1e}")
 
     final = rewrite_checked(run, opts)
@@ -102,6 +120,51 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, **optio
         optimized = optimized if optimized is not None else _pristine(model, inplace, reference_model, dtype)
     optimized.rewrite_report = report
     return optimized
+
+
+def _calibrated(opts: RewriteOptions, calibration, metric, max_metric_drop) -> Calibration | None:
+    """The fit and held-out samples as tuples of inputs, or None without approximate; a clear
+    error for a calibration, metric or budget given without what it needs."""
+    if opts.approximate is None:
+        if calibration is not None or metric is not None:
+            raise ValueError("calibration= and metric= are for approximate rewriting: pass approximate=REL too "
+                             "(e.g. approximate=0.02); the default rewrites are exact and need neither")
+        return None
+    if calibration is None:
+        raise ValueError(f"approximate={opts.approximate:g} needs calibration inputs: optimize(model, x, "
+                         "approximate=REL, calibration=samples), samples stacked on the leading axis or a list of "
+                         "inputs; nothing approximate is ever applied without them")
+    if not opts.check:
+        raise ValueError("approximate rewriting is judged by the whole-model check on held-out samples; it needs "
+                         "check=True")
+    if (metric is None) != (max_metric_drop is None):
+        raise ValueError("metric= and max_metric_drop= go together: metric(model) -> float (higher is better) and "
+                         "the largest drop from the original's value to accept")
+    if isinstance(calibration, torch.Tensor):
+        samples = [(calibration[i:i + 1],) for i in range(calibration.shape[0])]
+    else:
+        samples = [s if isinstance(s, tuple) else (s,) for s in calibration]
+    return split_samples(samples)
+
+
+def _held_out_attempt(optimized, report: Report, samples: list, references: list, budget: float, metric,
+                      original_metric, max_drop) -> Attempt:
+    """The whole-model check of a model with fitted sites: its error on the held-out calibration
+    samples against the budget (and the user's metric against its allowed drop)."""
+    with torch.no_grad():
+        pairs = [(o, r) for s, ref in zip(samples, references)
+                 for o, r in zip(tree_flatten(optimized(*s))[0], tree_flatten(ref)[0])
+                 if isinstance(r, torch.Tensor) and r.is_floating_point()]
+    error = rms_rel_error(pairs)
+    report.model_held_out_error, report.approximate_budget = error, budget
+    why = f"held-out rel error {error:.2e} > budget {budget:g}"
+    passed = within(error, budget)
+    if passed and metric is not None:
+        value = metric(optimized)
+        report.model_metric = [original_metric, value]
+        passed = value >= original_metric - max_drop
+        why = f"metric {value:.4g} < {original_metric:.4g} - {max_drop:g}"
+    return Attempt(optimized, report, passed, why)
 
 
 def _validate(model: nn.Module, example_inputs: tuple) -> tuple[torch.dtype, object]:

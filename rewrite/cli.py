@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least speedup (measured, or predicted) to apply a merge / factorize / reverse / fuse site")
     p.add_argument("--factorize-error-budget", type=float, default=None, metavar="REL",
                    help="opt in to approximate (SVD-truncated) factorization within this relative error")
+    p.add_argument("--approximate", type=float, default=None, metavar="REL",
+                   help="opt in to approximate decoupling of dense KxK convs (depthwise/pointwise chains fitted on "
+                        "--calibration), keeping the model's relative output error on held-out calibration "
+                        "samples within REL; this changes what the model computes (the report lists each such site)")
+    p.add_argument("--calibration", type=Path, default=None, metavar="NPZ",
+                   help="calibration samples for --approximate: one array per graph input, samples stacked on the "
+                        "leading axis (a quarter held out to measure the error)")
     p.add_argument("--site-tolerance", type=float, default=None, help="per-site relative error tolerance")
     p.add_argument("--model-tolerance", type=float, default=None, help="whole-model relative error tolerance")
     p.add_argument("--inputs", type=Path, default=None, metavar="NPZ",
@@ -127,6 +134,7 @@ def main(argv=None) -> int:
         return fail(EXIT_BAD_INPUT, f"{exc}; install the ONNX extra: pip install 'dwsep-rewrite[onnx]'")
     options = dict(passes=args.passes, target=args.target, force_fuse=args.force_fuse, force_blocks=args.force_blocks, check=args.check,
                    min_speedup=args.min_speedup, factorize_error_budget=args.factorize_error_budget,
+                   approximate=args.approximate,
                    site_tolerance=args.site_tolerance, model_tolerance=args.model_tolerance,
                    cost_model=args.cost_model, timing_cache=False if args.no_timing_cache else args.timing_cache)
     try:
@@ -144,6 +152,7 @@ def main(argv=None) -> int:
             args.input, args.output, overwrite=args.overwrite, inputs=args.inputs, batch=args.batch,
             input_shapes=dict(args.input_shape) or None, seed=args.seed, external_data=args.external_data,
             progress=progress, verbose=args.verbose, cleanup=args.cleanup, runtime=args.runtime,
+            calibration=args.calibration,
             **options)
     except OnnxInputError as exc:
         return fail(EXIT_BAD_INPUT, str(exc))

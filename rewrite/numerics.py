@@ -67,6 +67,22 @@ def model_tolerance(dtype: torch.dtype, override: float | None = None, baseline_
     return override if override is not None else effective_tolerance(MODEL_TOLERANCE[dtype], baseline_error)
 
 
+def rms_rel_error(pairs) -> float:
+    """‖y − ref‖₂ / ‖ref‖₂ over every (y, ref) pair together: the relative output error an
+    approximate rewrite is budgeted in (held-out samples, all float outputs). Unlike rel_error's
+    max, one pixel of a probability map crossing from 0.3 to 0.6 does not decide it alone."""
+    err = ref_sq = 0.0
+    for y, ref in pairs:
+        y, ref = torch.as_tensor(y).detach().double(), torch.as_tensor(ref).detach().double()
+        if y.shape != ref.shape:
+            raise ValueError(f"shape mismatch: {tuple(y.shape)} vs reference {tuple(ref.shape)}")
+        if not torch.isfinite(y).all():
+            return math.inf
+        err += (y - ref).square().sum().item()
+        ref_sq += ref.square().sum().item()
+    return math.sqrt(err / ref_sq) if ref_sq > 0 else (0.0 if err == 0 else math.inf)
+
+
 def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
     y, ref = y.detach().double(), ref.detach().double()
     if y.shape != ref.shape:

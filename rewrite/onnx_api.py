@@ -15,6 +15,7 @@ onnx, onnxruntime and onnx-graphsurgeon are imported here, never by `import rewr
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -30,8 +31,9 @@ from passes.onnx import runtime as ort_runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
-from .numerics import max_abs_error, model_tolerance, rel_error, weak_check_warning, within
-from .options import RewriteOptions
+from .numerics import max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning, within
+from .options import Calibration, RewriteOptions
+from .approximate import split_samples
 from .report import Report
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
@@ -59,7 +61,7 @@ class ModelCheckError(RuntimeError):
 def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch: int = 1,
                   input_shapes: dict | None = None, seed: int = 0, external_data: bool | None = None,
                   progress: Callable[[str], None] | None = None, verbose: bool = False, cleanup: bool = True,
-                  runtime: str = "onnxruntime", **options) -> tuple[onnx.ModelProto, Report]:
+                  runtime: str = "onnxruntime", calibration=None, **options) -> tuple[onnx.ModelProto, Report]:
     """Rewrite an ONNX model for speed; returns (optimized ModelProto, Report).
 
     src: a path to a .onnx file (its external data is read too) or an onnx.ModelProto (left unchanged).
@@ -71,6 +73,10 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     external_data: write tensors to `<dst>.data`; default when the input had external data or
         the model is over 2 GB.
     progress: called with one-line progress messages (per site when verbose or > 50 sites).
+    calibration (with approximate=REL): samples of what the model really sees, a dict {input name:
+        array} or a .npz path, samples stacked on the leading axis; a quarter (at least one) is held
+        out to measure the error, and the first held-out sample is the check input unless `inputs`
+        is given (rewrite/approximate.py).
     cleanup: first the generic clean-up by onnxslim when it is installed (passes/onnx/cleanup.py:
         constant folding, dead nodes, shape inference), checked like a rewrite; False: skip it.
     runtime: where the measured cost model times each site's two forms and the whole model, as the
@@ -89,6 +95,10 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     dst = io.resolve_destination(loaded, dst, overwrite) if dst is not None else None
     model = loaded.model
     dtype = model_dtype(model)
+    held = _calibration(model, opts, calibration)
+    if held is not None:
+        opts = dataclasses.replace(opts, calibration=held)
+        inputs = held.held[0] if inputs is None else inputs
     # a dynamic spatial dimension with no hint: the first of SPATIAL_SIZES the model runs at
     sizes = SPATIAL_SIZES if inputs is None and not input_shapes and ort_runtime.dynamic_spatial(model) else (None,)
     reference = reference_note = baseline = None
@@ -110,6 +120,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
             if size == sizes[-1]:
                 raise
     full_check = _passes_full_check(model)
+    held_references = [ort_runtime.run(model, feeds) for feeds in held.held] if held else []
     tol = model_tolerance(dtype, opts.model_tolerance, baseline or 0.0)
 
     history = list(loaded.notes) + ([_inputs_note(feeds, inputs, size)] if feeds is not None else [])
@@ -135,6 +146,8 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         say("whole-model check")
         passed = _passes(optimized, feeds, reference, report, tol, full_check)
         err = report.model_rel_error
+        if any(site.fitted_error is not None for site in report.applied) and (passed or err is not None):
+            return _held_out_attempt(optimized, report, held.held, held_references, opts.approximate)
         return Attempt(optimized, report, passed, "the ONNX checker" if err is None else f"rel error {err:.2e} > {tol:.1e}")
 
     final = rewrite_checked(run, opts, say)
@@ -158,6 +171,46 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         say(f"writing {dst}" + (" (external data)" if external else ""))
         io.save(optimized, dst, external)
     return optimized, report
+
+
+def _calibration(model: onnx.ModelProto, opts: RewriteOptions, calibration) -> Calibration | None:
+    """The fit and held-out samples as feeds dicts, or None without approximate; a clear error
+    for a calibration given without a budget or a budget without calibration."""
+    if opts.approximate is None:
+        if calibration is not None:
+            raise OnnxInputError("calibration inputs are for approximate rewriting: give approximate=REL (--approximate "
+                             "REL) too; the default rewrites are exact and need none")
+        return None
+    if calibration is None:
+        raise OnnxInputError(f"approximate={opts.approximate:g} needs calibration inputs (calibration=FILE.npz, "
+                         "--calibration FILE.npz: arrays named after the model's inputs, samples stacked on the "
+                         "leading axis); nothing approximate is ever applied without them")
+    if not opts.check:
+        raise OnnxInputError("approximate rewriting is judged by the whole-model check on held-out samples; it needs "
+                         "the checks on")
+    stacked = ort_runtime.user_arrays(calibration)
+    counts = {name: len(a) for name, a in stacked.items()}
+    if len(set(counts.values())) > 1:
+        raise OnnxInputError(f"calibration: the inputs hold different numbers of samples {counts}")
+    count = next(iter(counts.values()), 0)
+    samples = [ort_runtime.user_inputs(model, {name: a[i:i + 1] for name, a in stacked.items()}) for i in range(count)]
+    return split_samples(samples)
+
+
+def _held_out_attempt(optimized: onnx.ModelProto, report: Report, samples: list, references: list,
+                      budget: float) -> Attempt:
+    """The whole-model check of a model with fitted sites: its error on the held-out calibration
+    samples (against the original in onnxruntime) within the budget, and the ONNX checker."""
+    try:
+        sess = ort_runtime.session(optimized)
+        error = rms_rel_error((out, ref[name]) for feeds, ref in zip(samples, references)
+                              for name, out in zip(ref, sess.run(list(ref), feeds))
+                              if np.issubdtype(ref[name].dtype, np.floating))
+    except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
+        report.notes.append(f"the optimized model failed to run ({ort_runtime.error_text(exc, 200)})")
+        error = float("inf")
+    report.model_held_out_error, report.approximate_budget = error, budget
+    return Attempt(optimized, report, within(error, budget), f"held-out rel error {error:.2e} > budget {budget:g}")
 
 
 def _whole_models(model: onnx.ModelProto, optimized: onnx.ModelProto, feeds, timing_runtime: str):

@@ -29,6 +29,11 @@ class RewriteOptions:
     min_speedup: a factorize/reverse site is applied only when the predicted speedup ≥ this.
     factorize_error_budget: None = exact factorization only; a float opts in to SVD-truncated
         (approximate) factorization whose measured relative error must stay under it.
+    approximate: None (default) = exact rewrites only. A float REL opts in to approximate decoupling
+        (rule decouple) of dense KxK convs, fitted on calibration samples the entry point takes
+        (optimize(..., calibration=...), rewrite-onnx --calibration); REL bounds the relative error of
+        the model's outputs on the held-out calibration samples (rewrite/approximate.py).
+    calibration (set by the entry points from the user's samples): a Calibration.
     site_tolerance / model_tolerance: None = per-dtype defaults (rewrite.numerics).
     check: verify each rewrite (and the whole model) numerically; rollback on failure.
     force_fuse: run the fuse pass whatever the target, and skip the analytic model's declines.
@@ -56,6 +61,7 @@ class RewriteOptions:
     timing_cache: object = None
     min_speedup: float = 1.05
     factorize_error_budget: float | None = None
+    approximate: float | None = None
     site_tolerance: float | None = None
     model_tolerance: float | None = None
     check: bool = True
@@ -66,11 +72,12 @@ class RewriteOptions:
     skip_sites: frozenset = field(default_factory=frozenset)   # "kind:name" keys rolled back (rewrite.retry)
     only_sites: frozenset | None = None                         # when set, no other site is applied
     passes_run: frozenset = frozenset()     # the passes that have run, set by the pass manager for the planners
+    calibration: "Calibration | None" = None   # the user's calibration samples, set by the entry points
 
     @classmethod
     def from_kwargs(cls, options: dict, caller: str) -> "RewriteOptions":
         """Options from an API call's keyword arguments, naming the caller on an unknown one."""
-        known = {f.name for f in fields(cls)} - {"skip_sites", "only_sites", "passes_run"}
+        known = {f.name for f in fields(cls)} - {"skip_sites", "only_sites", "passes_run", "calibration"}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"{caller}() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -94,6 +101,9 @@ class RewriteOptions:
             self.force_fuse = True
         if self.factorize_error_budget is not None and not 0 < self.factorize_error_budget < 1:
             raise ValueError("factorize_error_budget must be in (0, 1)")
+        if self.approximate is not None and not 0 < self.approximate < 1:
+            raise ValueError(f"approximate={self.approximate!r}: the budget is a relative output error in (0, 1), "
+                             "e.g. 0.02")
 
     @property
     def measured(self) -> bool:
@@ -129,6 +139,18 @@ class RewriteOptions:
         else:
             model = kind
         return replace(self, target=target, cost_model=model)
+
+
+@dataclass(eq=False)
+class Calibration:
+    """Calibration samples for approximate rewriting: `fit` to fit on and `held` (never fitted on) to
+    measure the error on, each a list of inputs in the front end's form (a tuple of tensors, an
+    ONNX feeds dict); `cache` keeps what runs of the passes learn from them (each site's
+    statistics, the reference outputs) across the re-runs of one optimize call."""
+
+    fit: list
+    held: list
+    cache: dict = field(default_factory=dict)
 
 
 def model_device(model, example_inputs: tuple) -> torch.device:

@@ -31,6 +31,8 @@ class Site:
     measured_s: list | None = None    # [original, rewritten] seconds, timed on the device
     measured_cached: bool = False     # measured_s came from the timing cache
     measured_ci: list | None = None   # [speedup, low, high, pairs]: the median per-pair speedup, its 95% CI
+    fitted_error: float | None = None # an approximate rewrite (decouple): its relative output error on the
+                                      # held-out calibration samples; None for an exact one
 
     @property
     def key(self) -> str:
@@ -62,6 +64,9 @@ class Report:
     model_baseline_error: float | None = None   # the original model's own error vs float64
     model_measured_s: list | None = None        # [original, optimized] seconds per run, measured cost model
     model_measured_ci: list | None = None       # [speedup, low, high, pairs] of the same timing
+    approximate_budget: float | None = None     # approximate=REL: the held-out error allowed
+    model_held_out_error: float | None = None   # with fitted sites: the rel error on the held-out calibration samples
+    model_metric: list | None = None            # [original, optimized] of the user's metric, where given
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # what the user must act on (the CLI prints them to stderr)
 
@@ -99,6 +104,8 @@ class Report:
             "model_rel_error": self.model_rel_error, "model_max_abs_error": self.model_max_abs_error,
             "model_tolerance": self.model_tolerance, "model_baseline_error": self.model_baseline_error,
             "model_measured_s": self.model_measured_s, "model_measured_ci": self.model_measured_ci,
+            "approximate_budget": self.approximate_budget, "model_held_out_error": self.model_held_out_error,
+            "model_metric": self.model_metric,
             "notes": list(self.notes), "warnings": list(self.warnings),
             "counts": self.counts(), "sites": [asdict(s) for s in self.sites],
         }
@@ -149,9 +156,31 @@ class Report:
                 spread = f"; per-pair median {speedup:.2f}x, 95% CI {low:.2f}-{high:.2f} over {pairs} pairs"
             lines.append(f"whole model, measured: {before * 1e3:.2f} ms original, {after * 1e3:.2f} ms optimized "
                          f"({before / after:.2f}x{spread})")
+        lines.extend(self._approximate_lines())
         lines.extend(f"note: {n}" for n in self.notes)
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
+
+    @property
+    def approximated(self) -> list[Site]:
+        """The applied sites that change what the model computes (fitted, not exact)."""
+        return [s for s in self.applied if s.fitted_error is not None]
+
+    def _approximate_lines(self) -> list[str]:
+        """The approximated sites apart from the exact rewrites: form, held-out error, measured time."""
+        if self.approximate_budget is None:
+            return []
+        lines = ["", f"APPROXIMATE: {len(self.approximated)} site(s) change what the model computes (budget "
+                 f"{self.approximate_budget:g} on held-out calibration samples)"]
+        for s in self.approximated:
+            timed = (f"{s.measured_s[0] * 1e3:.2f} → {s.measured_s[1] * 1e3:.2f} ms measured" if s.measured_s
+                     else f"{s.predicted_speedup:.2f}x predicted")
+            lines.append(f"  {s.name}: {s.before} ⇒ {s.after}, held-out error {s.fitted_error:.1e}, {timed}")
+        if self.model_held_out_error is not None:
+            lines.append(f"  whole model on the held-out samples: rel error {self.model_held_out_error:.2e}")
+        if self.model_metric:
+            lines.append(f"  metric: original {self.model_metric[0]:.4g}, optimized {self.model_metric[1]:.4g}")
+        return lines
 
 
 GROUP_AT = 3

@@ -62,6 +62,38 @@ class FxAdapter:
     def value(self, v):
         return self.values.get(v)
 
+    def outputs(self, samples, convs: list) -> list:
+        """The graph's outputs (a flat list of tensors per sample) with the conv each (match, ConvSpec)
+        of `convs` names computed by that spec instead (in the activation's dtype)."""
+        tails = {match.ops[-1].nodes[-1]: (match.input, conv) for match, conv in convs}
+
+        class Override(fx.Interpreter):
+            def run_node(self, node):
+                if node in tails:
+                    value, conv = tails[node]
+                    x = self.env[value]
+                    return conv.to(x.dtype).apply(x)
+                return super().run_node(node)
+
+        with torch.no_grad():
+            return [tree_flatten(Override(self.gm).run(*tree_flatten(sample)[0]))[0] for sample in samples]
+
+    def stream(self, values, samples, each) -> None:
+        """Run the graph as it is now on each sample (a tuple of inputs), calling each(node, activation)
+        for every node in `values`."""
+        wanted = set(values)
+
+        class Streamer(fx.Interpreter):
+            def run_node(self, node):
+                out = super().run_node(node)
+                if node in wanted:
+                    each(node, out)
+                return out
+
+        with torch.no_grad():
+            for sample in samples:
+                Streamer(self.gm).run(*tree_flatten(sample)[0])
+
     def lower(self, match, plan) -> list:
         if isinstance(plan.after[0], (FusedSepConv, FusedMBConv)):
             return [fused_module(plan.after[0])]

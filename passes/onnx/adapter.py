@@ -77,6 +77,37 @@ class OnnxAdapter:
     def value(self, v):
         return self.values.get(v)
 
+    def outputs(self, samples, convs: list) -> list:
+        """The graph's outputs (a list of arrays per sample) with the conv each (match, ConvSpec) of
+        `convs` names given that spec's weight and bias: new initializers, the node pointed at them,
+        in an exported copy (the graph itself is left as it is)."""
+        model = self.model()
+        producers = {n.output[0]: n for n in model.graph.node if n.output}
+        dtype = next(t.data_type for t in model.graph.initializer if t.name == producers[convs[0][0].output].input[1]) \
+            if convs else None
+        for i, (match, conv) in enumerate(convs):
+            node = producers[match.output]
+            names = [f"{node.name}__fitted_weight_{i}", f"{node.name}__fitted_bias_{i}"]
+            for name, value in zip(names, (conv.weight, conv.bias)):
+                array = value.detach().cpu().numpy().astype(onnx.helper.tensor_dtype_to_np_dtype(dtype))
+                model.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
+            node.input[1] = names[0]
+            if len(node.input) > 2:
+                node.input[2] = names[1]
+            else:
+                node.input.append(names[1])
+        sess = runtime.session(model)
+        return [sess.run(None, feeds) for feeds in samples]
+
+    def stream(self, values, samples, each) -> None:
+        """Run the graph as it is now on each sample (a feeds dict), calling each(name, activation)
+        for every tensor named in `values`: one session, the tensors exposed as outputs."""
+        names = list(dict.fromkeys(values))
+        sess = runtime.exposing(self.model(), names)
+        for feeds in samples:
+            for name, a in zip(names, sess.run(names, feeds)):
+                each(name, torch.from_numpy(a))
+
     def lower(self, match, plan) -> list:
         x = self._tensor(match.input)
         if isinstance(plan.after[0], (FusedSepConv, FusedMBConv)):

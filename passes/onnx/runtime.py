@@ -81,15 +81,19 @@ def run(model: onnx.ModelProto, feeds: dict, outputs: list[str] | None = None) -
 
 def capture(model: onnx.ModelProto, names, feeds: dict) -> dict[str, np.ndarray]:
     """Run `model` once and return the values of the tensors `names` (exposed as extra outputs)."""
+    wanted = list(dict.fromkeys(names))
+    return dict(zip(wanted, exposing(model, wanted).run(wanted, feeds)))
+
+
+def exposing(model: onnx.ModelProto, names) -> ort.InferenceSession:
+    """A session of `model` with the tensors `names` exposed as extra outputs (`model` is left as it was)."""
     present = {o.name for o in model.graph.output}
     extra = [n for n in dict.fromkeys(names) if n not in present]
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra)
     try:
-        sess = session(model)
+        return session(model)
     finally:
         del model.graph.output[len(model.graph.output) - len(extra):]
-    wanted = list(dict.fromkeys(names))
-    return dict(zip(wanted, sess.run(wanted, feeds)))
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -238,15 +242,20 @@ def _filled(dims: list, axes: Layout | None, batch: int, spatial: int) -> list:
     return [d if d is not None else size(i) for i, d in enumerate(dims)]
 
 
-def user_inputs(model: onnx.ModelProto, given) -> dict:
-    """The caller's inputs (dict of arrays or a .npz path), checked against the declared inputs."""
+def user_arrays(given) -> dict:
+    """A dict of arrays, or the arrays of a .npz path (a clear error for a file that is not one)."""
     if isinstance(given, (str, Path)):
         try:
             with np.load(given) as data:
-                given = {k: data[k] for k in data.files}
+                return {k: data[k] for k in data.files}
         except (OSError, ValueError) as exc:
             raise OnnxInputError(f"{given}: cannot read inputs ({exc})") from None
-    given = dict(given)
+    return dict(given)
+
+
+def user_inputs(model: onnx.ModelProto, given) -> dict:
+    """The caller's inputs (dict of arrays or a .npz path), checked against the declared inputs."""
+    given = user_arrays(given)
     feeds = {}
     for vi in graph_inputs(model):
         if vi.name not in given:

@@ -28,6 +28,9 @@ class Plan:
     note: str = ""
     tolerance: float | None = None   # set for approximate rewrites: the user's error budget
     removes_work: bool = False       # the rewrite only removes ops, as a fold does: never timed
+    fitted_error: float | None = None   # an approximate rewrite's relative output error on held-out samples
+    reference: list | None = None    # an approximate rewrite's own function (the fit as one chain): the site
+                                     # check compares the lowered form with it, not with the original
     stand_ins: dict = field(default_factory=dict)   # a removed value whose shape is read elsewhere → the
                                      # index in `after` of the layer producing its shape (−1: the input)
 
@@ -137,6 +140,10 @@ class Rule:
     timed: with the measured cost model, an applied site is timed both ways and kept only when
         min_speedup faster (never for a Plan that removes_work).
     skipped(options): why the whole pass does not run with these options, or None.
+    statistics(match): where set, a fresh accumulator (`.add(activation)`) of what the planner needs to
+        know about the activations reaching a site over the calibration samples; the pass manager
+        streams the fit and held-out samples through the graph and hands the planner the pair of
+        accumulators as match.parts (rule decouple: input-patch moments).
     """
 
     kind: str
@@ -146,6 +153,7 @@ class Rule:
     timed: bool
     summary: str
     skipped: Callable[[object], str | None] = never_skipped
+    statistics: Callable | None = None
 
 
 _REGISTERED: dict[str, Rule] = {}

@@ -24,7 +24,7 @@ from .base import Decline, Match, Plan, Rule, declined, register
 def factorize_matches(view: View):
     """Every dense conv that is not already in factored form (depthwise or 1x1)."""
     for op in view.ops:
-        if op.kind != "conv" or op.origin in ("factorize", "reverse"):
+        if op.kind != "conv" or op.origin in ("factorize", "reverse", "decouple"):
             continue
         if op.conv is not None and (op.conv.is_depthwise or op.conv.kernel_size == (1, 1)):
             continue                # already in factored form

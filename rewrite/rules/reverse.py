@@ -28,13 +28,13 @@ def reverse_matches(view: View):
     """A dense 1x1 next to another conv (dw → pw, pw → dw, pw → pw, KxK → pw, pw → KxK); a
     separable pair with one op between them is declined with what it is."""
     for op in view.ops:
-        if not op.liftable_conv or op.origin == "factorize":
+        if not op.liftable_conv or op.origin in ("factorize", "decouple"):
             continue
         nxt = view.sole_user(op.output)
         between = None
         if nxt is not None and nxt.kind != "conv":
             between, nxt = nxt, view.sole_user(nxt.output)
-        if nxt is None or not nxt.liftable_conv or nxt.origin == "factorize" or nxt.layout != op.layout or \
+        if nxt is None or not nxt.liftable_conv or nxt.origin in ("factorize", "decouple") or nxt.layout != op.layout or \
                 not is_reversible_pair(op.conv, nxt.conv):
             continue
         if between is not None:
