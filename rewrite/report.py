@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 from .rules import RULES
 
 KINDS = tuple(RULES)
-STATUSES = ("applied", "rolled_back", "declined")
+STATUSES = ("applied", "rolled_back", "declined", "left")
+# left: a BatchNorm, affine or LayerNorm affine still in the result that no rule took up as a site
+# (its reason names what stands around it); kind is the rule that would have removed it
 
 
 def site_key(kind: str, name: str) -> str:

@@ -137,6 +137,9 @@ class Rule:
     timed: with the measured cost model, an applied site is timed both ways and kept only when
         min_speedup faster (never for a Plan that removes_work).
     skipped(options): why the whole pass does not run with these options, or None.
+    owns(op): whether `op` is what this rule is there to remove (fold: a BatchNorm or per-channel
+        affine; fold_norm: a LayerNorm's affine). Such an op still in the result with no site of
+        any rule over it gets a "left" record saying why (nothing is left silently), or None.
     """
 
     kind: str
@@ -146,6 +149,7 @@ class Rule:
     timed: bool
     summary: str
     skipped: Callable[[object], str | None] = never_skipped
+    owns: Callable[[Op], bool] | None = None
 
 
 _REGISTERED: dict[str, Rule] = {}
