@@ -75,7 +75,7 @@ class Report:
         the sites whose key is in `reasons` (applied, or already rolled back by a retry) are rolled
         back with that reason; `history`, what was tried, goes before the notes, `verdict` after."""
         for site in self.sites:
-            if site.key in reasons and site.status != "declined":
+            if site.key in reasons and site.status not in ("declined", "left"):
                 site.status, site.reason = "rolled_back", reasons[site.key]
         self.notes[:] = list(dict.fromkeys(list(history) + self.notes))
         if verdict:
