@@ -34,7 +34,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnx_graphsurgeon")
 
 STRUCTURAL = ("merge", "merge_mixed_dw", "factorize", "reverse", "fuse", "fuse_block", "fuse_mbconv")
-NORM_KINDS = ("fold", "fold_linear", "fold_norm", "fold_concat", "merge")   # rows that can account for a norm
+NORM_KINDS = ("fold", "fold_linear", "fold_norm", "fold_next_linear", "fold_concat", "merge")   # rows that can account for a norm
 SIDE = 32
 SIDES = {"xception": 64, "timm/legacy_xception": 64}       # two unpadded stem convs, then six strided stages
 
