@@ -71,6 +71,8 @@ class Swept:
 
     sites: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    covered: dict = field(default_factory=dict)   # id() → format node, of every site's ops, any outcome (the
+                                                  # node held, so that its id is not reused)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
                 if per_site:
                     adapter.progress(f"[{i}/{len(matches)}] {kind} {match.name}")
                 site, until = _site(adapter, view, match, rule, now, dtype)
+                swept.covered.update((id(node), node) for op in match.ops for node in op.nodes)
                 if until is not None:
                     held.setdefault(until, {})[id(head)] = (rule, head, len(swept.sites))
                 swept.sites.append(site)
@@ -132,6 +135,7 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
         _revisit(adapter, swept, held.pop(kind, {}), replace(options, passes_run=frozenset(run)), dtype)
     for waiting in held.values():    # provisional declines on a pass that did not run: they held for nothing
         _revisit(adapter, swept, waiting, replace(options, passes_run=frozenset(run) | set(held)), dtype)
+    swept.sites.extend(left_over(adapter, adapter.view(), swept.covered, run))
     return swept
 
 
@@ -168,6 +172,7 @@ def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swep
         head = match.ops[0].nodes[0]
         if adapter.live(match) and (rule.kind, id(head)) not in visited:
             visited[(rule.kind, id(head))] = head
+            swept.covered.update((id(node), node) for op in match.ops for node in op.nodes)
             fresh.append(match)
     _stream_statistics(adapter, rule, fresh, options.calibration)
     records, fitted = [], []
@@ -262,6 +267,28 @@ def _stream_statistics(adapter, rule: Rule, matches: list, calibration) -> None:
                 accumulator.add(activation)
 
         adapter.stream(list(readers), samples, each)
+
+
+def left_over(adapter, view, covered: dict, run: list) -> list:
+    """A "left" record for each op of the final view that a rule owns (Rule.owns: a BatchNorm, an
+    affine, a LayerNorm's affine) and that no site of any rule took up: its reason says what stands
+    around it (the kinds of the op before it and of its readers), or that its pass did not run."""
+    owners = [rule for rule in RULES.values() if rule.owns is not None]
+    out = []
+    for op in view.ops:
+        rule = next((r for r in owners if r.owns(op)), None)
+        if rule is None or any(id(node) in covered for node in op.nodes):
+            continue
+        producer = view.producer(op.inputs[0]) if op.inputs else None
+        readers = view.readers(op.output)
+        around = (f"after {producer.describe() if producer is not None else 'a graph input'}, "
+                  + (f"{readers} readers: " if readers > 1 else "read by ") + view.describe_readers(op.output))
+        reason = f"no rule matches: {around}" if rule.kind in run else f"the {rule.kind} pass was not run ({around})"
+        if op.reason:
+            reason += f"; {op.reason}"
+        match = Match(rule.kind, op.name, [op])
+        out.append(Site(adapter.site_name(match), rule.kind, "left", reason, before=op.describe()))
+    return out
 
 
 def _revisit(adapter, swept: Swept, waiting: dict, options, dtype) -> None:

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 from .rules import RULES
 
 KINDS = tuple(RULES)
-STATUSES = ("applied", "rolled_back", "declined")
+STATUSES = ("applied", "rolled_back", "declined", "left")
+# left: a BatchNorm, affine or LayerNorm affine still in the result that no rule took up as a site
+# (its reason names what stands around it); kind is the rule that would have removed it
 
 
 def site_key(kind: str, name: str) -> str:
@@ -79,7 +81,7 @@ class Report:
         the sites whose key is in `reasons` (applied, or already rolled back by a retry) are rolled
         back with that reason; `history`, what was tried, goes before the notes, `verdict` after."""
         for site in self.sites:
-            if site.key in reasons and site.status != "declined":
+            if site.key in reasons and site.status not in ("declined", "left"):
                 site.status, site.reason = "rolled_back", reasons[site.key]
         self.notes[:] = list(dict.fromkeys(list(history) + self.notes))
         if verdict:

@@ -298,3 +298,44 @@ def test_a_forward_that_inspects_its_submodules_is_left_alone(check):
         got, want = fast(fresh), m(fresh)
     assert len(got) == len(want) == 2 and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
     assert any("depends on its submodules' types" in n for n in fast.rewrite_report.notes)
+
+
+class PositionalConv(nn.Module):
+    """x + conv1x1(fourier grid): the grid is built from zeros(B, H, W) (EdgeNeXt's positional
+    encoding), so the conv reads nothing that depends on x's values, only on its batch size."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.proj, self.pw = nn.Conv2d(4, c, 1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        grid = (~torch.zeros(b, h, w, dtype=torch.bool)).cumsum(1, dtype=torch.float32)
+        pos = torch.stack([grid.sin(), grid.cos(), grid, grid * 0.5], dim=1)
+        return self.pw(x + self.proj(pos))
+
+
+def test_capture_folds_what_does_not_depend_on_the_input_values():
+    """Issue 33: a subgraph that reads only parameters and the batch size is evaluated once (a
+    buffer expanded to the batch), as onnxslim folds it in ONNX; the result is the same at any batch."""
+    from passes.fx.capture import capture_regions
+    torch.manual_seed(0)
+    model = PositionalConv().eval()
+    (region,) = capture_regions(model, (torch.randn(2, 8, 6, 6),))
+    convs = [n for n in region.module.graph.nodes if n.op == "call_function" and "conv" in str(n.target)]
+    assert len(convs) == 1, region.module.graph       # pw only: proj(pos) is a buffer
+    assert not any("cumsum" in str(n.target) or "zeros" in str(n.target) for n in region.module.graph.nodes)
+    for batch in (1, 3):
+        x = torch.randn(batch, 8, 6, 6)
+        with torch.no_grad():
+            assert torch.allclose(region.module(x), model(x), atol=1e-6)
+
+
+def test_capture_keeps_weights_read_through_views_and_what_reads_the_input():
+    from passes.fx.capture import capture_regions
+    from passes.fx.constants import fold_constants
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    (region,) = capture_regions(model, (torch.randn(2, 3, 8, 8),))
+    assert fold_constants(region.module) == 0
+    assert not any(n.op == "get_attr" and n.target.startswith("_constant") for n in region.module.graph.nodes)

@@ -43,6 +43,7 @@ import torch.fx.experimental._config  # noqa: F401 - export's shape config (size
 import torch.nn as nn
 from torch.export import Dim
 
+from .constants import fold_constants
 from .inplace import functionalize
 
 IDENTITY_OPS = ("aten.dropout.default", "aten.dropout_.default", "aten.feature_dropout.default",
@@ -255,6 +256,7 @@ def _normalized(gm: fx.GraphModule) -> fx.GraphModule:
         module.training = False
     _drop_identities(gm)
     functionalize(gm)
+    fold_constants(gm)               # what does not depend on the input, evaluated once (onnxslim does it for ONNX)
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()

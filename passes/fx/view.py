@@ -14,6 +14,7 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     aten.mul / aten.add of two activations         → mul / add
     aten.mul/add/sub/div of a 3-d/4-d activation by a [C] constant over its last axis → affine, layout "nhwc"
     aten.layer_norm over the last axis             → norm (LayerNorm, its affine over that axis)
+    aten.transpose (two axes swapped)              → layout (Permute), as aten.permute
     aten.permute                                   → layout (Permute)
     aten.flatten                                   → reshape (Flatten)
     aten.cat                                       → concat (its dim, non-negative)
@@ -278,6 +279,16 @@ class FxViewBuilder:
         rank = _rank(kw["input"])
         perm = tuple(int(d) % rank for d in kw["dims"]) if rank else None
         return Op("layout", (kw["input"],), **base, shape_op=Permute(perm) if perm else None)
+
+    def _lift_transpose(self, node, kw, base):
+        """transpose(dim0, dim1): the permutation swapping two axes (ONNX writes it as Transpose)."""
+        rank = _rank(kw["input"])
+        if not rank or not isinstance(kw.get("dim0"), int) or not isinstance(kw.get("dim1"), int):
+            return None
+        perm = list(range(rank))
+        a, b = kw["dim0"] % rank, kw["dim1"] % rank
+        perm[a], perm[b] = perm[b], perm[a]
+        return Op("layout", (kw["input"],), **base, shape_op=Permute(tuple(perm)))
 
     def _lift_flatten(self, node, kw, base):
         rank = _rank(kw["input"])

@@ -144,6 +144,9 @@ class Rule:
         know about the activations reaching a site over the calibration samples; the pass manager
         streams the fit and held-out samples through the graph and hands the planner the pair of
         accumulators as match.parts (rule decouple: input-patch moments).
+    owns(op): whether `op` is what this rule is there to remove (fold: a BatchNorm or per-channel
+        affine; fold_norm: a LayerNorm's affine). Such an op still in the result with no site of
+        any rule over it gets a "left" record saying why (nothing is left silently), or None.
     """
 
     kind: str
@@ -154,6 +157,7 @@ class Rule:
     summary: str
     skipped: Callable[[object], str | None] = never_skipped
     statistics: Callable | None = None
+    owns: Callable[[Op], bool] | None = None
 
 
 _REGISTERED: dict[str, Rule] = {}

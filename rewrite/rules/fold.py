@@ -105,4 +105,5 @@ RULE = register(Rule(
     "fold", order=20, matches=fold_matches, timed=False,
     plan=lambda match, shape, dtype, options: plan_fold(match.layers[0], match.layers[1], shape, dtype, options),
     summary="BatchNorm, constant scale/shift and zero pads into the neighbouring conv or linear",
+    owns=lambda op: op.kind == "affine" and op.layout != "nhwc",
 ))

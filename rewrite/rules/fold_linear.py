@@ -61,4 +61,5 @@ RULE = register(Rule(
     "fold_linear", order=21, matches=fold_linear_matches, timed=False,
     plan=lambda match, shape, dtype, options: plan_fold_linear(match.layers, shape, dtype, options),
     summary="a layer scale or BatchNorm into the linear before it, across permutes and flattens",
+    owns=lambda op: op.kind == "affine" and op.layout == "nhwc",
 ))

@@ -62,4 +62,5 @@ RULE = register(Rule(
     "fold_norm", order=22, matches=fold_norm_matches, timed=False,
     plan=lambda match, shape, dtype, options: plan_fold_norm(match.layers, shape, dtype, options),
     summary="a LayerNorm's affine into the linear or conv after it (the LayerNorm keeps its normalization)",
+    owns=lambda op: op.kind == "norm" and (op.norm is None or op.norm.affine is not None),
 ))

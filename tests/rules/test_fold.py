@@ -114,3 +114,42 @@ def test_the_pad_fold_waits_for_the_fuse_pass_only_while_it_is_to_run():
     assert not isinstance(held, Plan) and held.until == "fuse"
     plan = plan_fold(pad, dw, (2, 8, 9, 9), torch.float32, replace(opts, passes_run=frozenset({"fold", "fuse"})))
     assert isinstance(plan, Plan) and plan.after[0].padding == (0, 1, 0, 1)
+
+
+class StrandedNorm(nn.Module):
+    """conv → BN → relu → BN → (relu, + x): the first BatchNorm folds; the second has no conv to
+    fold into and is read twice."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.conv, self.bn0, self.bn = nn.Conv2d(c, c, 3, padding=1), batchnorm(c, seed=4), batchnorm(c, seed=5)
+
+    def forward(self, x):
+        y = self.bn(torch.relu(self.bn0(self.conv(x))))
+        return torch.relu(y) + y
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_batchnorm_no_rule_takes_up_gets_a_left_row_naming_its_neighbours(fmt):
+    """Nothing is left silently (issue 33): a BatchNorm that no matcher yields as a site is still
+    in the result, and the report says so on a "left" row naming what stands around it."""
+    torch.manual_seed(0)
+    model = StrandedNorm().eval()
+    report, run, ops = optimized_graph(fmt, model, torch.randn(2, 8, 12, 12), target="cpu", cost_model="analytic")
+    assert sum(n for op, n in ops.items() if "batch_norm" in op or op == "BatchNormalization") == 1, ops
+    left = [s for s in report.sites if s.status == "left"]
+    assert [s.kind for s in left] == ["fold"], str(report)
+    assert left[0].reason.startswith("no rule matches: after relu") or \
+        left[0].reason.startswith("no rule matches: after Relu"), left[0].reason
+    assert "add" in left[0].reason.lower() and "left" in str(report)
+    assert fresh_error(run, model, (3, 8, 12, 12)) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_batchnorm_left_because_its_pass_did_not_run_says_so(fmt):
+    torch.manual_seed(0)
+    model = PadBnScale().eval()
+    report, _ = optimized(fmt, model, torch.randn(2, 8, 12, 12), passes=("merge",), target="cpu",
+                          cost_model="analytic")
+    left = [s for s in report.sites if s.status == "left"]
+    assert len(left) == 2 and all("the fold pass was not run" in s.reason for s in left), str(report)
