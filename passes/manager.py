@@ -24,6 +24,8 @@ An adapter provides:
     progress(message)                      a one-line progress message
     stream(values, samples, each)          run the graph as it is now on each calibration sample,
                                            calling each(value, activation) for the values asked for
+    outputs(samples, convs) -> list        the graph's outputs on each sample, with each (match, ConvSpec)
+                                           conv computed by that spec's weights instead (no graph edit)
     timed(match, lowered) -> (f, g, xs)    callables running the original and the replacement as
                                            they will run (onnxruntime: optimizations on), and random
                                            inputs of the full shapes reaching the site
