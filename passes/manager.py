@@ -49,6 +49,7 @@ conv fused) keeps its record. So a pad kept for a fuse that did not happen is st
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -171,7 +172,9 @@ def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swep
         if adapter.live(match) and (rule.kind, id(head)) not in visited:
             visited[(rule.kind, id(head))] = head
             fresh.append(match)
+    started = time.perf_counter()
     _stream_statistics(adapter, rule, fresh, options.calibration)
+    streamed = time.perf_counter()
     records, fitted = [], []
     for match in fresh:
         name = adapter.site_name(match)
@@ -189,7 +192,12 @@ def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swep
         before_s = options.cost_model.chain_time(plan.before, tuple(shape), dtype)
         fitted.append(_Fitted(name, match, plan, lowered, reason, check, timing, before_s))
         records.append(fitted[-1])
+    planned = time.perf_counter()
     kept = _choose(adapter, fitted, options)
+    if fresh:
+        swept.notes.append(f"{rule.kind}: {len(fresh)} site(s); calibration streamed in {streamed - started:.1f} s, "
+                           f"fitted, checked and timed in {planned - streamed:.1f} s, {len(kept)} of {len(fitted)} "
+                           f"chosen against the held-out budget in {time.perf_counter() - planned:.1f} s")
     for i, item in enumerate(records):
         if not isinstance(item, _Fitted):
             continue
