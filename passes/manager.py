@@ -24,6 +24,8 @@ An adapter provides:
     progress(message)                      a one-line progress message
     stream(values, samples, each)          run the graph as it is now on each calibration sample,
                                            calling each(value, activation) for the values asked for
+    outputs(samples, convs) -> list        the graph's outputs on each sample, with each (match, ConvSpec)
+                                           conv computed by that spec's weights instead (no graph edit)
     timed(match, lowered) -> (f, g, xs)    callables running the original and the replacement as
                                            they will run (onnxruntime: optimizations on), and random
                                            inputs of the full shapes reaching the site
@@ -47,6 +49,7 @@ conv fused) keeps its record. So a pad kept for a fuse that did not happen is st
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -174,7 +177,9 @@ def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swep
             visited[(rule.kind, id(head))] = head
             swept.covered.update((id(node), node) for op in match.ops for node in op.nodes)
             fresh.append(match)
+    started = time.perf_counter()
     _stream_statistics(adapter, rule, fresh, options.calibration)
+    streamed = time.perf_counter()
     records, fitted = [], []
     for match in fresh:
         name = adapter.site_name(match)
@@ -192,7 +197,12 @@ def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swep
         before_s = options.cost_model.chain_time(plan.before, tuple(shape), dtype)
         fitted.append(_Fitted(name, match, plan, lowered, reason, check, timing, before_s))
         records.append(fitted[-1])
+    planned = time.perf_counter()
     kept = _choose(adapter, fitted, options)
+    if fresh:
+        swept.notes.append(f"{rule.kind}: {len(fresh)} site(s); calibration streamed in {streamed - started:.1f} s, "
+                           f"fitted, checked and timed in {planned - streamed:.1f} s, {len(kept)} of {len(fitted)} "
+                           f"chosen against the held-out budget in {time.perf_counter() - planned:.1f} s")
     for i, item in enumerate(records):
         if not isinstance(item, _Fitted):
             continue

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-speedup", type=float, default=1.05,
                    help="least speedup (measured, or predicted) to apply a merge / factorize / reverse / fuse site")
     p.add_argument("--factorize-error-budget", type=float, default=None, metavar="REL",
-                   help="opt in to approximate (SVD-truncated) factorization within this relative error")
+                   help="deprecated, --approximate supersedes it: SVD-truncated factorization within this relative error")
     p.add_argument("--approximate", type=float, default=None, metavar="REL",
                    help="opt in to approximate decoupling of dense KxK convs (depthwise/pointwise chains fitted on "
                         "--calibration), keeping the model's relative output error on held-out calibration "

@@ -1,6 +1,7 @@
 """Options shared by every front end (FX and ONNX)."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields, replace
 
 import torch
@@ -27,8 +28,8 @@ class RewriteOptions:
     cost_model: any object with chain_time(layers, input_shape, dtype); default a roofline on
         `target`.
     min_speedup: a factorize/reverse site is applied only when the predicted speedup ≥ this.
-    factorize_error_budget: None = exact factorization only; a float opts in to SVD-truncated
-        (approximate) factorization whose measured relative error must stay under it.
+    factorize_error_budget (deprecated: approximate supersedes it): None = exact factorization only;
+        a float opts in to SVD-truncated factorization whose measured relative error must stay under it.
     approximate: None (default) = exact rewrites only. A float REL opts in to approximate decoupling
         (rule decouple) of dense KxK convs, fitted on calibration samples the entry point takes
         (optimize(..., calibration=...), rewrite-onnx --calibration); REL bounds the relative error of
@@ -101,6 +102,11 @@ class RewriteOptions:
             self.force_fuse = True
         if self.factorize_error_budget is not None and not 0 < self.factorize_error_budget < 1:
             raise ValueError("factorize_error_budget must be in (0, 1)")
+        if self.factorize_error_budget is not None:
+            warnings.warn("factorize_error_budget truncates weights by their SVD, judged by weight error, which costs "
+                          "far more accuracy than it must; approximate=REL with calibration inputs fits the "
+                          "factors to the inputs the model sees (rule decouple) and supersedes it",
+                          DeprecationWarning, stacklevel=3)
         if self.approximate is not None and not 0 < self.approximate < 1:
             raise ValueError(f"approximate={self.approximate!r}: the budget is a relative output error in (0, 1), "
                              "e.g. 0.02")

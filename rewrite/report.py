@@ -143,7 +143,10 @@ class Report:
             lines.append("(* measured speedup from the timing cache)")
         timed_in = f", timed in {self.runtime}" if self.runtime else ""
         lines.append(f"target {self.target}, dtype {self.dtype}{timed_in}; {summary}")
-        if self.model_rel_error is not None:
+        if self.model_rel_error is not None and self.model_held_out_error is not None:
+            lines.append(f"whole-model check on the check inputs: rel error {self.model_rel_error:.2e} (the fitted "
+                         "sites change what the model computes: the held-out check below decides)")
+        elif self.model_rel_error is not None:
             lines.append(
                 f"whole-model check: rel error {self.model_rel_error:.2e}, max abs {self.model_max_abs_error:.2e} "
                 f"(tolerance {self.model_tolerance:.1e}"

@@ -18,8 +18,8 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "results"
 
 # tables whose first header cell is one of these hold no measurement (option names, defaults,
-# the rewrite forms); their numbers are settings, not figures
-NOT_MEASUREMENTS = {"option", "pass", "form"}
+# the rewrite forms, the steps the returned model takes); their numbers are settings, not figures
+NOT_MEASUREMENTS = {"option", "pass", "form", "next step"}
 
 # number token -> (result file it is computed from, how). Keep this short.
 DERIVED: dict[str, tuple[str, str]] = {

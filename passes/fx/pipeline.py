@@ -3,6 +3,7 @@ passes (passes/manager.py), clean up → channels_last layout when sites were fu
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -67,6 +68,11 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
             return model, report
     else:
         root = regions[0].module
+    if regions[0].path and options.calibration is not None:
+        # calibration samples are the whole model's inputs; a captured submodule sees other tensors
+        report.notes.append("decouple: torch.export captured submodules, not the whole model, so the calibration "
+                            "samples cannot be run through them: nothing approximate applied")
+        options = replace(options, calibration=None)
     for region in regions:
         adapter = FxAdapter(region.module, region.inputs, region.path, progress)
         swept = run_passes(adapter, options, dtype)
