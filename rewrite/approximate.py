@@ -10,12 +10,17 @@ samples, never fitted on:
     ‖optimized − original‖₂ / ‖original‖₂ over the held-out samples' outputs ≤ REL
 
 (rewrite.numerics.rms_rel_error; the exact path's max-based rel_error would let one pixel of a
-probability map decide), and the culprits of a failure are rolled back by the same bisection as
-the exact path's (rewrite/retry.py).
+probability map decide), and, where given, the user's metric within its allowed drop. A failure
+drops fitted sites, the least time saved per unit of fitted error first (rewrite_approximate),
+before the exact path's own rollbacks (rewrite/retry.py) are left to decide.
 """
 from __future__ import annotations
 
-from .options import Calibration
+import dataclasses
+from typing import Callable
+
+from .options import Calibration, RewriteOptions
+from .retry import Attempt, rewrite_checked
 
 MIN_SAMPLES = 2
 
@@ -27,3 +32,41 @@ def split_samples(samples: list, what: str = "calibration") -> Calibration:
                          "(a quarter, at least one, is held out to measure the error of what was fitted)")
     held = max(1, len(samples) // 4)
     return Calibration(list(samples[:-held]), list(samples[-held:]))
+
+
+OVER_BUDGET = ("rolled back: with it the finished model missed the held-out budget or the metric's allowed drop; "
+               "the fitted sites saving more time per unit of fitted error were kept")
+
+
+def saved_per_error(site) -> float:
+    """Seconds a fitted site saves (measured where timed, else predicted) per unit of its fitted error."""
+    times = site.measured_s or site.predicted_s
+    saved = times[0] - times[1] if times else (site.predicted_speedup or 1.0) - 1.0
+    return saved / max(site.fitted_error or 0.0, 1e-12)
+
+
+def rewrite_approximate(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions,
+                        say: Callable[[str], None] = lambda message: None) -> Attempt:
+    """rewrite_checked for a run with fitted sites: when the finished model misses the held-out
+    budget (the pass manager chose its sites on the graph before the later passes) or the user's
+    metric (which only the entry point can run), the fitted sites are dropped one at a time, the
+    one saving the least time per unit of fitted error first, until it passes; with none left, the
+    exact path's own checks and rollbacks (rewrite_checked) decide."""
+    first = run(options)
+    fitted = sorted((s for s in first.report.applied if s.fitted_error is not None), key=saved_per_error)
+    if first.passed or not fitted:
+        return first if first.passed else rewrite_checked(run, options, say)
+    dropped: list = []
+    for site in fitted[:-1]:
+        dropped.append(site.key)
+        say(f"{first.why}: without the fitted site {site.name}")
+        attempt = run(dataclasses.replace(options, skip_sites=options.skip_sites | frozenset(dropped)))
+        if attempt.passed:
+            return dataclasses.replace(attempt, rolled_back=dict.fromkeys(dropped, OVER_BUDGET),
+                                       history=[f"{first.why} with {len(fitted)} fitted sites; {len(dropped)} "
+                                                "rolled back, the least time saved per unit of error first"])
+    exact = dataclasses.replace(options, skip_sites=options.skip_sites | frozenset(s.key for s in fitted))
+    final = rewrite_checked(run, exact, say)
+    return dataclasses.replace(final, rolled_back={**dict.fromkeys((s.key for s in fitted), OVER_BUDGET),
+                                                   **final.rolled_back},
+                               history=[f"{first.why} with every fitted site; all rolled back"] + final.history)

@@ -140,7 +140,8 @@ def _plot(curve: dict, path: Path) -> None:
     ys = [p["speedup"][0] for p in points]
     axes[0][0].plot(xs, ys, "o-")
     for p, x, y in zip(points, xs, ys):
-        axes[0][0].annotate(f"{p['budget'] or 'exact'}", (x, y), fontsize=8)
+        label = "original" if p["budget"] == 0.0 else "exact" if p["budget"] is None else f"{p['budget']:g}"
+        axes[0][0].annotate(label, (x, y), fontsize=8)
     axes[0][0].set(xlabel="held-out relative output error", ylabel="speedup over the original", title="speed")
     for ax, key in zip(axes[0][1:], metrics):
         ax.plot(ys, [p["metric"][key] for p in points], "o-", label="fitted (ours)")

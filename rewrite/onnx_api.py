@@ -33,7 +33,7 @@ from passes.onnx.pipeline import optimize_graph
 
 from .numerics import max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning, within
 from .options import Calibration, RewriteOptions
-from .approximate import split_samples
+from .approximate import rewrite_approximate, split_samples
 from .report import Report
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
@@ -150,7 +150,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
             return _held_out_attempt(optimized, report, held.held, held_references, opts.approximate)
         return Attempt(optimized, report, passed, "the ONNX checker" if err is None else f"rel error {err:.2e} > {tol:.1e}")
 
-    final = rewrite_checked(run, opts, say)
+    final = rewrite_approximate(run, opts, say) if held else rewrite_checked(run, opts, say)
     optimized, report = final.result, final.report
     report.record_rollback(final.rolled_back, final.history, final.verdict)
     weak = weak_check_warning(dtype, baseline, tol, "inputs=, or rewrite-onnx --inputs FILE.npz")

@@ -115,3 +115,30 @@ def test_cli_approximate(tmp_path):
     assert main([str(src), "-o", str(out), "--approximate", "0.01", "--calibration", str(npz), "-q",
                  "--cost-model", "analytic", "--min-speedup", "0"]) == 0
     assert [n.op_type for n in onnx.load(str(out)).graph.node].count("Conv") == 3       # repeat, dw, pw
+
+
+def test_the_users_metric_rolls_back_fitted_sites_and_keeps_the_exact_rewrites():
+    from rewrite import optimize
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1)).eval()
+    with torch.no_grad():
+        model[1].running_var.uniform_(0.5, 2.0)
+    coarse = torch.randn(8, 8, 4, 4, generator=torch.Generator().manual_seed(2))
+    samples = torch.nn.functional.interpolate(coarse, size=(16, 16), mode="bilinear")
+    test = torch.nn.functional.interpolate(torch.randn(4, 8, 4, 4), size=(16, 16), mode="bilinear")
+    with torch.no_grad():
+        want = model(test)
+
+    def agreement(m):          # higher is better: the negated relative error on data never calibrated on
+        with torch.no_grad():
+            return -float((m(test) - want).norm() / want.norm())
+
+    result = optimize(model, samples[-1:], target="cpu", cost_model="analytic", min_speedup=0.0, approximate=0.9,
+                      calibration=samples, metric=agreement, max_metric_drop=1e-4)
+    report = result.rewrite_report
+    assert report.approximated == []
+    fitted = [s for s in report.sites if s.kind == "decouple" and s.status == "rolled_back"]
+    assert fitted and all("missed the held-out budget or the metric's allowed drop" in s.reason for s in fitted)
+    assert [s.kind for s in report.applied].count("fold") == 1        # the BatchNorm fold stays
+    assert agreement(result) > -1e-4
