@@ -18,11 +18,11 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .approximate import rewrite_approximate, split_samples
 from .numerics import (FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning,
                        within)
 from .options import Calibration, RewriteOptions, model_device
 from .report import Report
-from .approximate import rewrite_approximate, split_samples
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
 
@@ -91,6 +91,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, calibra
             err = abs_err = float("inf")
         report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
         report.model_baseline_error = baseline
+        report.approximate_budget = run_opts.approximate
         if optimized is not None and any(site.fitted_error is not None for site in report.applied):
             return _held_out_attempt(optimized, report, held.held, held_references, opts.approximate,
                                      metric, original_metric, max_metric_drop)

@@ -143,6 +143,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         optimized, report = optimize_graph(source, run_opts, dtype, feeds, progress, verbose, runtime)
         report.notes = list(dict.fromkeys(history + report.notes))
         report.model_baseline_error = baseline
+        report.approximate_budget = run_opts.approximate
         say("whole-model check")
         passed = _passes(optimized, feeds, reference, report, tol, full_check)
         err = report.model_rel_error
