@@ -272,6 +272,11 @@ def drop_refuted_kinds(run: Callable[[RewriteOptions], Attempt], options: Rewrit
     return result
 
 
+# Below this per-call time the order of the calls in a pair, allocation and cache state outweigh a
+# model's work: a 20 µs test model measured 1.23x (95% CI 1.17-1.24) faster without a merge that
+# turns three convs into one. Refuting "removes work" needs a model that takes real time.
+REFUTE_MIN_S = 1e-3
+
 REFUTED = ("rolled back: the whole model measured slower than the original, and faster without the {kind} "
            "sites ({timing}); they remove work on paper, not in time here")
 STILL_SLOWER = "rolled back: the whole model still measured slower than the original with the rest of the rewrites"
@@ -298,5 +303,9 @@ def after_whole_model_timing(run: Callable[[RewriteOptions], Attempt], options: 
         comparison = options.cost_model.compare_models(timed[0], runner(result), timed[2], options.min_speedup)
         _record_timing(final.report, comparison)
     if runner is None or not refuted(comparison) or not final.report.applied:
+        return result
+    if comparison.before_s < REFUTE_MIN_S:
+        final.report.notes.append(f"the whole model runs in {comparison.before_s * 1e6:.0f} µs, too short for a "
+                                  "wall-clock timing to refute rewrites that remove work: all stay")
         return result
     return drop_refuted_kinds(run, options, final, result, timed, runner)
