@@ -29,7 +29,7 @@ import torch
 
 from passes.fx.lower import UnitAffineLayerNorm
 from rewrite import optimize
-from tests.benchmarks.bench_runtimes import commit, paired, versions
+from tests.benchmarks.bench_runtimes import commit, paired, versions, write_outputs
 from tests.helpers import max_rel
 
 MODELS = ("timm/convnext_atto:224", "timm/convnext_atto:128", "edgenext_x_small:224")
@@ -129,12 +129,7 @@ def main(argv=None) -> int:
             except Exception as exc:  # noqa: BLE001 - one model's failure is a row
                 result["rows"].append({"model": spec, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             print(json.dumps(result["rows"][-1]), flush=True)
-    result["load_at_end"] = os.getloadavg()[0]
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write(markdown(result))
-    print(markdown(result))
+    write_outputs(result, args.out, markdown)
     return 0
 
 

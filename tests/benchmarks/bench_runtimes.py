@@ -254,13 +254,18 @@ def main(argv=None) -> int:
                 result["rows"].append({"model": name, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             print(json.dumps(result["rows"][-1]), flush=True)
     result["wall_s"] = time.perf_counter() - started
+    write_outputs(result, args.out, markdown)
+    return 0
+
+
+def write_outputs(result: dict, out: str, markdown) -> None:
+    """OUT.json (every number) and OUT.md (markdown(result)), with the load at the end of the run."""
     result["load_at_end"] = os.getloadavg()[0]
-    with open(args.out + ".json", "w") as f:
+    with open(out + ".json", "w") as f:
         json.dump(result, f, indent=1)
-    with open(args.out + ".md", "w") as f:
+    with open(out + ".md", "w") as f:
         f.write(markdown(result))
     print(markdown(result))
-    return 0
 
 
 if __name__ == "__main__":
