@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ import torch
 
 from rewrite import optimize, optimize_onnx
 from rewrite.measure import median_interval
+from tests.benchmarks.bench_onnx_files import _commit as commit
 from tests.helpers import max_rel
 
 MODELS = ("tv/mobilenet_v2", "tv/efficientnet_b0", "timm/mobileone_s0", "timm/convnext_atto")
@@ -188,16 +188,6 @@ def versions() -> dict:
         except Exception:  # noqa: BLE001 - not installed: recorded as such
             out[mod] = None
     return out
-
-
-def commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=ROOT).stdout.strip()
-        return sha + (" (with uncommitted changes)" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def markdown(result: dict) -> str:
