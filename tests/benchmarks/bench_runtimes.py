@@ -47,7 +47,6 @@ from tests.helpers import max_rel
 MODELS = ("tv/mobilenet_v2", "tv/efficientnet_b0", "timm/mobileone_s0", "timm/convnext_atto")
 RUNTIMES = ("eager", "compile", "compile_freezing", "onnxruntime", "openvino_f32", "openvino_default")
 ONNX_RUNTIME = {"onnxruntime": "onnxruntime", "openvino_f32": "openvino", "openvino_default": "openvino-default"}
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def paired(before, after, x, rounds: int) -> dict:
