@@ -1,6 +1,6 @@
 """`python -m rewrite IN.onnx -o OUT.onnx ...`: the same command as `rewrite-onnx`."""
 import sys
 
-from .cli import main
+from .entry.cli import main
 
 sys.exit(main())

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .measure import DECISIVE_PAIRS, Comparison, compare, one_thread
 from .ir import Activation, Affine, ConvSpec, FusedMBConv, FusedSepConv, Layer, ZeroPad
 
 SE_LAUNCHES = 2  # beside the gated GEMM: the depthwise stage (or block phase 1) and the excitation MLP
@@ -284,21 +285,19 @@ class MeasuredCostModel(RooflineCostModel):
 
     def _one_cpu_thread(self):
         """On the CPU, timings run on one torch thread (rewrite.measure.one_thread says why)."""
-        from . import measure
-        return measure.one_thread() if self.device.type == "cpu" else nullcontext()
+        return one_thread() if self.device.type == "cpu" else nullcontext()
 
     def times(self, key_parts: tuple, before, after, inputs, margin: float):
         """(Comparison of the two callables on `inputs`, from_cache)."""
-        from . import measure
         from .timing_cache import entry_key
 
         key = entry_key(self.device_name(), *key_parts)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.cached += 1
-            return measure.Comparison.from_list(hit), True
+            return Comparison.from_list(hit), True
         with self._one_cpu_thread():
-            comparison = measure.compare(before, after, inputs, margin)
+            comparison = compare(before, after, inputs, margin)
         self.measured += 1
         if self.cache is not None:
             self.cache.put(key, comparison.as_list())
@@ -320,13 +319,12 @@ class MeasuredCostModel(RooflineCostModel):
         """The Comparison of two whole models, before(*inputs) against after(*inputs): paired,
         one call per pair (a whole model's call is long), on one thread on the CPU. Every
         whole-model timing goes through here, the first one and those that find which kinds of
-        rewrite a slower result owes its time to (rewrite.retry), so a subclass can time them
+        rewrite a slower result owes its time to (rewrite.entry.retry), so a subclass can time them
         another way."""
-        from . import measure
 
         with self._one_cpu_thread():
-            return measure.compare(before, after, inputs, margin, budget_s=WHOLE_MODEL_BUDGET_S,
-                                   extend=WHOLE_MODEL_EXTEND, min_repeats=measure.DECISIVE_PAIRS, calls=1)
+            return compare(before, after, inputs, margin, budget_s=WHOLE_MODEL_BUDGET_S,
+                                   extend=WHOLE_MODEL_EXTEND, min_repeats=DECISIVE_PAIRS, calls=1)
 
 
 WHOLE_MODEL_BUDGET_S = 2.0

@@ -33,7 +33,7 @@ class RewriteOptions:
     approximate: None (default) = exact rewrites only. A float REL opts in to approximate decoupling
         (rule decouple) of dense KxK convs, fitted on calibration samples the entry point takes
         (optimize(..., calibration=...), rewrite-onnx --calibration); REL bounds the relative error of
-        the model's outputs on the held-out calibration samples (rewrite/approximate.py).
+        the model's outputs on the held-out calibration samples (rewrite/entry/approximate.py).
     calibration (set by the entry points from the user's samples): a Calibration.
     site_tolerance / model_tolerance: None = per-dtype defaults (rewrite.numerics).
     check: verify each rewrite (and the whole model) numerically; rollback on failure.
@@ -70,7 +70,7 @@ class RewriteOptions:
     force_blocks: bool = False
     channels_last: bool | None = None
     dynamic_spatial: bool = False
-    skip_sites: frozenset = field(default_factory=frozenset)   # "kind:name" keys rolled back (rewrite.retry)
+    skip_sites: frozenset = field(default_factory=frozenset)   # "kind:name" keys rolled back (rewrite.entry.retry)
     only_sites: frozenset | None = None                         # when set, no other site is applied
     passes_run: frozenset = frozenset()     # the passes that have run, set by the pass manager for the planners
     calibration: "Calibration | None" = None   # the user's calibration samples, set by the entry points

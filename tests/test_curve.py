@@ -1,4 +1,4 @@
-"""rewrite.curve: the speed/accuracy curve of approximate rewriting, on a small ONNX model with a
+"""rewrite.entry.curve: the speed/accuracy curve of approximate rewriting, on a small ONNX model with a
 metric that really runs the model (agreement of its argmax with the original's on held-back data)."""
 import json
 
@@ -15,7 +15,7 @@ def test_curve_writes_points_for_each_budget_with_the_metric_and_the_svd_baselin
     import onnx
     import onnxruntime as ort
 
-    from rewrite.curve import main
+    from rewrite.entry.curve import main
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(4, 16, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),

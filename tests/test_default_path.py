@@ -71,7 +71,7 @@ def _conv_count(path):
 
 
 def test_rewrite_onnx_command_line_with_no_options(case, tmp_path, capsys):
-    from rewrite.cli import main
+    from rewrite.entry.cli import main
 
     name, model, x = case
     src, dst = tmp_path / "model.onnx", tmp_path / "model.opt.onnx"

@@ -1,4 +1,4 @@
-"""The README's first command, `python -m rewrite.demo tv/mobilenet_v2`, at its default (small)
+"""The README's first command, `python -m rewrite.entry.demo tv/mobilenet_v2`, at its default (small)
 input: it runs, the model it reports on is correct on fresh inputs, and what it prints is the
 report and the timings of that model."""
 import re
@@ -6,7 +6,8 @@ import re
 import torch
 
 import models_under_test as zoo
-from rewrite import demo, measure
+from rewrite import measure
+from rewrite.entry import demo
 from tests.helpers import fresh_tolerance, max_rel
 
 

@@ -170,7 +170,7 @@ def test_report_groups_repeated_declines_but_json_keeps_every_site():
 
 def test_plot_of_predicted_against_measured(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from rewrite.plot import main as plot_main
+    from rewrite.entry.plot import main as plot_main
     report = optimize(TwoSites().eval(), torch.randn(2, 16, 24, 24), timing_cache=False).rewrite_report
     saved = tmp_path / "report.json"
     saved.write_text(report.to_json())

@@ -1,4 +1,4 @@
-"""Culprit-only rollback (rewrite/retry.py): when the whole-model check fails, bisection finds the
+"""Culprit-only rollback (rewrite/entry/retry.py): when the whole-model check fails, bisection finds the
 sites responsible and only those are rolled back, in both formats."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from rewrite import optimize
-from rewrite.retry import find_culprits
+from rewrite.entry.retry import find_culprits
 from tests.helpers import batchnorm, max_rel
 
 
@@ -156,7 +156,7 @@ def test_bisection_reuses_one_capture(monkeypatch):
 def test_bisection_stops_at_its_deadline(monkeypatch):
     """A deadline bounds the bisection on top of the re-run cap: the clock here advances one
     second per re-run, and the deadline falls after the third."""
-    import rewrite.retry as retry
+    import rewrite.entry.retry as retry
     clock = [0.0]
     monkeypatch.setattr(retry.time, "perf_counter", lambda: clock[0])
     applied = [f"s{i}" for i in range(64)]

@@ -75,7 +75,7 @@ def test_the_report_names_the_profile_used():
 
 def test_cli_target_h200(tmp_path):
     pytest.importorskip("onnx_graphsurgeon")
-    from rewrite.cli import EXIT_BAD_INPUT, EXIT_OK, main
+    from rewrite.entry.cli import EXIT_BAD_INPUT, EXIT_OK, main
 
     path = tmp_path / "m.onnx"
     torch.onnx.export(SeparableConv(32, 64, between=torch.nn.ReLU()).eval(), (torch.randn(1, 32, 16, 16),),

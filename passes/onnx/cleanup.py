@@ -5,7 +5,7 @@ around them), dead nodes, shape inference and onnxslim's own generic fusions (bu
 a conv or a linear: SKIPPED_FUSIONS, the fold pass's sites) are a well-kept library's job; the
 passes then do what it does not (merges, folds, reversal, fused kernels). onnxslim runs on a copy and its result keeps the original's graph inputs and outputs
 (names, dtypes, dynamic dimensions), IR version and metadata. The whole-model check covers it like
-any rewrite (rewrite/onnx_api.py checks the cleaned model alone first and drops it when it misses
+any rewrite (rewrite/entry/onnx_api.py checks the cleaned model alone first and drops it when it misses
 the tolerance).
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ form that saves the most predicted time per unit of held-out error, unless no fo
 The site check compares the lowered chain with the fit's own effective conv (W', b') in float64
 (Plan.reference): it catches a wrong lowering, not the approximation, which the whole-model check
 judges on the held-out samples against REL; where the whole model misses it, the driver keeps the
-sites that save the most measured time per unit of fitted error (rewrite/approximate.py).
+sites that save the most measured time per unit of fitted error (rewrite/entry/approximate.py).
 Without `approximate` the pass does not run: nothing approximate is ever applied by default.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ package's own OCR pipeline on rendered pages of known text, none of them in the 
     python -m tests.benchmarks.bench_approximate --out results/approximate/ppocr_det \\
         [--detector v4|v3] [--budgets 0.05,0.1,0.2,0.3] [--calibration-pages 20] [--test-pages 30] [--dry-run]
 
-Writes the speed/accuracy curve (rewrite/curve.py: curve.json, curve.png), and a table
+Writes the speed/accuracy curve (rewrite/entry/curve.py: curve.json, curve.png), and a table
 (approximate.md) with, per budget: the whole-model speedup in onnxruntime (1 thread, 640x640,
 paired medians and their 95% interval), the held-out output error, the sites and forms chosen,
 optimize's wall time, det F and character accuracy, and the weight-only SVD at the same sites and
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         return 2
     if args.dry_run:
         args.calibration_pages, args.test_pages, args.budgets = 4, 1, "0.2"
-    from rewrite.curve import speed_accuracy_curve
+    from rewrite.entry.curve import speed_accuracy_curve
     args.out.mkdir(parents=True, exist_ok=True)
     cal = calibration_file(args.calibration_pages, args.out / "calibration.npz")
     budgets = [float(b) for b in args.budgets.split(",") if b]

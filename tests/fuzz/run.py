@@ -8,7 +8,7 @@ Each format gives an Outcome whose status is one of
     crash            an exception that is not a documented clear error, or the optimized model
                      fails to run on a fresh input (CLI: exit code 1 or 3)
     declined         a ValueError/TypeError (OnnxInputError included) raised at the API boundary
-                     (rewrite/api.py, onnx_api.py, options.py, passes/onnx/io.py, runtime.py),
+                     (rewrite/entry/api.py, onnx_api.py, options.py, passes/onnx/io.py, runtime.py),
                      CLI exit code 2: a clear refusal, counted apart
     input-modified   the model (or ModelProto, or the CLI's input file, or the example input)
                      changed, or the original no longer computes what it did
@@ -32,7 +32,7 @@ from .graphs import build_model, example_input, random_input
 
 FORMATS = ("fx", "onnx", "cli")
 FAILURES = ("wrong", "crash", "input-modified")
-BOUNDARY_FILES = ("rewrite/api.py", "rewrite/onnx_api.py", "rewrite/options.py", "passes/onnx/io.py",
+BOUNDARY_FILES = ("rewrite/entry/api.py", "rewrite/entry/onnx_api.py", "rewrite/options.py", "passes/onnx/io.py",
                   "passes/onnx/runtime.py")
 
 

@@ -9,8 +9,8 @@ import onnx
 import pytest
 import torch
 
-import rewrite.onnx_api as onnx_api
-from rewrite.cli import main
+import rewrite.entry.onnx_api as onnx_api
+from rewrite.entry.cli import main
 from tests.onnx.onnx_graphs import G
 
 SCRIPT = Path(sys.executable).with_name("rewrite-onnx")
@@ -163,12 +163,12 @@ def test_layout_is_read_through_to_the_first_conv():
 def test_missing_onnx_package_is_named_with_its_install_command(tmp_path):
     # The GPU image lacks onnx-graphsurgeon: the API and the command line must say so, not crash.
     blocked = "import sys; sys.modules['onnx_graphsurgeon'] = None; "
-    api = subprocess.run([sys.executable, "-c", blocked + "import rewrite.onnx_api"], capture_output=True, text=True,
+    api = subprocess.run([sys.executable, "-c", blocked + "import rewrite.entry.onnx_api"], capture_output=True, text=True,
                          timeout=300)
     assert api.returncode != 0
     assert "ImportError: the ONNX path needs onnx-graphsurgeon, which is not installed (pip install onnx-graphsurgeon)" \
         in api.stderr
-    command = subprocess.run([sys.executable, "-c", blocked + "from rewrite.cli import main; sys.exit(main(sys.argv[1:]))",
+    command = subprocess.run([sys.executable, "-c", blocked + "from rewrite.entry.cli import main; sys.exit(main(sys.argv[1:]))",
                               str(tmp_path / "in.onnx")], capture_output=True, text=True, timeout=300)
     assert command.returncode == 2
     assert command.stderr.startswith("error: the ONNX path needs onnx-graphsurgeon")

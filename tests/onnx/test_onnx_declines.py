@@ -6,7 +6,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from rewrite import optimize_onnx
-from rewrite.onnx_api import OnnxInputError
+from rewrite.entry.onnx_api import OnnxInputError
 from tests.onnx.onnx_graphs import G, max_rel, ops, run, sites
 
 RNG = np.random.default_rng(2)

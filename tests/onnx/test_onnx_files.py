@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import pytest
 
-import rewrite.onnx_api as onnx_api
-import rewrite.retry as retry
+import rewrite.entry.onnx_api as onnx_api
+import rewrite.entry.retry as retry
 from rewrite import optimize_onnx
-from rewrite.onnx_api import ModelCheckError, OnnxInputError
+from rewrite.entry.onnx_api import ModelCheckError, OnnxInputError
 from tests.onnx.onnx_graphs import G, max_rel, run, sites
 
 RNG = np.random.default_rng(3)

@@ -15,13 +15,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-import rewrite.onnx_api as onnx_api
+import rewrite.entry.onnx_api as onnx_api
 from passes.onnx import reference
 from passes.onnx.runtime import loosened
 from passes.onnx.adapter import OnnxAdapter
 from rewrite import optimize_onnx
-from rewrite.cli import main
-from rewrite.onnx_api import OnnxInputError
+from rewrite.entry.cli import main
+from rewrite.entry.onnx_api import OnnxInputError
 from tests.onnx.onnx_graphs import G, max_rel, run, sites
 
 CLS = ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
@@ -252,7 +252,7 @@ def test_real_classifier_a_wrong_site_is_still_caught(monkeypatch):
 
 
 def test_a_spent_time_budget_stops_the_bisection_and_says_so(monkeypatch):
-    import rewrite.retry as retry
+    import rewrite.entry.retry as retry
     monkeypatch.setattr(retry, "BISECTION_MAX_S", 0.0)
     hit = _corrupt(monkeypatch, "conv13", 1.05)
     out, report = optimize_onnx(deep_model(), passes=("fold",), target="h100")

@@ -60,7 +60,7 @@ def test_the_default_runtime_is_onnxruntime_and_an_unknown_one_is_refused(tmp_pa
 
 def test_cli_runtime_openvino(tmp_path, capsys):
     pytest.importorskip("openvino")
-    from rewrite.cli import main
+    from rewrite.entry.cli import main
 
     path = _export(tmp_path)
     assert main([str(path), "-o", str(tmp_path / "out.onnx"), "--runtime", "openvino", "--no-timing-cache",
@@ -72,7 +72,7 @@ def test_cli_runtime_openvino(tmp_path, capsys):
 def test_a_missing_openvino_is_named_with_how_to_install_it(monkeypatch, tmp_path, capsys):
     import sys
 
-    from rewrite.cli import EXIT_BAD_INPUT, main
+    from rewrite.entry.cli import EXIT_BAD_INPUT, main
 
     monkeypatch.setitem(sys.modules, "openvino", None)     # as if not installed: `import openvino` fails
     assert main([str(_export(tmp_path)), "--runtime", "openvino", "-q"]) == EXIT_BAD_INPUT

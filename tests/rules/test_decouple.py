@@ -82,7 +82,7 @@ def test_nothing_approximate_without_calibration(fmt):
 
 def test_approximate_and_calibration_need_each_other():
     from rewrite import optimize, optimize_onnx
-    from rewrite.onnx_api import OnnxInputError
+    from rewrite.entry.onnx_api import OnnxInputError
     from tests.helpers import to_onnx
     model, x = PairedInputs().eval(), torch.randn(1, 4, 16, 16)
     with pytest.raises(ValueError, match="needs calibration inputs"):
@@ -103,7 +103,7 @@ def test_approximate_and_calibration_need_each_other():
 def test_cli_approximate(tmp_path):
     import numpy as np
 
-    from rewrite.cli import main
+    from rewrite.entry.cli import main
     from tests.helpers import to_onnx
     model = PairedInputs().eval()
     samples = torch.randn(8, 4, 16, 16, generator=torch.Generator().manual_seed(3))

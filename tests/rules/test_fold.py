@@ -74,7 +74,7 @@ def _pads(ops) -> int:
 # The fuse pass runs (force_fuse) and declines the site: on the cost model's word, or because the
 # dw output has another reader. The pad, kept for it, is absorbed once it has run.
 # analytic in both: with sites timed, a busy machine can measure this tiny model slower than the original
-# and roll the fold back as a refuted "removes work" (rewrite/retry.py), which is not what this test is about
+# and roll the fold back as a refuted "removes work" (rewrite/entry/retry.py), which is not what this test is about
 NOT_FUSED = {"cost": (dict(cost_model="analytic", min_speedup=1e3), False), "blocked": (dict(cost_model="analytic"), True)}
 
 

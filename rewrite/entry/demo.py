@@ -1,4 +1,4 @@
-"""`python -m rewrite.demo [MODEL] [--target cpu|h100] [--full-size] [--json PATH]`
+"""`python -m rewrite.entry.demo [MODEL] [--target cpu|h100] [--full-size] [--json PATH]`
 
 The main job end to end on a built-in example: build a model from `models_under_test` (a real
 torchvision / timm model such as `tv/mobilenet_v2`, random init and calibrated BatchNorm, or one
@@ -19,8 +19,8 @@ import torch
 import models_under_test as zoo
 
 from .api import optimize
-from .cost_model import PRESENT_GPU, PROFILES
-from .measure import DECISIVE_PAIRS, WIDE, Comparison, compare
+from ..cost_model import PRESENT_GPU, PROFILES
+from ..measure import DECISIVE_PAIRS, WIDE, Comparison, compare
 
 TIMING_BUDGET_S = 2.0
 

@@ -1,6 +1,6 @@
 """The speed/accuracy curve of approximate rewriting on an ONNX model: one point per budget.
 
-    python -m rewrite.curve det.onnx --calibration cal.npz --budgets 0.05,0.1,0.2 --out curve/ \\
+    python -m rewrite.entry.curve det.onnx --calibration cal.npz --budgets 0.05,0.1,0.2 --out curve/ \\
         [--metric my_module:my_metric] [--threads 1]
 
 For the exact rewrites alone (budget 0) and each budget REL it runs `optimize_onnx(approximate=REL,
@@ -87,7 +87,7 @@ def _whole_model_speedup(original, optimized, calibration, threads: int, budget_
     in onnxruntime on one calibration sample."""
     import onnxruntime as ort
     from passes.onnx.runtime import user_arrays
-    from .measure import compare
+    from ..measure import compare
 
     arrays = user_arrays(calibration)
     feeds = {name: a[:1] for name, a in arrays.items()}
@@ -109,8 +109,8 @@ def _weight_svd_model(exact_path: Path, fitted: list, out: Path) -> None:
     import onnx
     import torch
     from onnx import numpy_helper
-    from .algebra.decouple import weight_svd
-    from .ir import ConvSpec
+    from ..algebra.decouple import weight_svd
+    from ..ir import ConvSpec
 
     model = onnx.load(str(exact_path))
     inits = {t.name: t for t in model.graph.initializer}
@@ -157,7 +157,7 @@ def _plot(curve: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rewrite.curve", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m rewrite.entry.curve", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path)
     p.add_argument("--calibration", type=Path, required=True, metavar="NPZ")
     p.add_argument("--budgets", default="0.05,0.1,0.2", help="comma-separated REL budgets")

@@ -3,7 +3,7 @@
 Validates the model, captures a copy with torch.export and rewrites its ATen graph through the
 shared passes (each site verified on the spot), then
 checks the whole model against a float64 reference of the original. If that final check fails,
-only the sites responsible are rolled back, found by bisection (rewrite/retry.py), so the
+only the sites responsible are rolled back, found by bisection (rewrite/entry/retry.py), so the
 returned model never misses its tolerance silently. The default tolerance is max(dtype default, 2 × the
 original model's own error against float64), since in fp16/bf16 the original itself is far
 from float64; a tolerance the user sets is used as given.
@@ -19,10 +19,10 @@ import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .approximate import rewrite_approximate, split_samples
-from .numerics import (FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning,
+from ..numerics import (FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning,
                        within)
-from .options import Calibration, RewriteOptions, model_device
-from .report import Report
+from ..options import Calibration, RewriteOptions, model_device
+from ..report import Report
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
 
@@ -36,7 +36,7 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, calibra
         and modified (no copy of the weights is made), so only the returned module is valid.
     calibration (with approximate=REL): samples of what the model really sees, a tensor stacked on
         the leading axis (one sample per row) or a list of inputs (each a tensor or a tuple); a
-        quarter (at least one) is held out to measure the error (rewrite/approximate.py).
+        quarter (at least one) is held out to measure the error (rewrite/entry/approximate.py).
     metric, max_metric_drop (with approximate): metric(model) -> float, higher is better (a task
         accuracy on the user's data); a set of fitted sites is kept only while the metric stays
         within max_metric_drop of the original's, besides the held-out budget.

@@ -1,4 +1,4 @@
-"""`python -m rewrite.plot REPORT.json [-o sites.png]`: predicted against measured time per site.
+"""`python -m rewrite.entry.plot REPORT.json [-o sites.png]`: predicted against measured time per site.
 
 Reads a report saved as JSON (`Report.to_json()`, or `rewrite-onnx --report`) of a run with the
 measured cost model and draws, for every timed site, the analytic prediction (x) against the
@@ -49,7 +49,7 @@ def plot(report: dict, out: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rewrite.plot", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m rewrite.entry.plot", description=__doc__.splitlines()[0])
     p.add_argument("report", type=Path, help="a report saved as JSON")
     p.add_argument("-o", "--output", type=Path, default=None, help="PNG to write (default: REPORT with .png)")
     args = p.parse_args(argv)

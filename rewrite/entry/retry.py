@@ -26,11 +26,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .cost_model import SLOWER, measured_slower
-from .measure import DECISIVE_PAIRS
-from .options import RewriteOptions
-from .report import Report
-from .rules import RULES
+from ..cost_model import SLOWER, measured_slower
+from ..measure import DECISIVE_PAIRS
+from ..options import RewriteOptions
+from ..report import Report
+from ..rules import RULES
 
 MAX_BISECTION_RUNS = 24
 # the bisection (and the folds-only retry after it) stops once it has taken this many times the

@@ -18,8 +18,8 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from .cost_model import PRESENT_GPU, PROFILES
-from .options import PASSES, RewriteOptions
+from ..cost_model import PRESENT_GPU, PROFILES
+from ..options import PASSES, RewriteOptions
 
 RUNTIMES = ("onnxruntime", "openvino", "openvino-default")   # passes/onnx/runtimes.py: read without importing onnx
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3

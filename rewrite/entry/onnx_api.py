@@ -7,7 +7,7 @@ with the ONNX passes (each site verified on the spot in onnxruntime), then compa
 optimized model with the original evaluated in float64 on the same inputs (seeded random inputs
 of the declared shapes, or the caller's), within max(the dtype's default, 2x the original's own
 error); see _reference for when float64 is out of reach. When that check fails, only the sites responsible are
-rolled back, found by bisection (rewrite/retry.py); when no rewritten model passes, `ModelCheckError` is
+rolled back, found by bisection (rewrite/entry/retry.py); when no rewritten model passes, `ModelCheckError` is
 raised and nothing is written. The output passes `onnx.checker`, keeps the graph's inputs and
 outputs, and is written atomically, never over the input unless `overwrite=True`.
 
@@ -31,10 +31,10 @@ from passes.onnx import runtime as ort_runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
-from .numerics import max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning, within
-from .options import Calibration, RewriteOptions
+from ..numerics import max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning, within
+from ..options import Calibration, RewriteOptions
 from .approximate import rewrite_approximate, split_samples
-from .report import Report
+from ..report import Report
 from .retry import Attempt, after_whole_model_timing, rewrite_checked
 
 __all__ = ["optimize_onnx", "OnnxInputError", "ModelCheckError"]
@@ -76,7 +76,7 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
     calibration (with approximate=REL): samples of what the model really sees, a dict {input name:
         array} or a .npz path, samples stacked on the leading axis; a quarter (at least one) is held
         out to measure the error, and the first held-out sample is the check input unless `inputs`
-        is given (rewrite/approximate.py).
+        is given (rewrite/entry/approximate.py).
     cleanup: first the generic clean-up by onnxslim when it is installed (passes/onnx/cleanup.py:
         constant folding, dead nodes, shape inference), checked like a rewrite; False: skip it.
     runtime: where the measured cost model times each site's two forms and the whole model, as the

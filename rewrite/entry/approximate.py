@@ -12,14 +12,14 @@ samples, never fitted on:
 (rewrite.numerics.rms_rel_error; the exact path's max-based rel_error would let one pixel of a
 probability map decide), and, where given, the user's metric within its allowed drop. A failure
 drops fitted sites, the least time saved per unit of fitted error first (rewrite_approximate),
-before the exact path's own rollbacks (rewrite/retry.py) are left to decide.
+before the exact path's own rollbacks (rewrite/entry/retry.py) are left to decide.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Callable
 
-from .options import Calibration, RewriteOptions
+from ..options import Calibration, RewriteOptions
 from .retry import Attempt, rewrite_checked
 
 MIN_SAMPLES = 2
