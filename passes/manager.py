@@ -8,28 +8,7 @@ if it passes. A pass stops when a sweep applies nothing, or after MAX_SWEEPS. Ev
 considered becomes exactly one `Site` record, built in one place (`_record`) once its outcome is
 known; run_passes returns the records and notes, and the front end puts them in its Report.
 
-An adapter provides:
-    view() -> View                         the graph as it is now
-    live(match) -> bool                    no op of the match was removed by an earlier rewrite
-    value(v) -> Tensor | None              the activation captured for value v (full shape in view.shapes)
-    lower(match, plan) -> object           the replacement, built but not yet in the graph
-    original(match), reference(match)      callables running the original ops (model dtype / float64)
-    candidate(lowered, match)              callable running the replacement
-    commit(match, plan, lowered)           splice the replacement in; a value the site removes whose
-                                           shape an op outside it reads is replaced, for that reader,
-                                           by plan.stand_ins' value of the same shape
-    discard(lowered)                       drop a replacement that failed its check
-    reference_is_lifted: bool              reference() evaluates the lifted IR, not the original ops
-    site_name(match) -> str                the site's name in the user's model, for the report
-    progress(message)                      a one-line progress message
-    stream(values, samples, each)          run the graph as it is now on each calibration sample,
-                                           calling each(value, activation) for the values asked for
-    outputs(samples, convs) -> list        the graph's outputs on each sample, with each (match, ConvSpec)
-                                           conv computed by that spec's weights instead (no graph edit)
-    timed(match, lowered) -> (f, g, xs)    callables running the original and the replacement as
-                                           they will run (onnxruntime: optimizations on), and random
-                                           inputs of the full shapes reaching the site
-    runtime: str                           the libraries that run the forms, for the timing cache
+What the manager needs from a front end is the Adapter protocol (passes/protocol.py).
 
 With a measured cost model (options.measured), a site of a timed rule (Rule.timed) that passed
 its check is then timed both ways (rewrite.measure.compare) on random inputs of the full shapes
@@ -39,12 +18,17 @@ rules do not decline such sites on a prediction. A plan that only removes work (
 of its branches: Plan.removes_work) is not timed, since timing noise could only decline it wrongly.
 Re-runs of the whole-model retry find the same timings in the cost model's cache.
 
-A planner sees options.passes_run, the passes that have run before its own. A Decline with
-`until` set is provisional: it holds only while that later pass is still to run (fold keeps a
-pad the fused kernel cannot absorb, for the fuse pass). Once that pass has run, its rule is
-swept again over those sites alone, on the graph as it is then, with the pass in passes_run, and
-the outcome replaces the provisional record; a site whose ops a rewrite has since consumed (the
-conv fused) keeps its record. So a pad kept for a fuse that did not happen is still absorbed.
+A Decline with `until` set is provisional: it holds only while that later pass is still to run
+(fold keeps a pad the fused kernel cannot absorb, for the fuse pass). Once that pass has run, its
+rule is swept again over those sites alone, on the graph as it is then, and the decline's `then`
+plan is applied where the site is still there; the outcome replaces the provisional record; a
+site whose ops a rewrite has since consumed (the conv fused) keeps its record. So a pad kept for
+a fuse that did not happen is still absorbed. Which passes have run is the manager's to know,
+never the planners'.
+
+The driver's RunState (rewrite.options) says which sites to roll back (skip_sites), which alone
+to apply (only_sites), and whether sites are checked on the spot; the user's options never
+change between runs.
 """
 from __future__ import annotations
 
@@ -57,8 +41,10 @@ import torch
 from rewrite.ir import chain_shapes, channels_last_input
 from rewrite.numerics import rms_rel_error, within
 from rewrite.report import Site, site_key
+from rewrite.options import RewriteOptions, RunState
 from rewrite.rules import RULES, Decline, Match, Plan, Rule
 
+from .protocol import Adapter
 from .verify import SiteCheck, check_site
 
 MAX_SWEEPS = 4
@@ -91,12 +77,14 @@ class Timing:
 NOTHING_TO_APPLY = "no pass was run: no site was to be applied"
 
 
-def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> Swept:
-    """Run options.passes over the adapter's graph. Each site is announced through
-    adapter.progress when verbose or the sweep is long."""
+def run_passes(adapter: Adapter, options: RewriteOptions, dtype: torch.dtype, state: RunState = RunState(),
+               verbose: bool = False) -> Swept:
+    """Run options.passes (resolved options: a concrete target and cost model) over the adapter's
+    graph, as `state` says. Each site is announced through adapter.progress when verbose or the
+    sweep is long."""
     visited: dict = {}     # (kind, id(head node)) → head node, which keeps the id unique
     swept = Swept()
-    if options.only_sites is not None and not options.only_sites:
+    if state.only_sites is not None and not state.only_sites:
         swept.notes.append(NOTHING_TO_APPLY)   # the retries' last step: no site to apply, no graph to read
         return swept
     held: dict = {}        # pass kind → {id(head node): (rule, head node, index in swept.sites)} waiting on it
@@ -107,14 +95,14 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
         if skipped:
             swept.notes.append(skipped)
             continue
-        now = replace(options, passes_run=frozenset(run))
+        done = frozenset(run)
         adapter.progress(f"{kind} pass")
         for _ in range(MAX_SWEEPS):
             view = adapter.view()
             applied = 0
             matches = list(rule.matches(view))
             if rule.statistics is not None and options.calibration is not None:
-                applied = _fitted_sweep(adapter, view, matches, rule, now, dtype, swept, visited)
+                applied = _fitted_sweep(adapter, view, matches, rule, options, state, dtype, swept, visited)
                 if not applied:
                     break
                 continue
@@ -126,7 +114,7 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
                 visited[(kind, id(head))] = head
                 if per_site:
                     adapter.progress(f"[{i}/{len(matches)}] {kind} {match.name}")
-                site, until = _site(adapter, view, match, rule, now, dtype)
+                site, until = _site(adapter, view, match, rule, options, state, dtype, done)
                 swept.covered.update((id(node), node) for op in match.ops for node in op.nodes)
                 if until is not None:
                     held.setdefault(until, {})[id(head)] = (rule, head, len(swept.sites))
@@ -135,9 +123,9 @@ def run_passes(adapter, options, dtype: torch.dtype, verbose: bool = False) -> S
             if not applied:
                 break
         run.append(kind)
-        _revisit(adapter, swept, held.pop(kind, {}), replace(options, passes_run=frozenset(run)), dtype)
+        _revisit(adapter, swept, held.pop(kind, {}), options, state, dtype, frozenset(run))
     for waiting in held.values():    # provisional declines on a pass that did not run: they held for nothing
-        _revisit(adapter, swept, waiting, replace(options, passes_run=frozenset(run) | set(held)), dtype)
+        _revisit(adapter, swept, waiting, options, state, dtype, frozenset(run) | set(held))
     swept.sites.extend(left_over(adapter, adapter.view(), swept.covered, run))
     return swept
 
@@ -165,7 +153,8 @@ class _Fitted:
         return saved / max(self.plan.fitted_error or 0.0, 1e-12)
 
 
-def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swept: Swept, visited: dict) -> int:
+def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, state: RunState, dtype, swept: Swept,
+                  visited: dict) -> int:
     """One sweep of a rule whose plans are fitted on calibration samples (Rule.statistics): the
     samples' statistics streamed to the planner, every site planned, lowered, checked and timed
     as any other, then kept by `_choose` against the budget before any enters the graph. Returns
@@ -190,7 +179,7 @@ def _fitted_sweep(adapter, view, matches: list, rule: Rule, options, dtype, swep
                                    "the shape of the activation reaching this site is unknown")
             records.append(_record(name, match, "declined", why, plan))
             continue
-        status, reason, check, timing, lowered = _try(adapter, name, match, plan, rule, options, dtype)
+        status, reason, check, timing, lowered = _try(adapter, name, match, plan, rule, options, state, dtype)
         if status != "applied":
             records.append(_record(name, match, status, reason, plan, check, timing))
             continue
@@ -301,10 +290,10 @@ def left_over(adapter, view, covered: dict, run: list) -> list:
     return out
 
 
-def _revisit(adapter, swept: Swept, waiting: dict, options, dtype) -> None:
-    """Plan again the sites declined until a pass that has now run (Decline.until), each rule's
-    sites in one sweep of its matcher over the graph as it is now; the new outcome replaces the
-    site's provisional record."""
+def _revisit(adapter, swept: Swept, waiting: dict, options, state: RunState, dtype, done: frozenset) -> None:
+    """Plan again the sites declined until a pass that has now run (Decline.until; `done`: the
+    passes run, or not to be waited for), each rule's sites in one sweep of its matcher over the
+    graph as it is now; the new outcome replaces the site's provisional record."""
     by_rule: dict = {}
     for rule, head, index in waiting.values():
         by_rule.setdefault(rule.kind, (rule, {}))[1][id(head)] = index
@@ -314,7 +303,7 @@ def _revisit(adapter, swept: Swept, waiting: dict, options, dtype) -> None:
             index = indices.pop(id(match.ops[0].nodes[0]), None)
             if index is None or not adapter.live(match):
                 continue
-            site, _ = _site(adapter, view, match, rule, options, dtype)
+            site, _ = _site(adapter, view, match, rule, options, state, dtype, done)
             swept.sites[index] = site
 
 
@@ -329,8 +318,10 @@ def _progress_bar(items, total: int, rule: Rule, options):
     return tqdm(items, total=total, desc=f"{rule.kind}: timing sites", unit="site", leave=False, disable=None)
 
 
-def _site(adapter, view, match: Match, rule: Rule, options, dtype) -> tuple[Site, str | None]:
-    """(the site's record, the pass a provisional decline waits on or None)."""
+def _site(adapter, view, match: Match, rule: Rule, options, state: RunState, dtype,
+          done: frozenset) -> tuple[Site, str | None]:
+    """(the site's record, the pass a provisional decline waits on or None); `done`: the passes
+    that have run (a decline until one of them takes its `then` plan)."""
     name = adapter.site_name(match)
     if match.reason:
         return _record(name, match, "declined", match.reason), None
@@ -338,13 +329,15 @@ def _site(adapter, view, match: Match, rule: Rule, options, dtype) -> tuple[Site
     if shape is None or len(shape) != 4:
         return _record(name, match, "declined", "the shape of the activation reaching this site is unknown"), None
     plan = rule.plan(match, tuple(shape), dtype, options)
+    if isinstance(plan, Decline) and plan.until is not None and plan.until in done:
+        plan = plan.then if plan.then is not None else replace(plan, until=None)
     if isinstance(plan, Decline):
         return _record(name, match, "declined", plan.reason, plan), plan.until
     stand_ins = _stand_ins(view, match, plan)
     if isinstance(stand_ins, str):
         return _record(name, match, "declined", stand_ins, plan), None
     plan.stand_ins = stand_ins
-    status, reason, check, timing = _apply(adapter, name, match, plan, rule, options, dtype)
+    status, reason, check, timing = _apply(adapter, name, match, plan, rule, options, state, dtype)
     return _record(name, match, status, reason, plan, check, timing), None
 
 
@@ -398,25 +391,25 @@ def _named(match: Match, chain: str) -> str:
     return chain.replace("pw ", "linear ") if match.layout == "nc" else chain
 
 
-def _apply(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dtype):
+def _apply(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, state: RunState, dtype):
     """Lower, check, time and commit a plan: (status, reason, check, timing)."""
-    status, reason, check, timing, lowered = _try(adapter, name, match, plan, rule, options, dtype)
+    status, reason, check, timing, lowered = _try(adapter, name, match, plan, rule, options, state, dtype)
     if status == "applied":
         adapter.commit(match, plan, lowered)
     return status, reason, check, timing
 
 
-def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, dtype):
+def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, state: RunState, dtype):
     """Lower, check and time a plan: (status, reason, check, timing, the lowered replacement, to
     commit when the status is "applied"; a replacement that failed is discarded here)."""
     key = site_key(plan.kind, name)
-    if key in options.skip_sites:
+    if key in state.skip_sites:
         return "rolled_back", SKIPPED_BY_RETRY, None, None, None
-    if options.only_sites is not None and key not in options.only_sites:
+    if state.only_sites is not None and key not in state.only_sites:
         return "declined", NOT_IN_CHECKED_SET, None, None, None
     lowered = adapter.lower(match, plan)
     check = timing = note = None
-    if options.check:
+    if options.check and state.site_checks:
         inputs = [adapter.value(v) for v in match.runtime_inputs]
         if any(x is None for x in inputs):
             adapter.discard(lowered)

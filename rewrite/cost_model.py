@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .measure import DECISIVE_PAIRS, Comparison, compare, one_thread
+from . import measure
 from .ir import Activation, Affine, ConvSpec, FusedMBConv, FusedSepConv, Layer, ZeroPad
 
 SE_LAUNCHES = 2  # beside the gated GEMM: the depthwise stage (or block phase 1) and the excitation MLP
@@ -285,7 +285,7 @@ class MeasuredCostModel(RooflineCostModel):
 
     def _one_cpu_thread(self):
         """On the CPU, timings run on one torch thread (rewrite.measure.one_thread says why)."""
-        return one_thread() if self.device.type == "cpu" else nullcontext()
+        return measure.one_thread() if self.device.type == "cpu" else nullcontext()
 
     def times(self, key_parts: tuple, before, after, inputs, margin: float):
         """(Comparison of the two callables on `inputs`, from_cache)."""
@@ -295,9 +295,9 @@ class MeasuredCostModel(RooflineCostModel):
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             self.cached += 1
-            return Comparison.from_list(hit), True
+            return measure.Comparison.from_list(hit), True
         with self._one_cpu_thread():
-            comparison = compare(before, after, inputs, margin)
+            comparison = measure.compare(before, after, inputs, margin)
         self.measured += 1
         if self.cache is not None:
             self.cache.put(key, comparison.as_list())
@@ -323,8 +323,8 @@ class MeasuredCostModel(RooflineCostModel):
         another way."""
 
         with self._one_cpu_thread():
-            return compare(before, after, inputs, margin, budget_s=WHOLE_MODEL_BUDGET_S,
-                                   extend=WHOLE_MODEL_EXTEND, min_repeats=DECISIVE_PAIRS, calls=1)
+            return measure.compare(before, after, inputs, margin, budget_s=WHOLE_MODEL_BUDGET_S,
+                                   extend=WHOLE_MODEL_EXTEND, min_repeats=measure.DECISIVE_PAIRS, calls=1)
 
 
 WHOLE_MODEL_BUDGET_S = 2.0

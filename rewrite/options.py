@@ -52,8 +52,8 @@ class RewriteOptions:
         (TF "same" padding) are not absorbed, and torch.export's symbolic-shape reasoning over
         them takes minutes (timm's tf_* models), so capture warns up front when it finds such pads
         (passes/fx/capture.py); static capture at the resolution the model runs takes seconds.
-    passes_run (set by the pass manager, not by callers): the passes that have already run, so
-        that a planner can tell whether a later pass is still to come (rules.base.Decline.until).
+    What one run of the passes is told by the driver (sites to skip or to keep to) is not an
+    option: it is a RunState.
     """
 
     passes: tuple[str, ...] = PASSES
@@ -70,15 +70,12 @@ class RewriteOptions:
     force_blocks: bool = False
     channels_last: bool | None = None
     dynamic_spatial: bool = False
-    skip_sites: frozenset = field(default_factory=frozenset)   # "kind:name" keys rolled back (rewrite.entry.retry)
-    only_sites: frozenset | None = None                         # when set, no other site is applied
-    passes_run: frozenset = frozenset()     # the passes that have run, set by the pass manager for the planners
     calibration: "Calibration | None" = None   # the user's calibration samples, set by the entry points
 
     @classmethod
     def from_kwargs(cls, options: dict, caller: str) -> "RewriteOptions":
         """Options from an API call's keyword arguments, naming the caller on an unknown one."""
-        known = {f.name for f in fields(cls)} - {"skip_sites", "only_sites", "passes_run", "calibration"}
+        known = {f.name for f in fields(cls)} - {"calibration"}
         unknown = set(options) - known
         if unknown:
             raise TypeError(f"{caller}() got unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -145,6 +142,20 @@ class RewriteOptions:
         else:
             model = kind
         return replace(self, target=target, cost_model=model)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the driver (rewrite/entry/retry.py) tells one run of the passes, apart from the user's
+    options: the sites to roll back, the only sites to apply, and whether sites are checked on the
+    spot (off while bisection re-runs sets of sites that each passed already)."""
+
+    skip_sites: frozenset = frozenset()     # "kind:name" keys rolled back
+    only_sites: frozenset | None = None     # when set, no other site is applied
+    site_checks: bool = True
+
+    def skipping(self, keys) -> "RunState":
+        return replace(self, skip_sites=self.skip_sites | frozenset(keys))
 
 
 @dataclass(eq=False)

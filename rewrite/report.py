@@ -1,8 +1,13 @@
-"""The rewrite report: one record per site the passes looked at, plus the whole-model check."""
+"""The rewrite report: one record per site the passes looked at, plus the whole-model check.
+
+Built once, by `build_report`, at the end of an optimize call, from what each stage returned: the
+passes' `RunFacts` (sites and notes), the whole-model check's `ModelCheck`, the retries' rollbacks
+and the whole-model timing. A `Report` and its `Site`s are frozen: no stage fills one in.
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .rules import RULES
 
@@ -17,7 +22,7 @@ def site_key(kind: str, name: str) -> str:
     return f"{kind}:{name}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Site:
     """One place in the graph where a rewrite was considered."""
 
@@ -54,9 +59,38 @@ class Site:
             raise ValueError(f"site status must be one of {STATUSES}, got {self.status!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
+class RunFacts:
+    """What one run of the passes found: the front end's pipeline returns it beside its result."""
+
+    sites: tuple = ()
+    notes: tuple = ()
+    target: str = ""
+    dtype: str = ""
+    runtime: str = ""      # where sites were timed (the measured cost model), e.g. "onnxruntime 1.32.0 CPU"
+
+    @property
+    def applied(self) -> list[Site]:
+        return [s for s in self.sites if s.status == "applied"]
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """The whole-model check of one run's result: its errors against the reference, and what it noted."""
+
+    rel_error: float | None = None
+    max_abs_error: float | None = None
+    tolerance: float | None = None
+    baseline_error: float | None = None     # the original model's own error vs float64
+    budget: float | None = None             # approximate=REL: the held-out error allowed
+    held_out_error: float | None = None     # with fitted sites: the rel error on the held-out calibration samples
+    metric: tuple | None = None             # (original, optimized) of the user's metric, where given
+    notes: tuple = ()
+
+
+@dataclass(frozen=True)
 class Report:
-    sites: list[Site] = field(default_factory=list)
+    sites: tuple = ()
     target: str = ""
     dtype: str = ""
     runtime: str = ""      # where sites and the whole model were timed, e.g. "OpenVINO 2026.4.1 CPU, f32"
@@ -64,28 +98,13 @@ class Report:
     model_max_abs_error: float | None = None
     model_tolerance: float | None = None
     model_baseline_error: float | None = None   # the original model's own error vs float64
-    model_measured_s: list | None = None        # [original, optimized] seconds per run, measured cost model
-    model_measured_ci: list | None = None       # [speedup, low, high, pairs] of the same timing
+    model_measured_s: tuple | None = None       # (original, optimized) seconds per run, measured cost model
+    model_measured_ci: tuple | None = None      # (speedup, low, high, pairs) of the same timing
     approximate_budget: float | None = None     # approximate=REL: the held-out error allowed
     model_held_out_error: float | None = None   # with fitted sites: the rel error on the held-out calibration samples
-    model_metric: list | None = None            # [original, optimized] of the user's metric, where given
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)   # what the user must act on (the CLI prints them to stderr)
-
-    def add(self, site: Site) -> Site:
-        self.sites.append(site)
-        return site
-
-    def record_rollback(self, reasons: dict[str, str], history: list[str] = (), verdict: str = "") -> None:
-        """Record what the whole-model check and its retries decided (the entry points call this):
-        the sites whose key is in `reasons` (applied, or already rolled back by a retry) are rolled
-        back with that reason; `history`, what was tried, goes before the notes, `verdict` after."""
-        for site in self.sites:
-            if site.key in reasons and site.status not in ("declined", "left"):
-                site.status, site.reason = "rolled_back", reasons[site.key]
-        self.notes[:] = list(dict.fromkeys(list(history) + self.notes))
-        if verdict:
-            self.notes.append(verdict)
+    model_metric: tuple | None = None           # (original, optimized) of the user's metric, where given
+    notes: tuple = ()
+    warnings: tuple = ()   # what the user must act on (the CLI prints them to stderr)
 
     def by_status(self, status: str) -> list[Site]:
         return [s for s in self.sites if s.status == status]
@@ -105,9 +124,9 @@ class Report:
             "target": self.target, "dtype": self.dtype, "runtime": self.runtime,
             "model_rel_error": self.model_rel_error, "model_max_abs_error": self.model_max_abs_error,
             "model_tolerance": self.model_tolerance, "model_baseline_error": self.model_baseline_error,
-            "model_measured_s": self.model_measured_s, "model_measured_ci": self.model_measured_ci,
+            "model_measured_s": _listed(self.model_measured_s), "model_measured_ci": _listed(self.model_measured_ci),
             "approximate_budget": self.approximate_budget, "model_held_out_error": self.model_held_out_error,
-            "model_metric": self.model_metric,
+            "model_metric": list(self.model_metric) if self.model_metric else self.model_metric,
             "notes": list(self.notes), "warnings": list(self.warnings),
             "counts": self.counts(), "sites": [asdict(s) for s in self.sites],
         }
@@ -215,3 +234,26 @@ def _grouped(sites: list[Site]) -> list[list[Site]]:
 
 def _fmt(value, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
+
+
+def _listed(value):
+    return list(value) if value is not None else None
+
+
+def build_report(facts: RunFacts, check: ModelCheck | None = None, rolled_back: dict | None = None,
+                 notes: list = (), warnings: list = (), timing=None) -> Report:
+    """The one place a Report is made: the run's sites, each whose key is in `rolled_back` (and
+    that was applied or already rolled back by a retry) as a new Site rolled back for that reason;
+    the whole-model check; `notes` (in order, repeats dropped); `timing`, the whole-model
+    Comparison (rewrite.measure) of the measured cost model, or None."""
+    rolled_back = rolled_back or {}
+    sites = tuple(replace(site, status="rolled_back", reason=rolled_back[site.key])
+                  if site.key in rolled_back and site.status not in ("declined", "left") else site
+                  for site in facts.sites)
+    check = check or ModelCheck()
+    measured = None if timing is None else (timing.before_s, timing.after_s)
+    ci = None if timing is None else (timing.speedup, timing.low, timing.high, timing.pairs)
+    return Report(sites, facts.target, facts.dtype, facts.runtime, check.rel_error, check.max_abs_error,
+                  check.tolerance, check.baseline_error, measured, ci, check.budget, check.held_out_error,
+                  tuple(check.metric) if check.metric is not None else None, tuple(dict.fromkeys(notes)),
+                  tuple(warnings))

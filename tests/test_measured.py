@@ -158,10 +158,9 @@ def test_paired_timings_alternate_and_stop(monkeypatch):
 
 
 def test_report_groups_repeated_declines_but_json_keeps_every_site():
-    report = Report(target="cpu", dtype="float32")
-    for i in range(4):
-        report.add(Site(f"block{i}", "reverse", "declined", "nonlinearity (relu) between the convs"))
-    report.add(Site("head", "reverse", "declined", "something else"))
+    sites = [Site(f"block{i}", "reverse", "declined", "nonlinearity (relu) between the convs") for i in range(4)]
+    report = Report(tuple(sites) + (Site("head", "reverse", "declined", "something else"),), target="cpu",
+                    dtype="float32")
     text = str(report)
     assert "4 sites" in text and "block0, block1, block2, ..." in text and "head" in text
     assert text.count("nonlinearity (relu)") == 1
@@ -196,13 +195,11 @@ def test_onnx_sites_are_timed_in_onnxruntime(tmp_path):
 
 def test_decision_benchmark_scores_agreement_and_time_lost():
     from tests.benchmarks.bench_decisions import decisions
-    report = Report(target="cpu", dtype="float32")
     sites = [Site("a", "reverse", "applied", predicted_speedup=2.0, measured_s=[2e-3, 1e-3]),      # both apply
              Site("b", "reverse", "declined", predicted_speedup=1.5, measured_s=[1e-3, 3e-3]),     # analytic loses 2 ms
              Site("c", "factorize", "applied", predicted_speedup=0.5, measured_s=[5e-3, 4e-3]),    # analytic loses 1 ms
              Site("d", "fold", "applied", predicted_speedup=1.3)]                                   # not timed
-    for s in sites:
-        report.add(s)
+    report = Report(tuple(sites), target="cpu", dtype="float32")
     d = decisions(report, 1.05)
     assert (d["timed"], d["agree"]) == (3, 1) and d["lost_s"] == pytest.approx(3e-3)
     assert [x["site"] for x in d["disagreements"]] == ["b", "c"]
@@ -255,7 +252,7 @@ def test_a_whole_model_within_the_noise_keeps_everything(monkeypatch):
     monkeypatch.setattr(measure, "compare", fake)
     report = optimize(TwoSites().eval(), torch.randn(2, 16, 24, 24), timing_cache=False).rewrite_report
     assert report.applied and not report.by_status("rolled_back")
-    assert report.model_measured_ci == [0.8, 0.7, 1.1, 21]
+    assert report.model_measured_ci == (0.8, 0.7, 1.1, 21)
     assert "whole model, measured: 0.80x (median of 21 paired calls, 95% CI 0.70-1.10)" in str(report)
 
 

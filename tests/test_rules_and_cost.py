@@ -112,9 +112,10 @@ def test_options_validate():
 
 
 def test_report_serializes_and_prints():
-    r = Report(target="h100", dtype="float32", model_rel_error=1e-6, model_max_abs_error=1e-5, model_tolerance=1e-4)
-    r.add(Site("features.1.conv", "fold", "applied", "", 1.9, 2e-7, "dw3x3 32->32 → affine", "dw3x3 32->32"))
-    r.add(Site("features.2.conv", "reverse", "declined", "nonlinearity (relu6) between", None, None, "dw → pw"))
+    sites = (Site("features.1.conv", "fold", "applied", "", 1.9, 2e-7, "dw3x3 32->32 → affine", "dw3x3 32->32"),
+             Site("features.2.conv", "reverse", "declined", "nonlinearity (relu6) between", None, None, "dw → pw"))
+    r = Report(sites, target="h100", dtype="float32", model_rel_error=1e-6, model_max_abs_error=1e-5,
+               model_tolerance=1e-4)
     d = json.loads(r.to_json())
     assert d["counts"]["fold"]["applied"] == 1 and d["sites"][1]["status"] == "declined"
     text = str(r)

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten
 
-from rewrite.options import RewriteOptions, model_device
-from rewrite.report import Report
+from rewrite.options import RewriteOptions, RunState
+from rewrite.report import RunFacts
 
 from ..manager import NOTHING_TO_APPLY, run_passes
 from .adapter import FxAdapter
@@ -40,18 +40,23 @@ class Captured:
 
 
 def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions, dtype: torch.dtype,
-                progress=None, captured: Captured | None = None) -> tuple[nn.Module, Report]:
-    """Rewrite `model` and return (new root, report). The root is the exported graph as an
-    OptimizedModule (passes/fx/result.py), or
-    `model` itself with its exportable submodules replaced (then `model` is modified: pass a copy).
-    `captured`: a capture of the same model to reuse (see Captured)."""
-    options = options.resolved(model_device(model, example_inputs))
-    report = Report(target=getattr(getattr(options.cost_model, "profile", None), "name", options.target),
-                    dtype=str(dtype).replace("torch.", ""))
-    regions = (captured or Captured()).regions(model, example_inputs, options.dynamic_spatial, report.notes)
+                state: RunState = RunState(), progress=None,
+                captured: Captured | None = None) -> tuple[nn.Module, RunFacts]:
+    """Rewrite `model` and return (new root, what the run found). The root is the exported graph as
+    an OptimizedModule (passes/fx/result.py), or `model` itself with its exportable submodules
+    replaced (then `model` is modified: pass a copy). `options` are resolved (the entry point's
+    RewriteOptions.resolved); `state` is what the driver tells this run; `captured`: a capture of
+    the same model to reuse (see Captured)."""
+    sites, notes = [], []
+
+    def facts() -> RunFacts:
+        return RunFacts(tuple(sites), tuple(notes), getattr(getattr(options.cost_model, "profile", None), "name",
+                                                            options.target), str(dtype).replace("torch.", ""))
+
+    regions = (captured or Captured()).regions(model, example_inputs, options.dynamic_spatial, notes)
     if not regions:
-        report.notes.append("no part of the model could be captured by torch.export: nothing rewritten")
-        return model, report
+        notes.append("no part of the model could be captured by torch.export: nothing rewritten")
+        return model, facts()
     root = model
     if regions[0].path:            # submodules replaced inside the user's model: check that it still works
         with torch.no_grad():
@@ -63,33 +68,33 @@ def optimize_fx(model: nn.Module, example_inputs: tuple, options: RewriteOptions
         if why:
             for path, original in replaced:
                 _install(root, path, original)
-            report.notes.append(f"the model's forward depends on its submodules' types or attributes ({why} once "
-                                "the captured submodules were installed): nothing rewritten")
-            return model, report
+            notes.append(f"the model's forward depends on its submodules' types or attributes ({why} once "
+                         "the captured submodules were installed): nothing rewritten")
+            return model, facts()
     else:
         root = regions[0].module
     if regions[0].path and options.calibration is not None:
         # calibration samples are the whole model's inputs; a captured submodule sees other tensors
-        report.notes.append("decouple: torch.export captured submodules, not the whole model, so the calibration "
-                            "samples cannot be run through them: nothing approximate applied")
+        notes.append("decouple: torch.export captured submodules, not the whole model, so the calibration "
+                     "samples cannot be run through them: nothing approximate applied")
         options = replace(options, calibration=None)
     for region in regions:
         adapter = FxAdapter(region.module, region.inputs, region.path, progress)
-        swept = run_passes(adapter, options, dtype)
-        report.sites.extend(swept.sites)
-        report.notes.extend(note for note in swept.notes if note not in report.notes)
+        swept = run_passes(adapter, options, dtype, state)
+        sites.extend(swept.sites)
+        notes.extend(note for note in swept.notes if note not in notes)
         adapter.finish()
         if region.path:             # called by the model as captured: no per-call export wrapping, no hooks
             _install(root, region.path, ordinary_graph_module(region.module, region.inputs, options.dynamic_spatial,
                                                               f"the optimized submodule {region.path}"))
         else:                       # the whole model: an ordinary module (eval, torch.save, exporters)
             root = optimized_module(region.module, region.inputs, options.dynamic_spatial)
-    if not report.sites and NOTHING_TO_APPLY not in report.notes:
-        report.notes.append("no candidate site: no conv followed by a BatchNorm or preceded by a pad, no dense "
-                            "KxK conv, no depthwise conv was found in the captured graph")
-    if wants_channels_last(options.channels_last, report):
-        report.notes.append(keep_channels_last(root, example_inputs))
-    return root, report
+    if not sites and NOTHING_TO_APPLY not in notes:
+        notes.append("no candidate site: no conv followed by a BatchNorm or preceded by a pad, no dense "
+                     "KxK conv, no depthwise conv was found in the captured graph")
+    if wants_channels_last(options.channels_last, facts()):
+        notes.append(keep_channels_last(root, example_inputs))
+    return root, facts()
 
 
 def _disagreement(model: nn.Module, example_inputs: tuple, before) -> str | None:

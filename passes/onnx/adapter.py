@@ -35,9 +35,10 @@ from .view import OnnxViewBuilder
 class OnnxAdapter:
     reference_is_lifted = True
 
-    def __init__(self, model: onnx.ModelProto, dtype: torch.dtype, feeds: dict | None, notes: list,
+    def __init__(self, model: onnx.ModelProto, dtype: torch.dtype, feeds: dict | None,
                  progress: Callable | None = None, timing_runtime: str = "onnxruntime"):
-        self.source, self.dtype, self.feeds, self.notes = model, dtype, feeds, notes
+        self.source, self.dtype, self.feeds = model, dtype, feeds
+        self.notes: list = []                     # what the report should say (a capture that failed), read at the end
         self.timing_runtime = timing_runtime      # where a site's forms are timed (runtimes.RUNTIMES)
         self._runtime_name = None
         self.graph = gs.import_onnx(model)

@@ -18,12 +18,12 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .approximate import rewrite_approximate, split_samples
-from ..numerics import (FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning,
-                       within)
-from ..options import Calibration, RewriteOptions, model_device
-from ..report import Report
-from .retry import Attempt, after_whole_model_timing, rewrite_checked
+from ..numerics import FLOAT_DTYPES, max_abs_error, model_tolerance, rel_error, rms_rel_error, within
+from ..options import Calibration, RewriteOptions, RunState, model_device
+from ..report import ModelCheck, RunFacts, build_report
+from .approximate import split_samples
+from .driver import checked_optimize
+from .retry import Attempt
 
 
 def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, calibration=None, metric=None,
@@ -53,74 +53,109 @@ def optimize(model: nn.Module, example_inputs, *, inplace: bool = False, calibra
     opts = RewriteOptions.from_kwargs(options, "optimize")
     example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     dtype, output = _validate(model, example_inputs)
-    opts = opts.resolved(model_device(model, example_inputs))
+    opts = opts.resolved(model_device(model, example_inputs))     # the one resolution of the options
     held = _calibrated(opts, calibration, metric, max_metric_drop)
     if held is not None:
         opts = dataclasses.replace(opts, calibration=held)
-    from passes.fx.pipeline import Captured, optimize_fx  # front end loaded on use: rewrite/ stays graph-free
+    from passes.fx.pipeline import optimize_fx  # front end loaded on use: rewrite/ stays graph-free
 
-    reference_model = _float64_copy(model) if opts.check else None
     work = model if inplace else copy.deepcopy(model)
     if not opts.check:
-        optimized, report = optimize_fx(work, example_inputs, opts, dtype)
-        optimized.rewrite_report = report
+        optimized, facts = optimize_fx(work, example_inputs, opts, dtype)
+        optimized.rewrite_report = build_report(facts)
         return optimized
+    front = _TorchFront(model, example_inputs, work, inplace, opts, dtype, output, held, metric, max_metric_drop)
+    outcome = checked_optimize(front, opts, dtype, front.baseline, front.tolerance, approximate=held is not None)
+    for warning in outcome.report.warnings:
+        warnings.warn(warning, stacklevel=2)
+    outcome.result.rewrite_report = outcome.report
+    return outcome.result
 
-    with torch.no_grad():
-        reference = reference_model(*tree_map(_to_float64, example_inputs))
-        baseline, _ = _compare(output, reference)
-        held_references = [reference_model(*tree_map(_to_float64, s)) for s in held.held] if held else []
-    tol = model_tolerance(dtype, opts.model_tolerance, baseline)
-    original_metric = metric(copy.deepcopy(model)) if metric is not None else None
-    fresh = iter([work])        # the first run may rewrite `work` itself; later runs get a pristine copy
-    captured = Captured()       # ...and one capture serves every run
 
-    def run(run_opts: RewriteOptions) -> Attempt:
-        report = None
+class _TorchFront:
+    """optimize()'s side of the driver (rewrite/entry/driver.py): a run is optimize_fx over a
+    pristine copy of the model (the first run may rewrite `work` itself), replaying one
+    torch.export capture; the whole-model check compares with the float64 reference, or, with
+    fitted sites, with the originals' outputs on the held-out calibration samples."""
+
+    weak_hint = "pass example_inputs the model is used on"
+
+    def __init__(self, model, example_inputs, work, inplace, opts, dtype, output, held, metric, max_metric_drop):
+        from passes.fx.pipeline import Captured
+
+        self.model, self.example_inputs, self.inplace, self.opts, self.dtype = model, example_inputs, inplace, opts, dtype
+        self.held, self.metric, self.max_metric_drop = held, metric, max_metric_drop
+        self.reference_model = _float64_copy(model)
+        with torch.no_grad():
+            self.reference = self.reference_model(*tree_map(_to_float64, example_inputs))
+            self.baseline, _ = _compare(output, self.reference)
+            self.held_references = ([self.reference_model(*tree_map(_to_float64, s)) for s in held.held]
+                                    if held else [])
+        self.tolerance = model_tolerance(dtype, opts.model_tolerance, self.baseline)
+        self.original_metric = metric(copy.deepcopy(model)) if metric is not None else None
+        self.fresh = iter([work])
+        self.captured = Captured()
+
+    def run(self, state: RunState) -> Attempt:
+        from passes.fx.pipeline import optimize_fx
+
+        facts, check_notes = None, ()
         try:
-            start = next(fresh, None)
-            start = _pristine(model, inplace, reference_model, dtype) if start is None else start
-            optimized, report = optimize_fx(start, example_inputs, run_opts, dtype, captured=captured)
+            start = next(self.fresh, None)
+            start = self.original() if start is None else start
+            optimized, facts = optimize_fx(start, self.example_inputs, self.opts, self.dtype, state=state,
+                                           captured=self.captured)
             with torch.no_grad():
-                out = optimized(*example_inputs)
-            err, abs_err = _compare(out, reference)
+                out = optimized(*self.example_inputs)
+            err, abs_err = _compare(out, self.reference)
         except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
             optimized = None
-            report = report or Report(target=opts.target, dtype=str(dtype).replace("torch.", ""))
-            report.notes.append(f"optimized model failed to run ({type(exc).__name__}: {exc})")
+            facts = facts or RunFacts(target=self.opts.target, dtype=str(self.dtype).replace("torch.", ""))
+            check_notes = (f"optimized model failed to run ({type(exc).__name__}: {exc})",)
             err = abs_err = float("inf")
-        report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
-        report.model_baseline_error = baseline
-        report.approximate_budget = run_opts.approximate
-        if optimized is not None and any(site.fitted_error is not None for site in report.applied):
-            return _held_out_attempt(optimized, report, held.held, held_references, opts.approximate,
-                                     metric, original_metric, max_metric_drop)
-        return Attempt(optimized, report, within(err, tol), f"rel error {err:.2e} > {tol:.1e}")
+        check = ModelCheck(err, abs_err, self.tolerance, self.baseline, self.opts.approximate, notes=check_notes)
+        if optimized is not None and any(site.fitted_error is not None for site in facts.applied):
+            return self._held_out_attempt(optimized, facts, check)
+        return Attempt(optimized, facts, check, within(err, self.tolerance), f"rel error {err:.2e} > {self.tolerance:.1e}")
 
-    final = rewrite_approximate(run, opts) if held else rewrite_checked(run, opts)
-    optimized, report = final.result, final.report
-    report.record_rollback(final.rolled_back, final.history, final.verdict)
-    weak = weak_check_warning(dtype, baseline, tol, "pass example_inputs the model is used on")
-    if weak:
-        report.warnings.append(weak)
-        warnings.warn(weak, stacklevel=2)
-    if not final.passed:
-        optimized = _pristine(model, inplace, reference_model, dtype)
+    def _held_out_attempt(self, optimized, facts: RunFacts, check: ModelCheck) -> Attempt:
+        """The whole-model check of a model with fitted sites: its error on the held-out calibration
+        samples against the budget (and the user's metric against its allowed drop)."""
         with torch.no_grad():
-            report.model_rel_error, report.model_max_abs_error = _compare(optimized(*example_inputs), reference)
-        report.notes.append("returned the original model unchanged")
-    unchanged = not final.passed or (not report.applied and not inplace)
-    if final.passed and unchanged:
-        # nothing to gain, and a re-exported graph can run slower than the module it came from
-        optimized = _pristine(model, inplace, reference_model, dtype)
-        report.notes.append("no rewrite applied: returned a copy of the original model")
-    if opts.measured:
+            pairs = [(o, r) for s, ref in zip(self.held.held, self.held_references)
+                     for o, r in zip(tree_flatten(optimized(*s))[0], tree_flatten(ref)[0])
+                     if isinstance(r, torch.Tensor) and r.is_floating_point()]
+        error, budget = rms_rel_error(pairs), self.opts.approximate
+        check = dataclasses.replace(check, held_out_error=error, budget=budget)
+        why = f"held-out rel error {error:.2e} > budget {budget:g}"
+        passed = within(error, budget)
+        if passed and self.metric is not None:
+            value = self.metric(optimized)
+            check = dataclasses.replace(check, metric=(self.original_metric, value))
+            passed = value >= self.original_metric - self.max_metric_drop
+            why = f"metric {value:.4g} < {self.original_metric:.4g} - {self.max_metric_drop:g}"
+        return Attempt(optimized, facts, check, passed, why)
+
+    def original(self):
+        return _pristine(self.model, self.inplace, self.reference_model, self.dtype)
+
+    def original_check(self, original) -> ModelCheck:
+        with torch.no_grad():
+            err, abs_err = _compare(original(*self.example_inputs), self.reference)
+        return ModelCheck(err, abs_err)
+
+    def unchanged(self):
+        return None if self.inplace else self.original()
+
+    def timed(self, result):
         # the whole model is timed against the original unless that was rewritten in place
-        timed = None if unchanged or inplace else (model, optimized, example_inputs)
-        optimized = after_whole_model_timing(run, opts, final, optimized, timed, runner=lambda module: module)
-        optimized = optimized if optimized is not None else _pristine(model, inplace, reference_model, dtype)
-    optimized.rewrite_report = report
-    return optimized
+        return None if self.inplace else (self.model, result, self.example_inputs)
+
+    def runner(self, result):
+        return result
+
+    def timing_label(self, facts: RunFacts) -> str:
+        return ""
 
 
 def _calibrated(opts: RewriteOptions, calibration, metric, max_metric_drop) -> Calibration | None:
@@ -146,26 +181,6 @@ def _calibrated(opts: RewriteOptions, calibration, metric, max_metric_drop) -> C
     else:
         samples = [s if isinstance(s, tuple) else (s,) for s in calibration]
     return split_samples(samples)
-
-
-def _held_out_attempt(optimized, report: Report, samples: list, references: list, budget: float, metric,
-                      original_metric, max_drop) -> Attempt:
-    """The whole-model check of a model with fitted sites: its error on the held-out calibration
-    samples against the budget (and the user's metric against its allowed drop)."""
-    with torch.no_grad():
-        pairs = [(o, r) for s, ref in zip(samples, references)
-                 for o, r in zip(tree_flatten(optimized(*s))[0], tree_flatten(ref)[0])
-                 if isinstance(r, torch.Tensor) and r.is_floating_point()]
-    error = rms_rel_error(pairs)
-    report.model_held_out_error, report.approximate_budget = error, budget
-    why = f"held-out rel error {error:.2e} > budget {budget:g}"
-    passed = within(error, budget)
-    if passed and metric is not None:
-        value = metric(optimized)
-        report.model_metric = [original_metric, value]
-        passed = value >= original_metric - max_drop
-        why = f"metric {value:.4g} < {original_metric:.4g} - {max_drop:g}"
-    return Attempt(optimized, report, passed, why)
 
 
 def _validate(model: nn.Module, example_inputs: tuple) -> tuple[torch.dtype, object]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..options import Calibration, RewriteOptions
+from ..options import Calibration, RunState
 from .retry import Attempt, rewrite_checked
 
 MIN_SAMPLES = 2
@@ -45,28 +45,27 @@ def saved_per_error(site) -> float:
     return saved / max(site.fitted_error or 0.0, 1e-12)
 
 
-def rewrite_approximate(run: Callable[[RewriteOptions], Attempt], options: RewriteOptions,
+def rewrite_approximate(run: Callable[[RunState], Attempt], state: RunState = RunState(),
                         say: Callable[[str], None] = lambda message: None) -> Attempt:
     """rewrite_checked for a run with fitted sites: when the finished model misses the held-out
     budget (the pass manager chose its sites on the graph before the later passes) or the user's
     metric (which only the entry point can run), the fitted sites are dropped one at a time, the
     one saving the least time per unit of fitted error first, until it passes; with none left, the
     exact path's own checks and rollbacks (rewrite_checked) decide."""
-    first = run(options)
-    fitted = sorted((s for s in first.report.applied if s.fitted_error is not None), key=saved_per_error)
+    first = run(state)
+    fitted = sorted((s for s in first.facts.applied if s.fitted_error is not None), key=saved_per_error)
     if first.passed or not fitted:
-        return first if first.passed else rewrite_checked(run, options, say)
+        return first if first.passed else rewrite_checked(run, state, say)
     dropped: list = []
     for site in fitted[:-1]:
         dropped.append(site.key)
         say(f"{first.why}: without the fitted site {site.name}")
-        attempt = run(dataclasses.replace(options, skip_sites=options.skip_sites | frozenset(dropped)))
+        attempt = run(state.skipping(dropped))
         if attempt.passed:
             return dataclasses.replace(attempt, rolled_back=dict.fromkeys(dropped, OVER_BUDGET),
-                                       history=[f"{first.why} with {len(fitted)} fitted sites; {len(dropped)} "
-                                                "rolled back, the least time saved per unit of error first"])
-    exact = dataclasses.replace(options, skip_sites=options.skip_sites | frozenset(s.key for s in fitted))
-    final = rewrite_checked(run, exact, say)
+                                       history=(f"{first.why} with {len(fitted)} fitted sites; {len(dropped)} "
+                                                "rolled back, the least time saved per unit of error first",))
+    final = rewrite_checked(run, state.skipping(s.key for s in fitted), say)
     return dataclasses.replace(final, rolled_back={**dict.fromkeys((s.key for s in fitted), OVER_BUDGET),
                                                    **final.rolled_back},
-                               history=[f"{first.why} with every fitted site; all rolled back"] + final.history)
+                               history=(f"{first.why} with every fitted site; all rolled back",) + tuple(final.history))

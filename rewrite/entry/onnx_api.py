@@ -31,11 +31,12 @@ from passes.onnx import runtime as ort_runtime
 from passes.onnx.io import OnnxInputError
 from passes.onnx.pipeline import optimize_graph
 
-from ..numerics import max_abs_error, model_tolerance, rel_error, rms_rel_error, weak_check_warning, within
-from ..options import Calibration, RewriteOptions
-from .approximate import rewrite_approximate, split_samples
-from ..report import Report
-from .retry import Attempt, after_whole_model_timing, rewrite_checked
+from ..numerics import max_abs_error, model_tolerance, rel_error, rms_rel_error, within
+from ..options import Calibration, RewriteOptions, RunState
+from ..report import ModelCheck, Report
+from .approximate import split_samples
+from .driver import checked_optimize
+from .retry import Attempt
 
 __all__ = ["optimize_onnx", "OnnxInputError", "ModelCheckError"]
 
@@ -130,48 +131,94 @@ def optimize_onnx(src, dst=None, *, overwrite: bool = False, inputs=None, batch:
         say("generic clean-up (onnxslim)")
         slimmed, note = clean.slim(model)
         if slimmed is not None and reference is not None:
-            alone = Report()
-            if not _passes(slimmed, feeds, reference, alone, tol, full_check):
-                err = alone.model_rel_error
+            passed, alone = _passes(slimmed, feeds, reference, tol, full_check)
+            if not passed:
+                err = alone.rel_error
                 why = alone.notes[-1] if alone.notes else f"rel error {err:.2e} > {tol:.1e}" if err is not None \
                     else "it failed"
                 slimmed, note = None, f"{note}: its model misses the whole-model check ({why}); not used"
         source = slimmed if slimmed is not None else model
         history.append(note)
 
-    def run(run_opts: RewriteOptions) -> Attempt:
-        optimized, report = optimize_graph(source, run_opts, dtype, feeds, progress, verbose, runtime)
-        report.notes = list(dict.fromkeys(history + report.notes))
-        report.model_baseline_error = baseline
-        report.approximate_budget = run_opts.approximate
-        say("whole-model check")
-        passed = _passes(optimized, feeds, reference, report, tol, full_check)
-        err = report.model_rel_error
-        if any(site.fitted_error is not None for site in report.applied) and (passed or err is not None):
-            return _held_out_attempt(optimized, report, held.held, held_references, opts.approximate)
-        return Attempt(optimized, report, passed, "the ONNX checker" if err is None else f"rel error {err:.2e} > {tol:.1e}")
-
-    final = rewrite_approximate(run, opts, say) if held else rewrite_checked(run, opts, say)
-    optimized, report = final.result, final.report
-    report.record_rollback(final.rolled_back, final.history, final.verdict)
-    weak = weak_check_warning(dtype, baseline, tol, "inputs=, or rewrite-onnx --inputs FILE.npz")
-    report.warnings += [weak] if weak else []
-    if not final.passed:
+    front = _OnnxFront(model, source, opts, dtype, feeds, reference, baseline, tol, full_check, history, held,
+                       held_references, progress, verbose, runtime, say)
+    outcome = checked_optimize(front, opts, dtype, baseline, tol, approximate=held is not None, say=say)
+    if not outcome.passed:
         raise ModelCheckError("the optimized model failed the whole-model check even with every rewrite "
-                              "rolled back; nothing written", report)
-    if opts.measured:
-        # timed only when a rewrite is in it: the clean-up alone is onnxslim's work, not a decision of ours
-        timed = _whole_models(model, optimized, feeds, runtime) if report.applied else None
-        optimized = after_whole_model_timing(run, opts, final, optimized, timed, f" in {report.runtime or runtime}",
-                                             runner=lambda proto: _runner(proto, feeds, runtime))
-        if optimized is None:
-            optimized = onnx.ModelProto()
-            optimized.CopyFrom(model)
+                              "rolled back; nothing written", outcome.report)
+    optimized = outcome.result
     if dst is not None:
         external = external_data if external_data is not None else (loaded.external or io.too_big(optimized))
         say(f"writing {dst}" + (" (external data)" if external else ""))
         io.save(optimized, dst, external)
-    return optimized, report
+    return optimized, outcome.report
+
+
+class _OnnxFront:
+    """optimize_onnx()'s side of the driver (rewrite/entry/driver.py): a run is optimize_graph over
+    the (cleaned) source; the whole-model check runs the result in onnxruntime against the
+    reference, or, with fitted sites, against the original's outputs on the held-out calibration
+    samples; timing runs both models in the timing runtime."""
+
+    weak_hint = "inputs=, or rewrite-onnx --inputs FILE.npz"
+
+    def __init__(self, model, source, opts, dtype, feeds, reference, baseline, tol, full_check, history, held,
+                 held_references, progress, verbose, runtime, say):
+        self.model, self.source, self.opts, self.dtype, self.feeds = model, source, opts, dtype, feeds
+        self.reference, self.baseline, self.tol, self.full_check = reference, baseline, tol, full_check
+        self.history, self.held, self.held_references = history, held, held_references
+        self.progress, self.verbose, self.runtime, self.say = progress, verbose, runtime, say
+
+    def run(self, state: RunState) -> Attempt:
+        optimized, facts = optimize_graph(self.source, self.opts, self.dtype, self.feeds, state=state,
+                                          progress=self.progress, verbose=self.verbose, runtime=self.runtime)
+        facts = dataclasses.replace(facts, notes=tuple(dict.fromkeys(self.history + list(facts.notes))))
+        self.say("whole-model check")
+        passed, check = _passes(optimized, self.feeds, self.reference, self.tol, self.full_check)
+        check = dataclasses.replace(check, baseline_error=self.baseline, budget=self.opts.approximate)
+        err = check.rel_error
+        if any(site.fitted_error is not None for site in facts.applied) and (passed or err is not None):
+            return self._held_out_attempt(optimized, facts, check)
+        return Attempt(optimized, facts, check, passed,
+                       "the ONNX checker" if err is None else f"rel error {err:.2e} > {self.tol:.1e}")
+
+    def _held_out_attempt(self, optimized: onnx.ModelProto, facts, check: ModelCheck) -> Attempt:
+        """The whole-model check of a model with fitted sites: its error on the held-out calibration
+        samples (against the original in onnxruntime) within the budget, and the ONNX checker."""
+        notes = ()
+        try:
+            sess = ort_runtime.session(optimized)
+            error = rms_rel_error((out, ref[name]) for feeds, ref in zip(self.held.held, self.held_references)
+                                  for name, out in zip(ref, sess.run(list(ref), feeds))
+                                  if np.issubdtype(ref[name].dtype, np.floating))
+        except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
+            notes = (f"the optimized model failed to run ({ort_runtime.error_text(exc, 200)})",)
+            error = float("inf")
+        budget = self.opts.approximate
+        check = dataclasses.replace(check, held_out_error=error, budget=budget, notes=check.notes + notes)
+        return Attempt(optimized, facts, check, within(error, budget),
+                       f"held-out rel error {error:.2e} > budget {budget:g}")
+
+    def original(self):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(self.model)
+        return copy
+
+    def original_check(self, original):
+        return None        # nothing passed: refused (ModelCheckError), nothing written
+
+    def unchanged(self):
+        return None        # the cleaned model is returned, even with no rewrite in it
+
+    def timed(self, result):
+        # timed only when a rewrite is in it: the clean-up alone is onnxslim's work, not a decision of ours
+        return _whole_models(self.model, result, self.feeds, self.runtime)
+
+    def runner(self, result):
+        return _runner(result, self.feeds, self.runtime)
+
+    def timing_label(self, facts) -> str:
+        return f" in {facts.runtime or self.runtime}"
 
 
 def _calibration(model: onnx.ModelProto, opts: RewriteOptions, calibration) -> Calibration | None:
@@ -196,22 +243,6 @@ def _calibration(model: onnx.ModelProto, opts: RewriteOptions, calibration) -> C
     count = next(iter(counts.values()), 0)
     samples = [ort_runtime.user_inputs(model, {name: a[i:i + 1] for name, a in stacked.items()}) for i in range(count)]
     return split_samples(samples)
-
-
-def _held_out_attempt(optimized: onnx.ModelProto, report: Report, samples: list, references: list,
-                      budget: float) -> Attempt:
-    """The whole-model check of a model with fitted sites: its error on the held-out calibration
-    samples (against the original in onnxruntime) within the budget, and the ONNX checker."""
-    try:
-        sess = ort_runtime.session(optimized)
-        error = rms_rel_error((out, ref[name]) for feeds, ref in zip(samples, references)
-                              for name, out in zip(ref, sess.run(list(ref), feeds))
-                              if np.issubdtype(ref[name].dtype, np.floating))
-    except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
-        report.notes.append(f"the optimized model failed to run ({ort_runtime.error_text(exc, 200)})")
-        error = float("inf")
-    report.model_held_out_error, report.approximate_budget = error, budget
-    return Attempt(optimized, report, within(error, budget), f"held-out rel error {error:.2e} > budget {budget:g}")
 
 
 def _whole_models(model: onnx.ModelProto, optimized: onnx.ModelProto, feeds, timing_runtime: str):
@@ -319,28 +350,26 @@ def _passes_full_check(model: onnx.ModelProto) -> bool:
         return False
 
 
-def _passes(optimized, feeds, reference, report: Report, tol: float, full_check: bool) -> bool:
+def _passes(optimized, feeds, reference, tol: float, full_check: bool) -> tuple[bool, ModelCheck]:
+    """(whether `optimized` passes the whole-model check, what the check measured and noted)."""
     try:
         io.check(optimized, full=full_check)
     except Exception as exc:  # noqa: BLE001
-        report.notes.append(f"the optimized model fails the ONNX checker ({str(exc).splitlines()[0][:200]})")
-        return False
+        return False, ModelCheck(notes=(f"the optimized model fails the ONNX checker ({str(exc).splitlines()[0][:200]})",))
     if reference is None:
-        return True
+        return True, ModelCheck()
     try:
         outputs = ort_runtime.run(optimized, feeds)
         err, abs_err = _compare(outputs, reference.outputs)
     except Exception as exc:  # noqa: BLE001 - a rewritten model that fails to run is rolled back
-        report.notes.append(f"the optimized model failed to run ({type(exc).__name__}: {ort_runtime.error_text(exc, 200)})")
-        report.model_rel_error = report.model_max_abs_error = float("inf")
-        report.model_tolerance = tol
-        return False
-    report.model_rel_error, report.model_max_abs_error, report.model_tolerance = err, abs_err, tol
+        note = f"the optimized model failed to run ({type(exc).__name__}: {ort_runtime.error_text(exc, 200)})"
+        return False, ModelCheck(float("inf"), float("inf"), tol, notes=(note,))
+    check = ModelCheck(err, abs_err, tol)
     if within(err, tol):
-        return True
+        return True, check
     # a tolerance tighter than the original's own error: what computes exactly the original's
     # outputs (every rewrite rolled back) still passes
-    return reference.original is not reference.outputs and _compare(outputs, reference.original) == (0.0, 0.0)
+    return reference.original is not reference.outputs and _compare(outputs, reference.original) == (0.0, 0.0), check
 
 
 def _compare(outputs: dict, reference: dict) -> tuple[float, float]:

@@ -46,15 +46,18 @@ class Plan:
 @dataclass
 class Decline:
     """The site stays as it is, for `reason`. With `until` (a later pass's kind) the decline is
-    provisional: it holds only while that pass is still to run, and the pass manager plans the
-    site again once it has run (options.passes_run then names it). fold keeps a TF-"same" pad
-    before a depthwise conv this way, for the fuse pass, and absorbs it if the conv did not fuse."""
+    provisional: it holds only while that pass is still to run; once it has run (or when it will
+    not run), the pass manager plans the site again on the graph as it is then and applies `then`,
+    the plan for that case, if the site is still there. fold keeps a TF-"same" pad before a
+    depthwise conv this way, for the fuse pass, and absorbs it if the conv did not fuse. The
+    planner itself never needs to know which passes have run."""
 
     kind: str
     reason: str
     before: list
     predicted_speedup: float | None = None
     until: str | None = None
+    then: "Plan | None" = None
 
     @property
     def describe_before(self) -> str:
@@ -147,6 +150,9 @@ class Rule:
     owns(op): whether `op` is what this rule is there to remove (fold: a BatchNorm or per-channel
         affine; fold_norm: a LayerNorm's affine). Such an op still in the result with no site of
         any rule over it gets a "left" record saying why (nothing is left silently), or None.
+    conservative: the whole-model retry ladder's last rung before no rewrite at all keeps only the
+        sites of conservative rules (fold: exact up to rounding, and what every deployment path
+        already does), when bisection found no culprit set.
     """
 
     kind: str
@@ -158,6 +164,7 @@ class Rule:
     skipped: Callable[[object], str | None] = never_skipped
     statistics: Callable | None = None
     owns: Callable[[Op], bool] | None = None
+    conservative: bool = False
 
 
 _REGISTERED: dict[str, Rule] = {}

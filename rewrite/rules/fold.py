@@ -78,7 +78,7 @@ def _affine_before_conv(view: View, op: Op) -> Match | None:
 
 def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
     """conv → affine, affine → conv (where exact), or zero pad → conv."""
-    note = ""
+    wait = None
     if isinstance(first, ConvSpec) and isinstance(second, Affine):
         after = [fold_affine(first, second)]
     elif isinstance(first, Affine) and isinstance(second, ConvSpec):
@@ -90,20 +90,21 @@ def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
         after = [absorb_pad(first, second)]
         if second.is_depthwise and not fusable_padding(after[0].padding) and fusable_padding(second.padding) \
                 and "fuse" in options.passes and fuse_enabled(options):
-            if "fuse" not in options.passes_run:
-                return Decline("fold", f"absorbing the pad would give the depthwise conv the padding "
-                               f"{after[0].padding}, which the fused kernel does not take; the pad stays so the "
-                               "conv can fuse", [first, second], until="fuse")
-            note = "absorbed after the fuse pass left the depthwise conv unfused"
+            wait = (f"absorbing the pad would give the depthwise conv the padding {after[0].padding}, which the "
+                    "fused kernel does not take; the pad stays so the conv can fuse")
     else:
         raise TypeError(f"fold takes conv → affine, affine → conv or pad → conv, got {first.describe()} → {second.describe()}")
     speedup = options.cost_model.speedup([first, second], after, input_shape, dtype)
-    return Plan("fold", [first, second], after, speedup, removes_work=True, note=note)
+    if wait:
+        then = Plan("fold", [first, second], after, speedup, removes_work=True,
+                    note="absorbed after the fuse pass left the depthwise conv unfused")
+        return Decline("fold", wait, [first, second], until="fuse", then=then)
+    return Plan("fold", [first, second], after, speedup, removes_work=True)
 
 
 RULE = register(Rule(
     "fold", order=20, matches=fold_matches, timed=False,
     plan=lambda match, shape, dtype, options: plan_fold(match.layers[0], match.layers[1], shape, dtype, options),
     summary="BatchNorm, constant scale/shift and zero pads into the neighbouring conv or linear",
-    owns=lambda op: op.kind == "affine" and op.layout != "nhwc",
+    owns=lambda op: op.kind == "affine" and op.layout != "nhwc", conservative=True,
 ))

@@ -97,7 +97,7 @@ def test_cli_dry_run(exported, capsys):
 
 
 def test_cli_failed_check_exits_1(exported, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(onnx_api, "_passes", lambda *args: False)
+    monkeypatch.setattr(onnx_api, "_passes", lambda *args: (False, onnx_api.ModelCheck()))
     code = main([str(exported), "-o", str(tmp_path / "out.onnx"), "--report", str(tmp_path / "r.json"), "-q"])
     captured = capsys.readouterr()
     assert code == 1 and "whole-model check" in captured.err and "rolled_back" in captured.out
@@ -188,4 +188,4 @@ def test_check_inputs_that_only_measure_rounding_are_named_in_a_warning(tmp_path
     assert "warning: the whole-model check is weak on these inputs" in out.stderr
     assert "rewrite-onnx --inputs FILE.npz" in out.stderr
     report = onnx_api.optimize_onnx(str(path))[1]
-    assert len(report.warnings) == 1 and report.to_dict()["warnings"] == report.warnings
+    assert len(report.warnings) == 1 and report.to_dict()["warnings"] == list(report.warnings)
