@@ -228,7 +228,7 @@ def test_without_a_bisection_budget_the_check_falls_back_to_fewer_rewrites(monke
 
 
 def test_failing_whole_model_check_raises_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_api, "_passes", lambda *args: False)
+    monkeypatch.setattr(onnx_api, "_passes", lambda *args: (False, onnx_api.ModelCheck()))
     with pytest.raises(ModelCheckError, match="nothing written") as info:
         optimize_onnx(block_model(), tmp_path / "out.onnx", target="h100")
     assert info.value.report.sites and not (tmp_path / "out.onnx").exists()
