@@ -223,10 +223,10 @@ class RooflineCostModel:
     def _fused_time(self, layer: FusedSepConv, shape, dtype: torch.dtype, size: int):
         """The fused kernels (kernels/): the depthwise FLOPs on the vector units, the 1x1 GEMMs on
         the matrix units, and only x, the weights and the output (+ residual) through memory.
-        With an SE, the depthwise stage writes a and the gated GEMM reads it back (kernels/
+        With an SE, the depthwise stage writes a and the gated GEMM reads it back (kernels/sep_conv/
         sep_conv_se.py), or, for a whole block, phase 1 recomputes the block for the channel sums
         (two passes over x, a never stored). A whole block's expansion is computed once per
-        depthwise tap (halo recompute: kernels/inverted_residual.py)."""
+        depthwise tap (halo recompute: kernels/block/inverted_residual.py)."""
         p = self.profile
         b, c, h, w = shape
         oh, ow = layer.dw.output_hw(h, w)

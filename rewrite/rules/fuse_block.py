@@ -9,7 +9,7 @@ so it is exact up to summation order. It is the block of MobileNetV2/V3, Efficie
 FBNet and MobileNetV4's inverted-bottleneck UIB: the expanded tensor h = act0(expand(x)) is 4-6x
 the block's width, and unfused it is written by the expansion conv, read and written by its
 activation and read by the depthwise conv (or the dw+pw kernel of the fuse rule). The fused
-kernel (kernels/inverted_residual.py) expands each output tile's depthwise halo on the tensor
+kernel (kernels/block/inverted_residual.py) expands each output tile's depthwise halo on the tensor
 cores, so its only traffic is x, the weights and y; the price is the expansion's FLOPs once per
 depthwise tap. With a squeeze-excitation it makes two passes over x (the channel sums of the
 depthwise output first, then the gated block) and three launches in all.
