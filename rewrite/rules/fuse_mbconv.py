@@ -23,7 +23,7 @@ from __future__ import annotations
 from ..ir import Activation, ConvSpec, FusedMBConv
 from ..view import View
 from .base import Decline, Match, Plan, Rule, conv_reason, register
-from .fuse import FUSABLE_ACTIVATIONS, FUSABLE_DTYPES, fuse_skipped, pointwise_tail, spatial_reason
+from .fusable import FUSABLE_ACTIVATIONS, FUSABLE_DTYPES, fuse_skipped, pointwise_tail, spatial_reason
 
 NOT_MEASURED = ("the Fused-MBConv kernel has no GPU measurement yet; optimize the model on its GPU to time it "
                 "there, or force_blocks=True")
