@@ -1,7 +1,7 @@
 """Activations the fused separable-conv kernels can apply, by name.
 
 The names are the contract between the graph passes, the torch reference and the Triton
-epilogues (``kernels/fused_sep_conv.py`` implements each name with the same formula):
+epilogues (``kernels/sep_conv/fused_sep_conv.py`` implements each name with the same formula):
 
     none       x
     relu       max(x, 0)

@@ -10,7 +10,9 @@ The first two run on fp32 register blocks inside a kernel (`@triton.jit` functio
     dot_acc              acc + a @ b on the tensor cores (exact fp32 products in the interpreter)
     pointwise_epilogue   + b2, act2, + residual and the store of a 1x1 conv's accumulator
 
-Nothing here launches anything.
+and one host-side helper of every launcher: pow2_divisor, the power of two that divides sizes and
+strides (the alignment constexprs that ``aligned`` restates). Used by both kernel families
+(kernels/sep_conv/, kernels/block/). Nothing here launches anything.
 """
 import triton
 import triton.language as tl
@@ -103,3 +105,11 @@ def pointwise_epilogue(acc, pw_b_ptr, res_ptr, out_ptr, offs_n, n_ok, m_ok, img,
     out_offs = (img64 * aligned(stride_ob, OUT_ALIGN) + oh * aligned(stride_oh, OUT_ALIGN)
                 + ow * aligned(stride_ow, OUT_ALIGN))[:, None] + offs_n[None, :] * stride_oc
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=out_ok)
+
+
+def pow2_divisor(*values: int, cap: int = 16) -> int:
+    """The largest power of two <= cap that divides every value (0 counts as divisible)."""
+    align = cap
+    while align > 1 and any(v % align for v in values):
+        align //= 2
+    return align

@@ -20,11 +20,20 @@ computes the block twice (channel sums, then the gated pass) rather than storing
 
 The model is an object so that callers can inject another (e.g. one calibrated by measurement):
 anything with `chain_time(layers, input_shape, dtype) -> seconds` will do.
+
+What the roofline does not see, a GPU run did: the fused forms that measured slower than eager on
+an H100 are listed in a data file beside that run's results (FUSE_LOSSES,
+results/gpu/2026-11-25-h100/fuse_losses.json, written from that campaign's tables: see the
+README there). `measured_fuse_loss` reads it once and tells the fuse rule whether a fused form is
+such a loss, and why, when the rule plans without timing.
 """
 from __future__ import annotations
 
+import functools
+import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -33,6 +42,82 @@ from .ir import Activation, Affine, ConvSpec, FusedMBConv, FusedSepConv, Layer, 
 
 SE_LAUNCHES = 2  # beside the gated GEMM: the depthwise stage (or block phase 1) and the excitation MLP
 GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
+ROOT = Path(__file__).resolve().parents[1]
+FUSE_LOSSES = "results/gpu/2026-11-25-h100/fuse_losses.json"  # relative to the source tree's root
+
+
+class FuseLossesError(RuntimeError):
+    """The measured losses file is missing or not one: said, never read as "no loss"."""
+
+
+@dataclass(frozen=True)
+class FuseLosses:
+    """The fused forms one GPU run measured slower than eager (FUSE_LOSSES): the squeeze-excitation
+    form (slower at `se_slower` of `se_layers` SE layers), output maps of at most `max_pixels`
+    pixels, square depthwise kernels of `square_min` x `square_min` or more, and (not measured)
+    other kernels with more than `max_taps` taps, taken as the square one was."""
+
+    run: str
+    device: str
+    se_slower: int
+    se_layers: int
+    max_pixels: int
+    square_min: int
+    max_taps: int
+
+    def loss(self, dw: ConvSpec, se, out_hw) -> str | None:
+        """Why fusing `dw` (with the squeeze-excitation `se`, or None) at an `out_hw` output map
+        measured a loss on this run, or None."""
+        where = f"on {self.device} ({self.run})"
+        if se is not None:
+            return (f"the fused squeeze-excitation form measured slower than eager at {self.se_slower} of "
+                    f"{self.se_layers} SE layers {where}")
+        if out_hw[0] * out_hw[1] <= self.max_pixels:
+            return f"fused at a {out_hw[0]}x{out_hw[1]} output map measured slower than eager {where}"
+        kh, kw = dw.kernel_size
+        if kh == kw and kh >= self.square_min:
+            return f"the fused {kh}x{kw} depthwise kernel measured slower than eager {where}"
+        if kh * kw > self.max_taps:  # only square kernels were measured: more taps than the 3x3 is taken as a loss
+            return (f"the fused {kh}x{kw} depthwise kernel has {kh * kw} taps, more than the 3x3 that measured "
+                    f"faster (the {self.square_min}x{self.square_min} measured slower than eager {where})")
+        return None
+
+
+def fuse_losses(path: str | Path | None = None) -> FuseLosses:
+    """The measured losses file (default FUSE_LOSSES under the source tree), read once per path;
+    FuseLossesError, naming the file, if it is missing or garbled."""
+    return _read_fuse_losses(Path(path) if path is not None else ROOT / FUSE_LOSSES)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_fuse_losses(path: Path) -> FuseLosses:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FuseLossesError(f"{path} is missing: the fuse rule reads the fused forms a GPU run measured "
+                              "slower from it (time the sites on the GPU, or force_fuse=True)") from None
+    except (OSError, ValueError) as e:
+        raise FuseLossesError(f"{path} cannot be read as JSON ({e})") from None
+    try:
+        se, small, square, other = (data["squeeze_excitation"], data["small_output"], data["square_kernel"],
+                                    data["other_kernel"])
+        fields = dict(run=data["run"], device=data["device"], se_slower=se["slower_layers"], se_layers=se["layers"],
+                      max_pixels=small["max_pixels"], square_min=square["min_size"], max_taps=other["max_taps"])
+    except (KeyError, TypeError) as e:
+        raise FuseLossesError(f"{path} is not a fuse-losses file: no {e}") from None
+    wrong = [k for k, v in fields.items() if not isinstance(v, str if k in ("run", "device") else int)
+             or isinstance(v, bool)]
+    if wrong:
+        raise FuseLossesError(f"{path} is not a fuse-losses file: {', '.join(wrong)} of the wrong type")
+    return FuseLosses(**fields)
+
+
+def measured_fuse_loss(model, dw: ConvSpec, se, out_hw) -> str | None:
+    """Whether fusing `dw` (+ `se`) at an `out_hw` output map is a measured loss, and why, as the
+    cost model `model` answers it (RooflineCostModel.measured_fuse_loss); a model injected
+    without that answer gets FUSE_LOSSES' own."""
+    ask = getattr(model, "measured_fuse_loss", None)
+    return ask(dw, se, out_hw) if ask is not None else fuse_losses().loss(dw, se, out_hw)
 
 
 @dataclass(frozen=True)
@@ -223,10 +308,10 @@ class RooflineCostModel:
     def _fused_time(self, layer: FusedSepConv, shape, dtype: torch.dtype, size: int):
         """The fused kernels (kernels/): the depthwise FLOPs on the vector units, the 1x1 GEMMs on
         the matrix units, and only x, the weights and the output (+ residual) through memory.
-        With an SE, the depthwise stage writes a and the gated GEMM reads it back (kernels/
+        With an SE, the depthwise stage writes a and the gated GEMM reads it back (kernels/sep_conv/
         sep_conv_se.py), or, for a whole block, phase 1 recomputes the block for the channel sums
         (two passes over x, a never stored). A whole block's expansion is computed once per
-        depthwise tap (halo recompute: kernels/inverted_residual.py)."""
+        depthwise tap (halo recompute: kernels/block/inverted_residual.py)."""
         p = self.profile
         b, c, h, w = shape
         oh, ow = layer.dw.output_hw(h, w)
@@ -245,6 +330,13 @@ class RooflineCostModel:
         bytes_ = size * (passes * b * c * h * w + stored + outputs + weights)
         launches = 1 + (SE_LAUNCHES if layer.se else 0)
         return max(seconds, bytes_ / p.bandwidth) + launches * p.launch_overhead, (n, oh, ow)
+
+    def measured_fuse_loss(self, dw: ConvSpec, se, out_hw) -> str | None:
+        """Why a fused form is a loss that the run of FUSE_LOSSES measured (an H100), or None. The
+        fuse rule asks when it plans without timing, which it does for a GPU target (elsewhere
+        only with force_fuse, which skips the question); this profile's roofline does not see
+        those losses, so the H100's figures stand for every such target."""
+        return fuse_losses().loss(dw, se, out_hw)
 
     def elementwise_time(self, shape, dtype: torch.dtype, tensors: int = 2) -> float:
         """One elementwise kernel touching `tensors` tensors of `shape` (2: unary, 3: binary)."""

@@ -213,9 +213,9 @@ class SqueezeExcite:
 @dataclass(frozen=True, eq=False)
 class FusedSepConv:
     """One fused op for y = act2(pw(act_after_gate(act1(dw(x')) [· se]))) [+ residual]: one kernel,
-    the dw result kept on chip, or with `se` three (kernels/sep_conv_se.py). x' = x, or with
+    the dw result kept on chip, or with `se` three (kernels/sep_conv/sep_conv_se.py). x' = x, or with
     `expand` the whole inverted-residual block's x' = act0(expand(x)) (a 1x1 dense conv, its
-    result never written to device memory either: kernels/inverted_residual.py).
+    result never written to device memory either: kernels/block/inverted_residual.py).
 
     act1/act2 are activation names or None; `residual` says whether a tensor of the output's
     shape is added after act2 (it is an extra input of the fused op). With `se`, the dw output is
@@ -261,7 +261,7 @@ class FusedSepConv:
 class FusedMBConv:
     """One fused op for a Fused-MBConv block, y = act2(pw(act1(conv(x)))) [+ residual]: a dense
     kh x kw conv expanding C → Hd, then a 1x1 conv projecting Hd → N, the expanded tensor kept
-    on chip (kernels/fused_mbconv.py). EfficientNetV2's early stages, MobileNetV4's FusedIB."""
+    on chip (kernels/block/fused_mbconv.py). EfficientNetV2's early stages, MobileNetV4's FusedIB."""
 
     conv: ConvSpec
     act1: str | None

@@ -19,7 +19,7 @@ import torch
 
 from rewrite.ir import (Activation, Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, MixedConv,
                         ParallelBranches, Permute, run_chain)
-from rewrite.rules.fuse import FuseParts
+from rewrite.rules.fusable import FuseParts
 
 from ..verify import capture_window
 from . import runtime, runtimes

@@ -6,7 +6,7 @@ Conv, so no Pad node is needed), or a Gemm node where it stands for a linear ove
 FusedSepConv becomes one call of a function in the domain "dwsep" whose body is the same
 computation in standard ops; runtimes that run model-local functions (onnxruntime inlines them)
 still execute the model, and a GPU runtime can map every call to the one-launch kernel of
-kernels/fused_sep_conv.py:
+kernels/sep_conv/fused_sep_conv.py:
 
     dwsep.FusedSepConv_<act1>_<act2>[_residual](X, W_dw, B_dw, W_pw, B_pw[, R]; strides, pads, group)
         = act2(Conv1x1(act1(Conv(X, W_dw, B_dw; strides, pads, group)), W_pw, B_pw)) [+ R]
@@ -20,13 +20,13 @@ where gate is Sigmoid or HardSigmoid(α = 1/6, β = 1/2) and post the activation
 (ReXNet's ReLU6; the identity without _postgate_). The SE act, gate and post activation are in
 the name, so one name always has one body. pads is [ph, pw, ph, pw]: the fused kernel pads each
 axis the same on both sides; the dw kernel is any kh x kw up to 7x7 (its shape is W_dw's). A whole
-inverted-residual block (kernels/inverted_residual.py) is the same call with the 1x1 expansion
+inverted-residual block (kernels/block/inverted_residual.py) is the same call with the 1x1 expansion
 first, its act0 in the name:
 
     dwsep.FusedInvertedResidual[SE]_<act0>_<the rest as above>(X, W_ex, B_ex, W_dw, B_dw, …)
         = FusedSepConv[SE]_<the rest>(act0(Conv1x1(X, W_ex, B_ex)), W_dw, B_dw, …)
 
-and a Fused-MBConv block (kernels/fused_mbconv.py) the same form with a dense conv first:
+and a Fused-MBConv block (kernels/block/fused_mbconv.py) the same form with a dense conv first:
 
     dwsep.FusedMBConv_<act1>_<act2>[_residual](X, W_conv, B_conv, W_pw, B_pw[, R]; strides, pads, group)
         = act2(Conv1x1(act1(Conv(X, W_conv, B_conv; strides, pads, group)), W_pw, B_pw)) [+ R]

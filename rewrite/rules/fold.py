@@ -27,7 +27,7 @@ from ..algebra import absorb_pad, check_fold_affine_before, fold_affine, fold_af
 from ..ir import Affine, ConvSpec, ZeroPad
 from ..view import Op, View
 from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
-from .fuse import fusable_padding, fuse_enabled
+from .fusable import fusable_padding, fuse_enabled
 
 
 def fold_matches(view: View):

@@ -9,14 +9,14 @@ so it is exact up to summation order. It is the block of MobileNetV2/V3, Efficie
 FBNet and MobileNetV4's inverted-bottleneck UIB: the expanded tensor h = act0(expand(x)) is 4-6x
 the block's width, and unfused it is written by the expansion conv, read and written by its
 activation and read by the depthwise conv (or the dw+pw kernel of the fuse rule). The fused
-kernel (kernels/inverted_residual.py) expands each output tile's depthwise halo on the tensor
+kernel (kernels/block/inverted_residual.py) expands each output tile's depthwise halo on the tensor
 cores, so its only traffic is x, the weights and y; the price is the expansion's FLOPs once per
 depthwise tap. With a squeeze-excitation it makes two passes over x (the channel sums of the
 depthwise output first, then the gated block) and three launches in all.
 
-The matcher is the fuse rule's, extended backwards from the depthwise conv to a 1x1 dense
-stride-1 conv (and one activation) whose output only the block reads. The plan weighs three forms
-by the cost model: the whole block, the dw+pw kernel after a separate expansion (what the fuse
+The matcher is the fuse rule's (fusable.fuse_matches), extended backwards from the depthwise
+conv to a 1x1 dense stride-1 conv (and one activation) whose output only the block reads. The
+plan weighs three forms by the cost model: the whole block, the dw+pw kernel after a separate expansion (what the fuse
 rule makes of the same site when this one declines), and the layers as they are; it keeps the
 whole block only where it is predicted fastest. The whole-block kernel has no committed GPU
 measurement yet, so without measured decisions (optimize on the GPU) or force_blocks it declines
@@ -27,8 +27,8 @@ from __future__ import annotations
 from ..ir import Activation, ConvSpec, FusedSepConv
 from ..view import View
 from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
-from .fuse import (FUSABLE_ACTIVATIONS, FuseParts, check_fuse, check_se, fuse_matches, fuse_skipped,
-                   unfused_layers, unfused_time)
+from .fusable import (FUSABLE_ACTIVATIONS, FuseParts, check_fuse, check_se, fuse_matches, fuse_skipped,
+                      unfused_layers, unfused_time)
 
 NOT_MEASURED = ("the whole-block kernel has no GPU measurement yet; optimize the model on its GPU to time it "
                 "there, or force_blocks=True")

@@ -9,7 +9,7 @@ so it is exact up to summation order. It is EfficientNetV2's early stages and Mo
 FusedIB (a 3x3 conv expanding C → 4C, then a 1x1 back to N), and any dense conv → 1x1 pair of the
 same form (a ResNet bottleneck's 3x3 → 1x1). Unfused, the expanded tensor is written by the conv,
 read and written by its activation and read by the 1x1 conv; the fused kernel
-(kernels/fused_mbconv.py) runs the conv as an implicit GEMM per output tile, applies act1 on
+(kernels/block/fused_mbconv.py) runs the conv as an implicit GEMM per output tile, applies act1 on
 chip and accumulates the projection chunk by chunk of hidden channels, so its only traffic is x,
 the weights and y, for the same FLOPs.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 from ..ir import Activation, ConvSpec, FusedMBConv
 from ..view import View
 from .base import Decline, Match, Plan, Rule, conv_reason, register
-from .fuse import FUSABLE_ACTIVATIONS, FUSABLE_DTYPES, fuse_skipped, pointwise_tail, spatial_reason
+from .fusable import FUSABLE_ACTIVATIONS, FUSABLE_DTYPES, fuse_skipped, pointwise_tail, spatial_reason
 
 NOT_MEASURED = ("the Fused-MBConv kernel has no GPU measurement yet; optimize the model on its GPU to time it "
                 "there, or force_blocks=True")

@@ -15,7 +15,7 @@ from ..algebra import (check_collapse_dw_pw, check_collapse_pair, check_collapse
 from ..ir import ConvSpec, FusedSepConv
 from ..view import Op, View
 from .base import Decline, Match, Plan, Rule, declined, register
-from .fuse import check_fuse, fuse_enabled
+from .fusable import check_fuse, fuse_enabled
 
 
 def is_reversible_pair(first: ConvSpec, second: ConvSpec) -> bool:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from kernels.checks import Geometry
-from kernels.sep_conv_tiles import tile_for
+from kernels.sep_conv.tiles import tile_for
 
 BANDWIDTH = 3.0e12  # bytes/s, measured copy bandwidth of the H100 here (DESIGN.md)
 MATRIX_RATE = {"fp16": 800e12, "bf16": 800e12, "tf32": 400e12, "fp32": 60e12}  # dense FLOP/s, H100

@@ -1,5 +1,5 @@
 """How long the fused kernel's first launch at a new specialisation takes on a GPU: one compile
-of the table's tile (kernels/sep_conv_tiles.py; no candidates are timed), then a second launch.
+of the table's tile (kernels/sep_conv/tiles.py; no candidates are timed), then a second launch.
 
     python -m tests.benchmarks.compile_time
 
@@ -13,7 +13,7 @@ import torch
 
 
 def launch_seconds(act1: str, act2: str) -> float:
-    import kernels.fused_sep_conv as fsc
+    import kernels.sep_conv.fused_sep_conv as fsc
 
     x = torch.randn(8, 96, 28, 28, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     dw, pw = torch.randn(96, 1, 3, 3, device="cuda", dtype=torch.float16), torch.randn(160, 96, device="cuda",

@@ -1,5 +1,5 @@
-"""Static Hopper checks of the whole-block kernels (kernels/inverted_residual.py,
-kernels/fused_mbconv.py): each compiled for sm_90 with the tile its rule picks (no GPU needed),
+"""Static Hopper checks of the whole-block kernels (kernels/block/inverted_residual.py,
+kernels/block/fused_mbconv.py): each compiled for sm_90 with the tile its rule picks (no GPU needed),
 and what the design promises read from the TTGIR / PTX (kernels/hopper.py):
 
   * every dot is a wgmma (nvidia_mma version 3): the expansion (or dense conv) and the
@@ -15,7 +15,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from kernels.block_checks import BlockGeometry  # noqa: E402
+from kernels.block.checks import BlockGeometry  # noqa: E402
 from kernels.checks import out_size  # noqa: E402
 from kernels.hopper import SMEM_PER_BLOCK  # noqa: E402
 from tests.hopper.test_static_sm90 import compiled  # noqa: E402
@@ -23,12 +23,12 @@ from tests.hopper.test_static_sm90 import compiled  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ir():
-    return compiled("kernels.inverted_residual")
+    return compiled("kernels.block.inverted_residual")
 
 
 @pytest.fixture(scope="module")
 def mb():
-    return compiled("kernels.fused_mbconv")
+    return compiled("kernels.block.fused_mbconv")
 
 
 def geometry(C, Hd, N, H, k, stride, dtype=torch.float16, batch=64):

@@ -1,7 +1,7 @@
 """Static Hopper checks: every tile of the fused kernel's table compiled for sm_90 (no GPU needed),
 and what the design promises read from the TTGIR / PTX (kernels/hopper.py).
 
-The promises (kernels/sep_conv_tiles.py, kernels/fused_sep_conv.py):
+The promises (kernels/sep_conv/tiles.py, kernels/sep_conv/fused_sep_conv.py):
   * every dot is a wgmma (nvidia_mma version 3), in fp16, bf16 and tf32;
   * unrolled tiles are pipelined: two stages, the taps copied to shared memory with 16-byte
     cp.async, and the dot asynchronous with a wait that leaves one in flight (pendings >= 1);
@@ -18,7 +18,7 @@ pytest.importorskip("triton")
 
 from kernels.checks import Geometry, out_size  # noqa: E402
 from kernels.hopper import SMEM_PER_BLOCK  # noqa: E402
-from kernels.sep_conv_tiles import TABLE, tile_for  # noqa: E402
+from kernels.sep_conv.tiles import TABLE, tile_for  # noqa: E402
 
 # (C, H, k, stride, N): the DESIGN.md layer suite and MobileNetV3's channel counts
 LAYERS = [(32, 112, 3, 1, 64), (64, 112, 3, 2, 128), (128, 56, 3, 1, 128), (256, 28, 3, 1, 256),
@@ -54,12 +54,12 @@ def compiled(name: str):
 
 @pytest.fixture(scope="module")
 def fsc():
-    return compiled("kernels.fused_sep_conv")
+    return compiled("kernels.sep_conv.fused_sep_conv")
 
 
 @pytest.fixture(scope="module")
 def se():
-    return compiled("kernels.sep_conv_se")
+    return compiled("kernels.sep_conv.sep_conv_se")
 
 
 def test_the_layers_reach_every_tile_of_the_table():
@@ -110,7 +110,7 @@ SE_GEMMS = [(64 * 49, 1152, 320), (64 * 196, 480, 80), (64 * 784, 144, 24), (64 
 
 @pytest.mark.parametrize("pixels, K, N", SE_GEMMS, ids=[f"K{k}-N{n}" for _, k, n in SE_GEMMS])
 def test_squeeze_excitation_gemm_is_a_pipelined_wgmma(se, pixels, K, N):
-    """The gated GEMM of kernels/sep_conv_se.py: wgmma fed from a three-stage cp.async pipeline
+    """The gated GEMM of kernels/sep_conv/sep_conv_se.py: wgmma fed from a three-stage cp.async pipeline
     (16-byte copies), one dot left in flight, 128-bit stores, no spills."""
     build = se.gemm_hopper_build(pixels, K, N, torch.float16, residual=True, act_after_gate="relu6")
     report = build.summary()

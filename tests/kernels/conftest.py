@@ -15,8 +15,8 @@ import pytest
 import torch
 
 
-KERNEL_MODULES = ("kernels.tiles", "kernels.fused_sep_conv", "kernels.sep_conv_se",  # in import order
-                  "kernels.inverted_residual", "kernels.fused_mbconv")
+KERNEL_MODULES = ("kernels.tiles", "kernels.sep_conv.fused_sep_conv", "kernels.sep_conv.sep_conv_se",  # in import order
+                  "kernels.block.inverted_residual", "kernels.block.fused_mbconv")
 
 
 def _reload_kernels():
@@ -29,7 +29,7 @@ def _triton_interpreter():
     pytest.importorskip("triton")
     saved = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1"
-    was_interpreted = importlib.import_module("kernels.fused_sep_conv")._INTERPRETED
+    was_interpreted = importlib.import_module("kernels.sep_conv.fused_sep_conv")._INTERPRETED
     if not was_interpreted:
         _reload_kernels()
     yield
@@ -44,25 +44,25 @@ def _triton_interpreter():
 @pytest.fixture
 def fsc():
     """The kernel module, imported under the interpreter."""
-    return importlib.import_module("kernels.fused_sep_conv")
+    return importlib.import_module("kernels.sep_conv.fused_sep_conv")
 
 
 @pytest.fixture
 def se():
     """The squeeze-excitation kernels' module, imported under the interpreter."""
-    return importlib.import_module("kernels.sep_conv_se")
+    return importlib.import_module("kernels.sep_conv.sep_conv_se")
 
 
 @pytest.fixture
 def ir():
-    """The whole-block kernels' module (kernels/inverted_residual.py), imported under the interpreter."""
-    return importlib.import_module("kernels.inverted_residual")
+    """The whole-block kernels' module (kernels/block/inverted_residual.py), imported under the interpreter."""
+    return importlib.import_module("kernels.block.inverted_residual")
 
 
 @pytest.fixture
 def mb():
-    """The Fused-MBConv kernel's module (kernels/fused_mbconv.py), imported under the interpreter."""
-    return importlib.import_module("kernels.fused_mbconv")
+    """The Fused-MBConv kernel's module (kernels/block/fused_mbconv.py), imported under the interpreter."""
+    return importlib.import_module("kernels.block.fused_mbconv")
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 import torch
 
 from kernels.checks import out_size, padding_pair
-from kernels.reference import sep_conv_reference
+from kernels.sep_conv.reference import sep_conv_reference
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 

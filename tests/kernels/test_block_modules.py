@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kernels.block_ops  # noqa: F401  (registers the ops)
+import kernels.block.ops  # noqa: F401  (registers the ops)
 from kernels import (FusedInvertedResidual2d, FusedInvertedResidualSE2d, FusedMBConv2d, fused_mbconv_reference,
                      inverted_residual_se_reference)
 from tests.kernels.helpers import TOL, rel_err

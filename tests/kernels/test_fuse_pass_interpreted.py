@@ -55,7 +55,7 @@ def test_whole_model_converted_to_channels_last_still_matches(fsc):
 
 def test_squeeze_excitation_blocks_run_the_three_launch_form_and_match(se):
     """Two MBConv blocks with squeeze-excitation (EfficientNet's SiLU / sigmoid, MobileNetV3's
-    ReLU / hard-sigmoid, one with a residual): each fuses into kernels/sep_conv_se.py's form."""
+    ReLU / hard-sigmoid, one with a residual): each fuses into kernels/sep_conv/sep_conv_se.py's form."""
     from kernels import FusedSepConvSE2d
     from models_under_test.blocks import ConvBNAct, InvertedResidual
 

@@ -1,4 +1,4 @@
-"""The Fused-MBConv block in one Triton kernel (kernels/fused_mbconv.py), in Triton's interpreter
+"""The Fused-MBConv block in one Triton kernel (kernels/block/fused_mbconv.py), in Triton's interpreter
 against float64: dense 3x3 / 5x5 / 1x5 convs, strides 1 and 2, expansion 1..6, with and without
 residual, fp32 / fp16 / bf16, channel counts that are not multiples of 16."""
 import itertools
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels.activations import ACTIVATIONS
-from kernels.block_reference import fused_mbconv_reference
+from kernels.block.reference import fused_mbconv_reference
 from kernels.checks import out_size
 from tests.kernels.helpers import TOL, rel_err
 
@@ -89,7 +89,7 @@ def test_launcher_checks(mb):
 
 
 def test_tile_rule(mb):
-    from kernels.block_checks import BlockGeometry
+    from kernels.block.checks import BlockGeometry
 
     def tile(C, Hd, N):
         return mb.tile_for(BlockGeometry(64, C, Hd, 3, 3, 1, 1, 56, 56, N, 56, 56, torch.float16))

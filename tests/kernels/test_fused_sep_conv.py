@@ -92,7 +92,7 @@ def test_both_tap_loops_and_tiles(fsc, unroll, k):
        act2=st.sampled_from(ACTIVATIONS), bias=st.booleans(), residual=st.booleans(), channels_last=st.booleans())
 def test_random_configurations(B, C, r, kh, kw, stride, extra_ph, extra_pw, H, W, N, dtype, act1, act2, bias,
                                residual, channels_last):
-    import kernels.fused_sep_conv as fsc  # hypothesis forbids function-scoped fixtures
+    import kernels.sep_conv.fused_sep_conv as fsc  # hypothesis forbids function-scoped fixtures
     # padding below the kernel size on each axis (as the old k // 2 + 1 <= k - 1): output pixel 0 reads x
     ph, pw = min(max(0, kh // 2 + extra_ph), kh - 1), min(max(0, kw // 2 + extra_pw), kw - 1)
     H, W = H + max(1, kh - 2 * ph), W + max(1, kw - 2 * pw)  # at least one output pixel

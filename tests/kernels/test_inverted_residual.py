@@ -1,4 +1,4 @@
-"""The whole inverted-residual block in one Triton kernel (kernels/inverted_residual.py), and its
+"""The whole inverted-residual block in one Triton kernel (kernels/block/inverted_residual.py), and its
 squeeze-excitation form in three launches, in Triton's interpreter against float64 references:
 expansion 1..6, 3x3 / 5x5 / 1x5 depthwise kernels, strides 1 and 2, with and without SE and
 residual, fp32 / fp16 / bf16, channel counts that are not multiples of 16."""
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kernels.activations import ACTIVATIONS
-from kernels.block_reference import inverted_residual_reference, inverted_residual_se_reference
+from kernels.block.reference import inverted_residual_reference, inverted_residual_se_reference
 from kernels.checks import out_size
 from tests.kernels.helpers import TOL, rel_err
 
@@ -126,7 +126,7 @@ def test_launcher_checks(ir):
 
 
 def test_tile_rule(ir):
-    from kernels.block_checks import BlockGeometry
+    from kernels.block.checks import BlockGeometry
 
     def tile(C, Hd, N):
         return ir.tile_for(BlockGeometry(64, C, Hd, 3, 3, 1, 1, 56, 56, N, 56, 56, torch.float16))

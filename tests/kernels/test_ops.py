@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-import kernels.ops  # noqa: F401  (registers the op)
+import kernels.sep_conv.ops  # noqa: F401  (registers the op)
 from kernels import FusedSepConv2d, sep_conv_reference
 from tests.kernels.helpers import TOL, operands, reference64, rel_err
 

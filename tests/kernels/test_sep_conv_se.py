@@ -1,11 +1,11 @@
-"""The squeeze-excitation block in three launches (kernels/sep_conv_se.py), in Triton's
+"""The squeeze-excitation block in three launches (kernels/sep_conv/sep_conv_se.py), in Triton's
 interpreter, against float64: the depthwise stage, the excitation MLP and the gated GEMM together."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kernels.activations import activation
-from kernels.reference import dw_channel_mean_reference, sep_conv_reference
+from kernels.sep_conv.reference import dw_channel_mean_reference, sep_conv_reference
 from tests.kernels.helpers import TOL, operands, rel_err
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)

@@ -1,5 +1,5 @@
-"""The fused kernel's tile table by regime (kernels/sep_conv_tiles.py) and the opt-in tuning that
-persists on disk (kernels/sep_conv_tuning.py)."""
+"""The fused kernel's tile table by regime (kernels/sep_conv/tiles.py) and the opt-in tuning that
+persists on disk (kernels/sep_conv/tuning.py)."""
 import itertools
 import json
 from pathlib import Path
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import sep_conv_tuning
+import kernels.sep_conv.tuning as sep_conv_tuning
 from kernels.checks import Geometry, out_size
-from kernels.sep_conv_tiles import SMEM_BUDGET, TABLE, Tile, tile_for
+from kernels.sep_conv.tiles import SMEM_BUDGET, TABLE, Tile, tile_for
 from tests.kernels.helpers import TOL, operands, reference64, rel_err
 
 H100_RUN = Path(__file__).resolve().parents[2] / "results/gpu/2026-11-25-h100/run1/campaign.json"

@@ -1,5 +1,5 @@
 """The squeeze-excitation path, in Triton's interpreter: the fused kernel's gate (and the
-activation after it), the custom op and FusedSepConvSE2d (kernels/sep_conv_se.py's three
+activation after it), the custom op and FusedSepConvSE2d (kernels/sep_conv/sep_conv_se.py's three
 launches), each against a float64 reference."""
 import copy
 
@@ -20,7 +20,7 @@ def test_gate_scales_the_depthwise_output(fsc, dtype, out_nhwc):
     gate = torch.rand(3, 12) + 0.1
     y = fsc.fused_sep_conv(**a, gate=gate, out=poisoned_out(a, channels_last=out_nhwc))
     d = lambda t: None if t is None else t.double()  # noqa: E731
-    from kernels.reference import sep_conv_reference
+    from kernels.sep_conv.reference import sep_conv_reference
     ref = sep_conv_reference(d(a["x"]), d(a["dw_w"]), d(a["dw_b"]), d(a["pw_w"]), d(a["pw_b"]), a["stride"],
                              a["padding"], a["act1"], a["act2"], d(a["residual"]), gate.double())
     assert rel_err(y, ref) <= TOL[dtype]
@@ -36,7 +36,7 @@ def test_activation_after_the_gate(fsc, dtype, act_after_gate):
     gate = torch.rand(2, 6) * 2
     y = fsc.fused_sep_conv(**a, gate=gate, act_after_gate=act_after_gate, out=poisoned_out(a))
     d = lambda t: None if t is None else t.double()  # noqa: E731
-    from kernels.reference import sep_conv_reference
+    from kernels.sep_conv.reference import sep_conv_reference
     ref = lambda post: sep_conv_reference(d(a["x"]), d(a["dw_w"]), d(a["dw_b"]), d(a["pw_w"]), d(a["pw_b"]),  # noqa: E731
                                           a["stride"], a["padding"], "none", "none", d(a["residual"]), gate.double(),
                                           post)

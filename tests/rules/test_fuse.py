@@ -158,6 +158,6 @@ def test_fuse_names_what_follows_ghostnet_v2s_1x5_and_5x1(fmt):
     ((3, 3), "depthwise stride 3 is not 1 or 2"), ((2, 2), None)])
 def test_the_stride_a_fused_kernel_cannot_take_is_named(stride, reason):
     from rewrite.ir import ConvSpec
-    from rewrite.rules.fuse import spatial_reason
+    from rewrite.rules.fusable import spatial_reason
     dw = ConvSpec(torch.ones(8, 1, 3, 3), stride=stride, padding=(1, 1, 1, 1), groups=8)
     assert spatial_reason(dw, "depthwise") == reason

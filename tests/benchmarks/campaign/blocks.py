@@ -1,5 +1,5 @@
-"""Whole blocks: the inverted-residual block (kernels/inverted_residual.py, with and without its
-squeeze-excitation) and the Fused-MBConv block (kernels/fused_mbconv.py) in one fused op, against
+"""Whole blocks: the inverted-residual block (kernels/block/inverted_residual.py, with and without its
+squeeze-excitation) and the Fused-MBConv block (kernels/block/fused_mbconv.py) in one fused op, against
 the eager block in channels_last (cuDNN convs), torch.compile of it, and our split form (the
 expansion as a cuDNN conv, then the fused dw+pw kernel: what the fuse rule alone makes of a block).
 fp16, batch 64, CUDA graphs. The fuse_block rule chooses among these forms per block; this

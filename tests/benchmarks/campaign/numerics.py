@@ -2,10 +2,10 @@
 
 The interpreter tests (tests/kernels) check the same grid on CPU; here the compiled kernels run
 it: every grid case (dtype x k x stride, mixed activations, bias, residual, layouts, padding, odd
-sizes) at two tiles of the table (kernels/sep_conv_tiles.TABLE, taken in turn so that every tile
+sizes) at two tiles of the table (kernels.sep_conv.tiles.TABLE, taken in turn so that every tile
 runs several cases; unrolled only where the tuner would offer it), every activation in both
 positions at a rolled and an unrolled tile, the default launch (the table's tile by regime), the
-squeeze-excitation gate and the three-launch squeeze-excitation block (kernels/sep_conv_se.py). Outputs are poisoned with NaN first: an unwritten element fails.
+squeeze-excitation gate and the three-launch squeeze-excitation block (kernels/sep_conv/sep_conv_se.py). Outputs are poisoned with NaN first: an unwritten element fails.
 """
 import itertools
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from kernels.activations import ACTIVATIONS
-from kernels.reference import sep_conv_reference, sep_conv_se_reference
-from kernels.sep_conv_tiles import SMEM_BUDGET, TABLE, Tile
+from kernels.sep_conv.reference import sep_conv_reference, sep_conv_se_reference
+from kernels.sep_conv.tiles import SMEM_BUDGET, TABLE, Tile
 from tests.benchmarks.campaign.budget import Budget, error_text
 from tests.kernels.helpers import TOL, operands, poisoned_out, reference64, rel_err
 
@@ -78,7 +78,7 @@ def _jobs():
 
 
 def _squeeze_excitation(se, dtype) -> dict:
-    """kernels/sep_conv_se.py's three launches (dw stage with channel sums over several tiles per
+    """kernels/sep_conv/sep_conv_se.py's three launches (dw stage with channel sums over several tiles per
     image, excitation MLP, gated GEMM with relu6 after the gate) against float64."""
     a = operands(B=3, C=40, r=2, H=33, W=31, k=5, stride=2, N=72, dtype=dtype, act1="hardswish", act2="relu",
                  residual=True)
@@ -97,8 +97,8 @@ def _squeeze_excitation(se, dtype) -> dict:
 def run(budget: Budget, threads: int = 8) -> dict:
     """{cases: [...], passed, failed, skipped}; a case that raises is a failure with its error.
     Cases run in threads: each is its own compile (~1-3 s), and compiles overlap."""
-    import kernels.fused_sep_conv as fsc
-    import kernels.sep_conv_se as se
+    import kernels.sep_conv.fused_sep_conv as fsc
+    import kernels.sep_conv.sep_conv_se as se
 
     torch.manual_seed(0)
     jobs = [(n, lambda m=m: _check(fsc, *m())) for n, m in _jobs()]

@@ -1,4 +1,4 @@
-"""Squeeze-excitation layers: FusedSepConvSE2d (kernels/sep_conv_se.py: depthwise stage, excitation MLP, gated GEMM)
+"""Squeeze-excitation layers: FusedSepConvSE2d (kernels/sep_conv/sep_conv_se.py: depthwise stage, excitation MLP, gated GEMM)
 vs the eager block dw -> act -> SE -> pw and torch.compile of it, fp16, batch 64, CUDA graphs.
 
 Shapes are EfficientNet-B0's and MobileNetV3-Large's SE blocks at 224^2 (expanded channels C,

@@ -4,7 +4,7 @@
 
 (gate[b, j]: an optional squeeze-excitation scale per image and depthwise channel, computed
 beforehand from the depthwise output's channel means (FusedSepConvSE2d itself runs the
-three-launch form of kernels/sep_conv_se.py instead); act_after_gate: an activation after it, as
+three-launch form of kernels/sep_conv/sep_conv_se.py instead); act_after_gate: an activation after it, as
 ReXNet applies its ReLU6 after the squeeze-excitation. dw is any kh x kw kernel, 1 <= kh, kw <= 7.)
 BatchNorm is folded into the weights and biases beforehand; the depthwise result never reaches
 global memory. The tiling maths is in the kernel's docstring. Importing this module imports
@@ -21,10 +21,11 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import sep_conv_tuning
-from kernels.checks import check_gate, check_sep_conv_args, output_format, triton_interpreting
-from kernels.sep_conv_tiles import INTERPRETER_TILE, Tile, tile_for
-from kernels.tiles import activation, aligned, dot_acc, dw_row, output_tile, pointwise_epilogue
+import kernels.sep_conv.tuning as tuning
+from kernels.checks import check_gate, output_format, triton_interpreting
+from kernels.sep_conv.checks import check_sep_conv_args
+from kernels.sep_conv.tiles import INTERPRETER_TILE, Tile, tile_for
+from kernels.tiles import activation, aligned, dot_acc, dw_row, output_tile, pointwise_epilogue, pow2_divisor
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -32,8 +33,8 @@ _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, 
 # ---------------------------------------------------------------------------------------------
 # Kernel
 # ---------------------------------------------------------------------------------------------
-# The tile (BLOCK_*, UNROLL_TAPS, num_warps, num_stages) comes from kernels/sep_conv_tiles.py's
-# table by regime, or from opt-in autotuning (kernels/sep_conv_tuning.py): no autotuner here.
+# The tile (BLOCK_*, UNROLL_TAPS, num_warps, num_stages) comes from kernels/sep_conv/tiles.py's
+# table by regime, or from opt-in autotuning (kernels/sep_conv/tuning.py): no autotuner here.
 @triton.jit(do_not_specialize=["M", "H", "W", "Ho", "Wo"])  # alignment comes from C, K, N only
 def _fused_sep_conv_kernel(
     # tensors: x [B, H, W, C] is NHWC (channels contiguous); out / res [B, N, Ho, Wo] have any
@@ -179,7 +180,7 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
         raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
     if not x.is_cuda and not _INTERPRETED:
         raise ValueError(f"fused_sep_conv runs on CUDA tensors (x is on {x.device}); for CPU tensors "
-                         "set TRITON_INTERPRET=1 before kernels.fused_sep_conv is first imported, "
+                         "set TRITON_INTERPRET=1 before kernels.sep_conv.fused_sep_conv is first imported, "
                          "or call kernels.sep_conv_reference")
     if config is not None and not (_CONFIG_KEYS - {"num_warps", "num_stages"} <= set(config) <= _CONFIG_KEYS):
         raise ValueError(f"config must have the keys BLOCK_M, BLOCK_N, BLOCK_K, UNROLL_TAPS "
@@ -213,13 +214,13 @@ def fused_sep_conv(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
 
 
 def choose_tile(g, stride: int, device: torch.device, launch) -> Tile:
-    """The tile for this launch: the table's by regime (kernels/sep_conv_tiles.py), the small
+    """The tile for this launch: the table's by regime (kernels/sep_conv/tiles.py), the small
     interpreter tile under TRITON_INTERPRET, or with DWSEP_AUTOTUNE=1 the fastest candidate as
-    timed once per problem by ``launch(config)`` and kept on disk (kernels/sep_conv_tuning.py)."""
-    if sep_conv_tuning.enabled():
-        return sep_conv_tuning.tuned_tile(sep_conv_tuning.key(g, stride, device),
-                                          [INTERPRETER_TILE] if _INTERPRETED else sep_conv_tuning.candidates(g),
-                                          lambda tile: _seconds(lambda: launch(tile.config()), device))
+    timed once per problem by ``launch(config)`` and kept on disk (kernels/sep_conv/tuning.py)."""
+    if tuning.enabled():
+        return tuning.tuned_tile(tuning.key(g, stride, device),
+                                 [INTERPRETER_TILE] if _INTERPRETED else tuning.candidates(g),
+                                 lambda tile: _seconds(lambda: launch(tile.config()), device))
     return INTERPRETER_TILE if _INTERPRETED else tile_for(g, stride)
 
 
@@ -267,18 +268,10 @@ def kernel_arguments(x, dw_w, dw_b, pw, pw_b, res, out, gate, g, stride: int, ac
     return args, constexprs
 
 
-def pow2_divisor(*values: int, cap: int = 16) -> int:
-    """The largest power of two <= cap that divides every value (0 counts as divisible)."""
-    align = cap
-    while align > 1 and any(v % align for v in values):
-        align //= 2
-    return align
-
-
 def hopper_build(g, stride: int, tile, *, act1: str = "relu6", act2: str = "none",
                  residual: bool = False, gate: bool = False, allow_tf32: bool = False):
     """Compile the kernel for sm_90 as FusedSepConv2d would launch it on this geometry (channels_last
-    x and output, tap-major depthwise weights, biases) with this tile (kernels.sep_conv_tiles.Tile),
+    x and output, tap-major depthwise weights, biases) with this tile (kernels.sep_conv.tiles.Tile),
     without a GPU: a kernels.hopper.HopperBuild to read the TTGIR / PTX from."""
     from kernels.hopper import build_sm90
 

@@ -1,6 +1,6 @@
 """Opt-in autotuning of the fused separable conv's tile, kept on disk next to the timing cache.
 
-By default the launcher takes its tile from kernels/sep_conv_tiles.py's table by regime and
+By default the launcher takes its tile from kernels/sep_conv/tiles.py's table by regime and
 times nothing. With ``DWSEP_AUTOTUNE=1`` in the environment, the first launch of a new problem
 instead times every candidate tile of that table (``candidates``: the ones that fit the problem),
 keeps the fastest, and writes it to a JSON file; later launches, in this process or another, read
@@ -27,7 +27,7 @@ import torch
 
 from kernels.checks import Geometry
 from kernels.disk import write_json_atomic
-from kernels.sep_conv_tiles import SMEM_BUDGET, TABLE, Tile
+from kernels.sep_conv.tiles import SMEM_BUDGET, TABLE, Tile
 
 FORMAT = "dwsep-rewrite tile tuning v1"
 _TILE_TEXT = re.compile(r"(\d+)x(\d+)x(\d+)/(\d+)w/(unrolled|rolled)")

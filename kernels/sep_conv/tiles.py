@@ -5,7 +5,7 @@ num_warps, UNROLL_TAPS); num_stages follows (2 when the taps are unrolled, so Tr
 prefetches the next K step's tap tiles with cp.async; 1 when the tap loop stays a loop and there
 is nothing to pipeline across it). ``tile_for(g, stride)`` picks one from the geometry alone, in
 microseconds, so ``optimize()`` and the first launch of a new shape never time anything.
-Autotuning over ``TABLE`` is opt-in (kernels/sep_conv_tuning.py) and persists on disk.
+Autotuning over ``TABLE`` is opt-in (kernels/sep_conv/tuning.py) and persists on disk.
 
 Where the time goes, per output tile, for a layer C -> N at k x k (fp16, B x Ho x Wo = M pixels):
     depthwise   k² · BLOCK_M · BLOCK_K FMAs on the CUDA cores per K step, redone ceil(N / BLOCK_N)
@@ -54,7 +54,7 @@ class Tile:
         return 2 if self.unroll_taps else 1
 
     def config(self) -> dict:
-        """The launcher's ``config`` dict (kernels.fused_sep_conv.fused_sep_conv)."""
+        """The launcher's ``config`` dict (kernels.sep_conv.fused_sep_conv.fused_sep_conv)."""
         return dict(BLOCK_M=self.block_m, BLOCK_N=self.block_n, BLOCK_K=self.block_k, UNROLL_TAPS=self.unroll_taps,
                     num_warps=self.num_warps, num_stages=self.num_stages)
 

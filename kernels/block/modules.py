@@ -7,9 +7,9 @@
     FusedMBConv2d               dense kh x kw conv -> act1 -> 1x1 projection -> act2 (+ residual):
                                 EfficientNetV2's Fused-MBConv, MobileNetV4's FusedIB
 
-BatchNorm is folded into the weights beforehand. Built like kernels/modules.py's FusedSepConv2d:
+BatchNorm is folded into the weights beforehand. Built like kernels/sep_conv/modules.py's FusedSepConv2d:
 parameters with requires_grad=False (inference only), the arguments checked at construction, the
-forward of fp32 / fp16 / bf16 inputs through one custom op of kernels/block_ops.py (so
+forward of fp32 / fp16 / bf16 inputs through one custom op of kernels/block/ops.py (so
 torch.compile / torch.export keep one node; the op runs Triton on CUDA and under
 TRITON_INTERPRET=1, the torch reference on CPU otherwise), float64 inputs through the torch
 reference. Depthwise weights are stored tap-major and the dense conv's weight channels_last
@@ -20,12 +20,12 @@ from typing import Optional
 import torch
 from torch import nn
 
-import kernels.block_ops  # noqa: F401  (registers torch.ops.dwsep.inverted_residual, ..._se, fused_mbconv)
-from kernels.block_checks import check_fused_mbconv_args, check_inverted_residual_args
-from kernels.block_reference import (fused_mbconv_reference, inverted_residual_reference,
+import kernels.block.ops  # noqa: F401  (registers torch.ops.dwsep.inverted_residual, ..._se, fused_mbconv)
+from kernels.block.checks import check_fused_mbconv_args, check_inverted_residual_args
+from kernels.block.reference import (fused_mbconv_reference, inverted_residual_reference,
                                      inverted_residual_se_reference)
 from kernels.checks import DTYPES, padding_pair
-from kernels.modules import SqueezeExciteParameters, _is_tap_major, _param, _tap_major, check_flag
+from kernels.parameters import SqueezeExciteParameters, _is_tap_major, _param, _tap_major, check_flag
 
 _ALL = DTYPES + (torch.float64,)
 
@@ -97,7 +97,7 @@ class FusedInvertedResidualSE2d(SqueezeExciteParameters, FusedInvertedResidual2d
     s[b] = se_gate(W2 se_act(W1 mean_hw(a[b]) + c1) + c2), y = act2(pw(act_after_gate(a * s)) + pw_bias)
     [+ residual]. se_reduce_weight [S, Hd] (or 4-d), se_expand_weight [Hd, S] (or 4-d), their
     biases [S] / [Hd]; se_gate "sigmoid" or "hardsigmoid". One custom op,
-    ``dwsep::inverted_residual_se`` (three launches on the GPU, kernels/inverted_residual.py).
+    ``dwsep::inverted_residual_se`` (three launches on the GPU, kernels/block/inverted_residual.py).
     """
 
     def __init__(self, expand_weight, expand_bias, dw_weight, dw_bias, pw_weight, pw_bias, se_reduce_weight,

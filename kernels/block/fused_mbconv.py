@@ -17,11 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.block_checks import BlockGeometry, check_fused_mbconv_args
+from kernels.block.checks import BlockGeometry, check_fused_mbconv_args
 from kernels.checks import output_format, triton_interpreting
-from kernels.fused_sep_conv import pow2_divisor
-from kernels.inverted_residual import INTERPRETER_TILE, BlockTile, _next_pow2, _tile
-from kernels.tiles import activation, aligned, dot_acc, output_tile, pointwise_epilogue
+from kernels.block.inverted_residual import INTERPRETER_TILE, BlockTile, _next_pow2, _tile
+from kernels.tiles import activation, aligned, dot_acc, output_tile, pointwise_epilogue, pow2_divisor
 
 _INTERPRETED = triton_interpreting()
 
@@ -160,7 +159,7 @@ def fused_mbconv(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torch.T
                  config: Optional[dict] = None) -> torch.Tensor:
     """y = act2(pw(act1(conv_kxk(x) + conv_b)) + pw_b) [+ residual] in one launch.
 
-    Operands as in kernels.block_checks, all of x's dtype (fp32, fp16, bf16) and device; x is read
+    Operands as in kernels.block.checks, all of x's dtype (fp32, fp16, bf16) and device; x is read
     channels_last (other layouts are converted first), conv_w any strides (channels_last, as
     FusedMBConv2d stores it, reads fastest); the output takes x's memory format. fp32 is exact
     fp32 unless ``allow_tf32``. ``config``: this tile rather than ``tile_for``'s (keys BLOCK_M,
@@ -171,7 +170,7 @@ def fused_mbconv(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torch.T
         raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
     if not x.is_cuda and not _INTERPRETED:
         raise ValueError(f"fused_mbconv runs on CUDA tensors (x is on {x.device}); for CPU tensors set "
-                         "TRITON_INTERPRET=1 before kernels.fused_mbconv is first imported, or call "
+                         "TRITON_INTERPRET=1 before kernels.block.fused_mbconv is first imported, or call "
                          "kernels.fused_mbconv_reference")
     tile = _tile(g, config) if config is not None else (INTERPRETER_TILE if _INTERPRETED else tile_for(g)).config()
     out = torch.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype, device=x.device,

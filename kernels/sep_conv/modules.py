@@ -14,49 +14,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-import kernels.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and sep_conv_se)
-from kernels.activations import SE_GATES, activation
-from kernels.checks import DTYPES, MAX_KERNEL, STRIDES, check_se_weights, check_sep_conv_args, padding_pair
-from kernels.reference import excitation_reference, sep_conv_reference, sep_conv_se_reference
-
-def _param(t: Optional[torch.Tensor]) -> Optional[nn.Parameter]:
-    return None if t is None else nn.Parameter(t.detach(), requires_grad=False)
-
-
-def _tap_major(w: torch.Tensor) -> torch.Tensor:
-    """w [K, 1, kh, kw] with the same values, strides (1, kh*kw*K, kw*K, K): taps outermost."""
-    return w.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
-
-
-def _is_tap_major(w: torch.Tensor) -> bool:
-    return w.permute(1, 2, 3, 0).is_contiguous()
-
-
-def check_flag(allow_tf32) -> None:
-    if not isinstance(allow_tf32, bool):
-        raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
-
-
-class SqueezeExciteParameters:
-    """The squeeze-excitation's weights and names on a fused module (FusedSepConvSE2d here,
-    FusedInvertedResidualSE2d in kernels/block_modules.py): checked once, stored as 2-d
-    parameters [S, K] / [K, S] over the module's K depthwise channels."""
-
-    def _init_se(self, se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, channels: int,
-                 se_act: str, se_gate: str, act_after_gate: str) -> None:
-        squeeze = check_se_weights(se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias, channels)
-        if se_gate not in SE_GATES:
-            raise ValueError(f"se_gate={se_gate!r} is not supported; expected one of {tuple(SE_GATES)}")
-        activation(se_act)  # a ValueError names the valid choices
-        activation(act_after_gate)
-        self.se_reduce_weight = _param(se_reduce_weight.reshape(squeeze, channels))
-        self.se_reduce_bias = _param(se_reduce_bias)
-        self.se_expand_weight = _param(se_expand_weight.reshape(channels, squeeze))
-        self.se_expand_bias = _param(se_expand_bias)
-        self.se_act, self.se_gate, self.act_after_gate = se_act, se_gate, act_after_gate
-
-    def se_weights(self) -> tuple:
-        return self.se_reduce_weight, self.se_reduce_bias, self.se_expand_weight, self.se_expand_bias
+import kernels.sep_conv.ops  # noqa: F401  (registers torch.ops.dwsep.fused_sep_conv and sep_conv_se)
+from kernels.checks import DTYPES, MAX_KERNEL, STRIDES, padding_pair
+from kernels.parameters import SqueezeExciteParameters, _is_tap_major, _param, _tap_major, check_flag
+from kernels.sep_conv.checks import check_sep_conv_args
+from kernels.sep_conv.reference import excitation_reference, sep_conv_reference, sep_conv_se_reference
 
 
 class FusedSepConv2d(nn.Module):
@@ -149,7 +111,7 @@ class FusedSepConvSE2d(SqueezeExciteParameters, FusedSepConv2d):
     """y = act2(pw(act_after_gate(a * s)) + pw_bias) [+ residual], a = act1(dw(x) + dw_bias), with
     the squeeze-excitation gate s[b, j] = gate(W2 act(W1 mean_hw(a[b]) + c1) + c2)[j].
 
-    One custom op, ``dwsep::sep_conv_se`` (kernels/sep_conv_se.py): three launches on CUDA, the
+    One custom op, ``dwsep::sep_conv_se`` (kernels/sep_conv/sep_conv_se.py): three launches on CUDA, the
     depthwise conv computed once (its output and channel sums, the excitation MLP, the gated 1x1
     GEMM). se_reduce_weight [S, C*r] (or [S, C*r, 1, 1]),
     se_expand_weight [C*r, S] (or 4-d), their biases [S] / [C*r]; se_act an activation name of

@@ -1,5 +1,5 @@
-"""Argument checks and output geometry of the whole-block kernels (kernels/inverted_residual.py,
-kernels/fused_mbconv.py), shared by their references, launchers, custom ops' fake implementations
+"""Argument checks and output geometry of the whole-block kernels (kernels/block/inverted_residual.py,
+kernels/block/fused_mbconv.py), shared by their references, launchers, custom ops' fake implementations
 and modules so that every path refuses the same inputs with the same message.
 
 Inverted residual (MobileNetV2/V3, EfficientNet, MNASNet, MobileNetV4 IB):

@@ -26,7 +26,7 @@ the small maps where squeeze-excitation blocks live, 7² to 28², a batch-64 fp1
 and stays in the 50 MB L2 of an H100/H200 between launches), y written once. Three launches in
 all, the excitation MLP included. Importing this module imports Triton; under TRITON_INTERPRET=1
 (set before the first import) the kernels run on CPU tensors in Triton's interpreter. As in
-kernels/fused_sep_conv.py the kernels call only builtins of triton.language.
+kernels/sep_conv/fused_sep_conv.py the kernels call only builtins of triton.language.
 """
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ import triton.language as tl
 
 from kernels.activations import SE_GATES
 from kernels.activations import activation as activation_fn
-from kernels.checks import check_se_weights, check_sep_conv_args, output_format, triton_interpreting
-from kernels.fused_sep_conv import pow2_divisor
-from kernels.sep_conv_tiles import Tile
-from kernels.tiles import activation, aligned, dot_acc, dw_row, output_tile, pointwise_epilogue
+from kernels.checks import check_se_weights, output_format, triton_interpreting
+from kernels.sep_conv.checks import check_sep_conv_args
+from kernels.sep_conv.tiles import Tile
+from kernels.tiles import activation, aligned, dot_acc, dw_row, output_tile, pointwise_epilogue, pow2_divisor
 
 _INTERPRETED = triton_interpreting()
 # the depthwise stage is one read of x and one write of a (memory bound): channel vectors of 64,
@@ -198,7 +198,7 @@ def sep_conv_se(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor
         raise ValueError(f"se_gate={se_gate!r} is not supported; expected one of {SE_GATES}")
     if not x.is_cuda and not _INTERPRETED:
         raise ValueError(f"sep_conv_se runs on CUDA tensors (x is on {x.device}); for CPU tensors set "
-                         "TRITON_INTERPRET=1 before kernels.sep_conv_se is first imported")
+                         "TRITON_INTERPRET=1 before kernels.sep_conv.sep_conv_se is first imported")
     out = torch.empty((g.batch, N, g.out_h, g.out_w), dtype=x.dtype, device=x.device, memory_format=output_format(x))
     M, pixels = g.batch * g.out_h * g.out_w, g.out_h * g.out_w
     if M == 0:

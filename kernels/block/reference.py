@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from kernels.activations import activation
-from kernels.block_checks import check_fused_mbconv_args, check_inverted_residual_args
+from kernels.block.checks import check_fused_mbconv_args, check_inverted_residual_args
 from kernels.checks import DTYPES, check_gate
-from kernels.reference import sep_conv_reference, sep_conv_se_reference
+from kernels.sep_conv.reference import sep_conv_reference, sep_conv_se_reference
 
 _ALL = DTYPES + (torch.float64,)
 

@@ -11,16 +11,16 @@ global memory: the unfused chain writes it, reads and writes it again for its ac
 reads it once more in the depthwise conv. Blocked algorithm, traffic and FLOPs: the kernel's
 docstring. Importing this module imports Triton; under ``TRITON_INTERPRET=1`` (set before the
 first import) the kernels run on CPU tensors in Triton's interpreter. As in
-kernels/fused_sep_conv.py the kernels call only builtins of triton.language, so one source
+kernels/sep_conv/fused_sep_conv.py the kernels call only builtins of triton.language, so one source
 compiles on Triton 3.6 and 3.8.
 
 Squeeze-excitation (``inverted_residual_se``): the gate needs the mean over the whole depthwise
 map, so
   1. the block kernel in SUMS mode, program (b·T + t, hidden chunk): computes a for BLOCK_M pixels
      of image b (no projection) and writes the tile's fp32 column sums of a (rounded to x's dtype
-     first, as the unfused chain writes a) to part[b, t, :] -- kernels/sep_conv_se.py's per-tile
+     first, as the unfused chain writes a) to part[b, t, :] -- kernels/sep_conv/sep_conv_se.py's per-tile
      partial sums, deterministic (no atomics);
-  2. kernels/sep_conv_se.py's ``_excite_kernel``: the gate s = se_gate(W2 se_act(W1 mean + c1) + c2);
+  2. kernels/sep_conv/sep_conv_se.py's ``_excite_kernel``: the gate s = se_gate(W2 se_act(W1 mean + c1) + c2);
   3. the block kernel with the gate.
 The expansion and depthwise conv are thus computed twice (phases 1 and 3), which costs FLOPs only:
 a is never written (2·M·Hd bytes saved against writing it in phase 1 and reading it in phase 3).
@@ -37,11 +37,10 @@ import triton.language as tl
 
 from kernels.activations import SE_GATES
 from kernels.activations import activation as activation_fn
-from kernels.block_checks import BlockGeometry, check_inverted_residual_args
+from kernels.block.checks import BlockGeometry, check_inverted_residual_args
 from kernels.checks import check_gate, check_se_weights, output_format, triton_interpreting
-from kernels.fused_sep_conv import pow2_divisor
-from kernels.sep_conv_se import EXCITE_BLOCK_K, _add, _excite_kernel
-from kernels.tiles import activation, aligned, dot_acc, output_tile, pointwise_epilogue
+from kernels.sep_conv.sep_conv_se import EXCITE_BLOCK_K, _add, _excite_kernel
+from kernels.tiles import activation, aligned, dot_acc, output_tile, pointwise_epilogue, pow2_divisor
 
 _INTERPRETED = triton_interpreting()  # triton.jit below makes the same choice, once, at import
 
@@ -315,7 +314,7 @@ def _prepare(x, ex_w, pw_w, g: BlockGeometry, allow_tf32, name: str):
         raise TypeError(f"allow_tf32 must be a bool, got {type(allow_tf32).__name__}")
     if not x.is_cuda and not _INTERPRETED:
         raise ValueError(f"{name} runs on CUDA tensors (x is on {x.device}); for CPU tensors set TRITON_INTERPRET=1 "
-                         f"before kernels.inverted_residual is first imported, or call kernels.{name}_reference")
+                         f"before kernels.block.inverted_residual is first imported, or call kernels.{name}_reference")
     out = torch.empty((g.batch, g.out_channels, g.out_h, g.out_w), dtype=x.dtype, device=x.device,
                       memory_format=output_format(x))
     # no copies for channels_last x and for the module's [Hd, C] / [N, Hd] weights
@@ -340,7 +339,7 @@ def inverted_residual(x: torch.Tensor, ex_w: torch.Tensor, ex_b: Optional[torch.
     """y = act2(pw(act_after_gate(act1(dw(act0(ex(x) + ex_b)) + dw_b) [* gate])) + pw_b) [+ residual]
     in one launch.
 
-    Operands as in kernels.block_checks, all of x's dtype (fp32, fp16, bf16) and device; x is read
+    Operands as in kernels.block.checks, all of x's dtype (fp32, fp16, bf16) and device; x is read
     channels_last (other layouts are converted first, a copy); the output takes x's memory format.
     ``gate``: optional float32 [B, Hd] scale of the depthwise output, ``act_after_gate`` applied
     after it. fp32 is exact fp32 unless ``allow_tf32``. ``config``: this tile rather than
@@ -391,7 +390,7 @@ def inverted_residual_se(x: torch.Tensor, ex_w: torch.Tensor, ex_b: Optional[tor
                                             False, allow_tf32, sums=True, tiles=tiles)
         _inverted_residual_kernel[(g.batch * tiles, triton.cdiv(Hd, tile["BLOCK_H"]))](
             *args.values(), **constexprs, **tile, ONE_C_CHUNK=g.channels <= tile["BLOCK_C"])
-        # 2. the excitation MLP (kernels/sep_conv_se.py's kernel)
+        # 2. the excitation MLP (kernels/sep_conv/sep_conv_se.py's kernel)
         _excite_kernel[(g.batch,)](
             part, w1.reshape(squeeze, Hd).contiguous(), c1.contiguous(), w2.reshape(Hd, squeeze).contiguous(),
             c2.contiguous(), gate, Hd, squeeze, tiles, 1.0 / pixels,

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from kernels.activations import activation
-from kernels.checks import DTYPES, check_gate, check_sep_conv_args, padding_pair
+from kernels.checks import DTYPES, check_gate, padding_pair
+from kernels.sep_conv.checks import check_sep_conv_args
 
 
 def sep_conv_reference(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Tensor],
@@ -52,7 +53,7 @@ def excitation_reference(means: torch.Tensor, w1: torch.Tensor, c1: torch.Tensor
 def sep_conv_se_reference(x, dw_w, dw_b, pw_w, pw_b, w1, c1, w2, c2, stride: int, padding, act1: str, act2: str,
                           se_act: str, se_gate: str, act_after_gate: str = "none",
                           residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The squeeze-excitation block of kernels/sep_conv_se.py in torch: the gate from the channel
+    """The squeeze-excitation block of kernels/sep_conv/sep_conv_se.py in torch: the gate from the channel
     means of act1(dw(x) + b1) (fp32; float64 for float64 x), then sep_conv_reference with it."""
     gate = excitation_reference(dw_channel_mean_reference(x, dw_w, dw_b, stride, padding, act1), w1, c1, w2, c2,
                                 se_act, se_gate)

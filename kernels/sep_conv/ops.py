@@ -8,25 +8,14 @@ real kernel), the torch reference otherwise. Importing this module does not impo
 Inference only: no autograd formula is registered. ``padding`` is the per-axis pair [ph, pw]
 (a schema takes no int-or-list; the launchers, references and modules also take an int).
 """
-import warnings
 from typing import List, Optional
 
 import torch
 
-from kernels.checks import check_gate, check_se_weights, check_sep_conv_args, output_format, triton_interpreting
-from kernels.reference import sep_conv_reference, sep_conv_se_reference
-
-
-def _launcher(name: str, function: Optional[str] = None):
-    """The Triton launcher `function` (default: `name`) of kernels.<name>, or None (with a warning)
-    without Triton."""
-    function = function or name
-    try:
-        module = __import__(f"kernels.{name}", fromlist=[function])
-    except ImportError as e:
-        warnings.warn(f"Triton is unavailable ({e}); dwsep::{function} falls back to the torch reference")
-        return None
-    return getattr(module, function)
+from kernels.checks import check_gate, check_se_weights, output_format, triton_interpreting
+from kernels.launch import triton_launcher
+from kernels.sep_conv.checks import check_sep_conv_args
+from kernels.sep_conv.reference import sep_conv_reference, sep_conv_se_reference
 
 
 @torch.library.custom_op("dwsep::fused_sep_conv", mutates_args=())
@@ -35,9 +24,9 @@ def fused_sep_conv_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.
                       residual: Optional[torch.Tensor], allow_tf32: bool,
                       gate: Optional[torch.Tensor] = None, act_after_gate: str = "none") -> torch.Tensor:
     """y = act2(pw(act_after_gate(act1(dw(x) + b1) [* gate])) + b2) [+ residual], in x's memory format
-    (see kernels.checks)."""
+    (see kernels.sep_conv.checks)."""
     padding = tuple(padding)
-    launch = _launcher("fused_sep_conv") if (x.is_cuda or triton_interpreting()) else None
+    launch = triton_launcher("kernels.sep_conv.fused_sep_conv", "fused_sep_conv") if (x.is_cuda or triton_interpreting()) else None
     if launch is not None:
         return launch(x, dw_w, dw_b, pw_w, pw_b, stride=stride, padding=padding, act1=act1, act2=act2,
                       residual=residual, allow_tf32=allow_tf32, gate=gate, act_after_gate=act_after_gate)
@@ -61,9 +50,9 @@ def sep_conv_se_op(x: torch.Tensor, dw_w: torch.Tensor, dw_b: Optional[torch.Ten
                    stride: int, padding: List[int], act1: str, act2: str, se_act: str, se_gate: str,
                    act_after_gate: str, residual: Optional[torch.Tensor], allow_tf32: bool) -> torch.Tensor:
     """The squeeze-excitation block y = act2(pw(act_after_gate(a ⊙ s)) + b2) [+ residual] (see
-    kernels.sep_conv_se: three launches on CUDA), in x's memory format."""
+    kernels.sep_conv.sep_conv_se: three launches on CUDA), in x's memory format."""
     padding = tuple(padding)
-    launch = _launcher("sep_conv_se") if (x.is_cuda or triton_interpreting()) else None
+    launch = triton_launcher("kernels.sep_conv.sep_conv_se", "sep_conv_se") if (x.is_cuda or triton_interpreting()) else None
     if launch is not None:
         return launch(x, dw_w, dw_b, pw_w, pw_b, w1, c1, w2, c2, stride=stride, padding=padding, act1=act1,
                       act2=act2, se_act=se_act, se_gate=se_gate, act_after_gate=act_after_gate, residual=residual,

@@ -1,7 +1,7 @@
 """Whole blocks as torch.library custom ops: ``torch.ops.dwsep.inverted_residual``,
 ``torch.ops.dwsep.inverted_residual_se`` and ``torch.ops.dwsep.fused_mbconv``.
 
-As in kernels/ops.py: torch.compile, torch.export and FX see each as one opaque op whose fake
+As in kernels/sep_conv/ops.py (the separable conv's ops): torch.compile, torch.export and FX see each as one opaque op whose fake
 implementation gives the output's shape, dtype and strides (x's memory format). Dispatch: CUDA
 tensors -> the Triton launcher; CPU tensors -> the Triton launcher under TRITON_INTERPRET=1 (so
 tests run the real kernel), the torch reference otherwise. Importing this module does not import
@@ -11,21 +11,21 @@ from typing import List, Optional
 
 import torch
 
-from kernels.block_checks import check_fused_mbconv_args, check_inverted_residual_args
-from kernels.block_reference import (fused_mbconv_reference, inverted_residual_reference,
+from kernels.block.checks import check_fused_mbconv_args, check_inverted_residual_args
+from kernels.block.reference import (fused_mbconv_reference, inverted_residual_reference,
                                      inverted_residual_se_reference)
 from kernels.checks import check_gate, check_se_weights, output_format, triton_interpreting
-from kernels.ops import _launcher
+from kernels.launch import triton_launcher
 
-# op -> (kernels.<module>, its Triton launcher)
-_LAUNCHERS = {"inverted_residual": ("inverted_residual", "inverted_residual"),
-              "inverted_residual_se": ("inverted_residual", "inverted_residual_se"),
-              "fused_mbconv": ("fused_mbconv", "fused_mbconv")}
+# op -> (its kernel module, its Triton launcher)
+_LAUNCHERS = {"inverted_residual": ("kernels.block.inverted_residual", "inverted_residual"),
+              "inverted_residual_se": ("kernels.block.inverted_residual", "inverted_residual_se"),
+              "fused_mbconv": ("kernels.block.fused_mbconv", "fused_mbconv")}
 
 
 def _launch(op: str, x: torch.Tensor):
     """The Triton launcher for this call, or None for the torch reference."""
-    return _launcher(*_LAUNCHERS[op]) if (x.is_cuda or triton_interpreting()) else None
+    return triton_launcher(*_LAUNCHERS[op]) if (x.is_cuda or triton_interpreting()) else None
 
 
 def _in_format(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def inverted_residual_se_op(x: torch.Tensor, ex_w: torch.Tensor, ex_b: Optional[
                             w1: torch.Tensor, c1: torch.Tensor, w2: torch.Tensor, c2: torch.Tensor, stride: int,
                             padding: List[int], act0: str, act1: str, act2: str, se_act: str, se_gate: str,
                             act_after_gate: str, residual: Optional[torch.Tensor], allow_tf32: bool) -> torch.Tensor:
-    """The block with its squeeze-excitation (see kernels.block_reference.inverted_residual_se_reference)."""
+    """The block with its squeeze-excitation (see kernels.block.reference.inverted_residual_se_reference)."""
     padding = tuple(padding)
     launch = _launch("inverted_residual_se", x)
     if launch is not None:
