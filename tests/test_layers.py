@@ -2,6 +2,7 @@
 engine → core → kernels, and no module imports itself in a circle."""
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,59 @@ def test_an_upward_import_breaks_the_contract_and_is_named(tmp_path):
 
 
 def test_no_import_circles():
+    """As import-linter's grimp reads the imports (module level, named modules)."""
     graph = grimp.build_graph(*PACKAGES)
+    assert circles({m: set(graph.find_modules_directly_imported_by(m)) for m in graph.modules}) == []
+
+
+def _modules() -> dict:
+    """module name -> (path, is a package)"""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            is_package = parts[-1] == "__init__"
+            found[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    return found
+
+
+def _imports(name: str, path: Path, is_package: bool, modules: dict):
+    """(module named, modules it names below that, line) for every import in the file, module- or
+    function-level, relative ones resolved: ``import a.b`` names a.b; ``from a import b`` names the
+    package a, and a.b too where that is a module."""
+    here = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, (), node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = here.split(".")[:len(here.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            subs = tuple(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules)
+            yield base, subs, node.lineno
+
+
+def import_graph() -> dict:
+    """module -> modules its imports run: each module an import names, and the packages above it
+    that the import runs first (less the importer's own packages: those have run, or are running,
+    before the importer's first line; a package named outright, as ``from kernels import x`` names
+    kernels, counts even when it is the importer's own)."""
+    modules = _modules()
+    graph = {}
+    for name, (path, is_package) in modules.items():
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        edges = set()
+        for named, subs, _ in _imports(name, path, is_package, modules):
+            edges |= {m for m in (named, *subs) if m in modules and m != name}
+            parts = named.split(".")
+            edges |= {p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in modules and p not in own}
+        graph[name] = edges
+    return graph
+
+
+def circles(graph: dict) -> list:
     index: dict = {}
     low: dict = {}
     stack: list = []
@@ -45,93 +98,7 @@ def test_no_import_circles():
     def visit(module):                       # Tarjan's strongly connected components
         index[module] = low[module] = len(index)
         stack.append(module)
-        for imported in graph.find_modules_directly_imported_by(module):
-            if imported not in index:
-                visit(imported)
-                low[module] = min(low[module], low[imported])
-            elif imported in stack:
-                low[module] = min(low[module], index[imported])
-        if low[module] == index[module]:
-            component = []
-            while component[-1:] != [module]:
-                component.append(stack.pop())
-            if len(component) > 1:
-                circles.append(sorted(component))
-
-    for module in sorted(graph.modules):
-        if module not in index:
-            visit(module)
-    assert circles == []
-
-
-def _imports_read_by_hand() -> dict[str, set[str]]:
-    """module → the project modules it imports, reading every import statement in the file (module
-    level and inside functions, relative ones resolved), and counting that importing a.b.c runs
-    a/__init__.py and a/b/__init__.py first: the imports as Python executes them, not only as a
-    linter lists them."""
-    import ast
-
-    modules = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
-            is_package = parts[-1] == "__init__"
-            name = ".".join(parts[:-1] if is_package else parts)
-            modules[name] = (path, is_package)
-
-    def ancestors(name: str) -> set[str]:
-        parts = name.split(".")
-        return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-
-    graph: dict[str, set[str]] = {}
-    for name, (path, is_package) in modules.items():
-        here = name if is_package else name.rpartition(".")[0]
-        mine = ancestors(here)        # packages whose __init__ has run before this module: no new edge
-        edges = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = here.split(".")[:len(here.split(".")) - (node.level - 1)]
-                    base = ".".join(anchor + ([node.module] if node.module else []))
-                # from package import submodule imports the submodule; from module import name, the module
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
-            else:
-                continue
-            for target in targets:
-                if target in modules:
-                    edges.add(target)
-                edges |= (ancestors(target) - mine - {target}) & set(modules)
-        graph[name] = edges - {name}
-    return graph
-
-
-def _layer_of(module: str) -> int | None:
-    """The index (0 = top) of the layer of pyproject's layers contract that `module` belongs to."""
-    import tomllib
-
-    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
-    for i, layer in enumerate(layers):
-        for member in layer.replace("|", ":").split(":"):
-            member = member.strip()
-            if module == member or module.startswith(member + "."):
-                return i
-    return None
-
-
-def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan)."""
-    index: dict = {}
-    low: dict = {}
-    stack: list = []
-    circles = []
-
-    def visit(module):
-        index[module] = low[module] = len(index)
-        stack.append(module)
-        for imported in sorted(graph.get(module, ())):
+        for imported in sorted(graph[module]):
             if imported not in index:
                 visit(imported)
                 low[module] = min(low[module], low[imported])
@@ -150,9 +117,22 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return circles
 
 
+def _layer_of(module: str) -> int | None:
+    """The index (0 = top) of the layer of pyproject's layers contract that `module` belongs to."""
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    for i, layer in enumerate(layers):
+        for member in layer.replace("|", ":").split(":"):
+            member = member.strip()
+            if module == member or module.startswith(member + "."):
+                return i
+    return None
+
+
 def test_no_circle_and_no_upward_import_even_through_init_and_inside_functions():
-    graph = _imports_read_by_hand()
-    assert _circles(graph) == []
+    graph = import_graph()
+    assert circles(graph) == []
     upward = [f"{a} -> {b}" for a, targets in graph.items() for b in targets
               if _layer_of(a) is not None and _layer_of(b) is not None and _layer_of(b) < _layer_of(a)]
     assert upward == []
@@ -161,10 +141,10 @@ def test_no_circle_and_no_upward_import_even_through_init_and_inside_functions()
 def test_the_reader_finds_a_circle_through_an_init():
     """The check above can fail: rewrite/__init__ importing the entry layer eagerly (as it once did)
     closes a circle with the engine's `from rewrite.ir import ...`, which runs rewrite/__init__."""
-    graph = _imports_read_by_hand()
+    graph = import_graph()
     assert "rewrite" in graph["passes.manager"] and "rewrite.entry.api" not in graph["rewrite"]
     eager = {**graph, "rewrite": graph["rewrite"] | {"rewrite.entry.api"}}
-    assert any("passes.manager" in circle and "rewrite" in circle for circle in _circles(eager))
+    assert any("passes.manager" in circle and "rewrite" in circle for circle in circles(eager))
 
 
 def test_reports_and_sites_are_built_in_one_place_each():
