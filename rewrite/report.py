@@ -7,7 +7,7 @@ and the whole-model timing. A `Report` and its `Site`s are frozen: no stage fill
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 from .rules import RULES
 
