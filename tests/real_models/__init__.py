@@ -19,5 +19,7 @@ ONNX files as other exporters write them:
                                       onnxslim's clean-up, a real Paddle2ONNX file.
 
 helpers.py holds what more than one file needs (real_file: a model file from an installed wheel).
-Each file's docstring says what it answers and how long it took here.
+Each file's docstring says what it answers and how long it took here (2-core machine, 2026-12-07):
+zoo_models 2 min, zoo_optimize 4 min, zoo_onnx 101 s, real_models_build 3 min, real_models_optimize
+7 min, real_models_parity 7 min, onnx_files_other_exporters 29 s; about 25 min in all.
 """
