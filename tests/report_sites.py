@@ -44,7 +44,7 @@ def _rows(report) -> list[dict]:
 
 def snapshot() -> dict:
     from rewrite import optimize, optimize_onnx
-    from tests.onnx.test_onnx_real_files import real_file
+    from tests.real_models.helpers import real_file
     out = {}
     for name in FX_MODELS:
         model = _fx_model(name)

@@ -4,7 +4,7 @@ Every zoo model with a PyTorch definition goes through optimize() and, exported 
 TorchScript exporter (opset 17), through optimize_onnx (what rewrite-onnx runs), both with the
 analytic cost model, so that no timing can make a difference. Here: models_under_test's own
 models and its reparameterizable timm models (REPARAM_MODELS) on the CPU target, the checks off
-(structure is compared, not numbers; tests/test_parity_real_models.py checks the numbers and runs
+(structure is compared, not numbers; tests/real_models/test_real_models_parity.py checks the numbers and runs
 the same comparisons, through the same helpers, on REAL_MODELS at its h100 target, the fuse pass
 on). The two results must
 

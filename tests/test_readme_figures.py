@@ -1,6 +1,8 @@
 """Every number in the README's tables comes from a committed result file under results/.
 
-The README's markdown tables are parsed. A table of measurements must name its source: the text
+The documents checked: README.md, results/README.md and the topic pages that results/README.md
+lists under "## Topic pages" (the long results tables moved out of the README). Their markdown
+tables are parsed. A table of measurements must name its source: the text
 between the previous table or heading and the table cites one or more `results/...` paths
 (files, or folders meaning every file in them). Each numeric token of each body row is then
 looked up in those files only (json, md, log): as written ("1.72"), or as a number they hold that
@@ -16,10 +18,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "results"
+TOPIC_LINK = re.compile(r"\]\(([\w.-]+\.md)\)")
+
+
+def topic_pages() -> list[Path]:
+    """The pages results/README.md lists under "## Topic pages" (markdown links to results/*.md)."""
+    text = (RESULTS / "README.md").read_text()
+    section = text.split("## Topic pages", 1)[1].split("\n## ", 1)[0]
+    return [RESULTS / name for name in TOPIC_LINK.findall(section)]
+
+
+def documents() -> list[Path]:
+    return [README, RESULTS / "README.md", *topic_pages()]
 
 # tables whose first header cell is one of these hold no measurement (option names, defaults,
 # the rewrite forms, the steps the returned model takes); their numbers are settings, not figures
-NOT_MEASUREMENTS = {"option", "pass", "form", "next step"}
+NOT_MEASUREMENTS = {"option", "pass", "form", "next step", "file", "page"}   # file, page: results/README.md's indexes
 
 # number token -> (result file it is computed from, how). Keep this short.
 DERIVED: dict[str, tuple[str, str]] = {
@@ -37,6 +51,7 @@ NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 SOURCE = re.compile(r"results/[\w./-]*[\w/]")
+INDEX = "results/README.md"   # the index of result files, linked from every page: not a source
 
 
 def tables(text: str):
@@ -56,7 +71,8 @@ def tables(text: str):
             i += 1
         header = rows[0][0].strip("` ").lower()
         body = [r for r in rows[1:] if not all(set(c) <= set("-: ") for c in r)]
-        out.append((header, sorted(set(SOURCE.findall("\n".join(context)))), body, [c.lower() for c in rows[0]]))
+        cited = set(SOURCE.findall("\n".join(context))) - {INDEX}   # a link to the index cites no figure
+        out.append((header, sorted(cited), body, [c.lower() for c in rows[0]]))
         context = []
     return out
 
@@ -98,18 +114,24 @@ def _found(token: str, text: str, values: list[float]) -> bool:
     return any(abs(v - target) <= half + 1e-12 or abs(v * 1e3 - target) <= half + 1e-12 for v in values)
 
 
+def test_the_topic_pages_exist():
+    pages = topic_pages()
+    assert len(pages) >= 6 and all(p.is_file() for p in pages), pages
+
+
 def test_every_table_of_figures_cites_its_result_files():
-    for header, cited, body, _ in tables(README.read_text()):
-        if header in NOT_MEASUREMENTS:
-            continue
-        assert cited, f"the table starting {header!r} cites no results/ file"
-        missing = [c for c in cited if not (ROOT / c.rstrip("/.")).exists()]
-        assert not missing, f"the table starting {header!r} cites missing {missing}"
+    for doc in documents():
+        for header, cited, body, _ in tables(doc.read_text()):
+            if header in NOT_MEASUREMENTS:
+                continue
+            assert cited, f"{doc.name}: the table starting {header!r} cites no results/ file"
+            missing = [c for c in cited if not (ROOT / c.rstrip("/.")).exists()]
+            assert not missing, f"{doc.name}: the table starting {header!r} cites missing {missing}"
 
 
 def test_every_number_in_the_readme_tables_is_in_its_result_files():
     missing = []
-    for header, cited, body, columns in tables(README.read_text()):
+    for header, cited, body, columns in (t for doc in documents() for t in tables(doc.read_text())):
         if header in NOT_MEASUREMENTS or not cited:
             continue
         text, values = result_numbers(source_files(cited))
@@ -129,7 +151,7 @@ def test_derived_columns_are_recomputed_from_their_files():
     import json
 
     seen = 0
-    for header, cited, body, columns in tables(README.read_text()):
+    for header, cited, body, columns in (t for doc in documents() for t in tables(doc.read_text())):
         for column in columns:
             if (header, column) not in DERIVED_COLUMNS:
                 continue

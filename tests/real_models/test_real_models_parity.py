@@ -1,4 +1,8 @@
-"""One matcher, two formats: each real model optimized through FX, and its ONNX export
+"""Answers: Do FX (optimize) and ONNX (export + optimize_onnx) agree on each real model, in numbers and in sites?
+Takes about 7 min (133 tests) on the 2-core development machine shared with other jobs
+(2026-12-07). Was tests/test_parity_real_models.py.
+
+One matcher, two formats: each real model optimized through FX, and its ONNX export
 (TorchScript exporter, opset 17) optimized through optimize_onnx, on the default GPU target.
 
 Both must pass their whole-model check, both results must compute the original function on

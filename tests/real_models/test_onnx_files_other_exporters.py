@@ -1,14 +1,15 @@
-"""Files as other exporters write them: dynamic dimensions as -1, 0, empty or named; the float64
+"""Answers: Does optimize_onnx take files as other exporters (Paddle2ONNX and the rest) write them?
+Takes about 29 s (16 tests) on the 2-core development machine shared with other jobs
+(2026-12-07). Was tests/onnx/test_onnx_real_files.py.
+
+Files as other exporters write them: dynamic dimensions as -1, 0, empty or named; the float64
 whole-model reference (and its fallbacks) that lets exact rewrites of deep models pass while a
 wrong one is still caught; the generic clean-up by onnxslim; a real Paddle2ONNX file.
 
 The real file is PaddleOCR's text-direction classifier from the rapidocr-onnxruntime==1.4.4 wheel
 (.ci/setup installs the wheel without its dependencies: opencv and the rest are not needed to read
 a file from it). Without it those tests skip and say how to get it; nothing here downloads."""
-import importlib.util
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,24 +24,7 @@ from rewrite import optimize_onnx
 from rewrite.entry.cli import main
 from rewrite.entry.onnx_api import OnnxInputError
 from tests.onnx.onnx_graphs import G, max_rel, run, sites
-
-CLS = ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
-
-
-def real_file(package: str, relpath: str) -> Path:
-    """The file from an installed wheel (found without importing the package), or from
-    $DWSEP_REAL_ONNX_DIR/<package>/<relpath>; skips with what to do when neither has it."""
-    places = []
-    if os.environ.get("DWSEP_REAL_ONNX_DIR"):
-        places.append(Path(os.environ["DWSEP_REAL_ONNX_DIR"]) / package / relpath)
-    spec = importlib.util.find_spec(package)
-    if spec is not None and spec.submodule_search_locations:
-        places += [Path(p) / relpath for p in spec.submodule_search_locations]
-    for path in places:
-        if path.is_file():
-            return path
-    pytest.skip(f"{Path(relpath).name} not found: `pip install --no-deps rapidocr-onnxruntime==1.4.4` (as .ci/setup "
-                f"does) or set DWSEP_REAL_ONNX_DIR to a folder holding {package}/{relpath}")
+from tests.real_models.helpers import CLS, real_file
 
 
 def dynamic_model(batch, height, width):

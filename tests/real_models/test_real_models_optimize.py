@@ -1,4 +1,8 @@
-"""Real torchvision and timm models (random init, calibrated BatchNorm) through optimize() on the
+"""Answers: What does optimize() do to each real torchvision / timm model: folds, fuses, float64 agreement?
+Takes about 7 min (57 tests) on the 2-core development machine shared with other jobs
+(2026-12-07). Was tests/test_real_models_e2e.py.
+
+Real torchvision and timm models (random init, calibrated BatchNorm) through optimize() on the
 default GPU target, small resolution, CPU, float32: what a real model must get.
 
 * every BatchNorm that can be folded is folded (a fold site is applied, or declined because the
