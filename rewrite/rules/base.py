@@ -77,6 +77,10 @@ class Match:
     residual: object = None     # a value added at the chain's end (fuse), or None
     parts: object = None        # the rule's typed record of the match, where it needs one
     more_inputs: tuple = ()     # the other inputs of a site that reads several (a Concat's branches)
+    whole: object = None        # where the site is not a chain of layers (a squeeze-excitation; a residual
+                                # added inside the record): one record computing it all, apply(input[,
+                                # residual]) with .to(dtype); a format whose reference is lifted
+                                # (ONNX) checks the site against it in float64 instead of `layers`
 
     @property
     def layout(self) -> str:
@@ -147,6 +151,9 @@ class Rule:
     owns(op): whether `op` is what this rule is there to remove (fold: a BatchNorm or per-channel
         affine; fold_norm: a LayerNorm's affine). Such an op still in the result with no site of
         any rule over it gets a "left" record saying why (nothing is left silently), or None.
+    channels_last: its applied sites want NHWC activations (fuse: the fused kernel reads and writes
+        NHWC), so with channels_last=None (auto) the FX front end lays the model's conv weights out
+        channels_last once such a site was applied (passes/fx/layout.py).
     """
 
     kind: str
@@ -158,6 +165,7 @@ class Rule:
     skipped: Callable[[object], str | None] = never_skipped
     statistics: Callable | None = None
     owns: Callable[[Op], bool] | None = None
+    channels_last: bool = False
 
 
 _REGISTERED: dict[str, Rule] = {}

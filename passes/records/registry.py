@@ -1,0 +1,118 @@
+"""The lowering table: for each IR record type (rewrite/ir.py), how it becomes FX modules and how
+it becomes ONNX nodes, declared beside each other in one module per record or small family of
+records (passes/records/*.py), the way onnxscript and Inductor register their patterns:
+
+    @fx_lowering(ConvSpec)
+    def conv_to_modules(spec: ConvSpec, site: Site) -> list[nn.Module]: ...
+
+    @onnx_lowering(ConvSpec)
+    def conv_to_nodes(spec: ConvSpec, site) -> list[node]: ...
+
+The adapters lower a plan's `after` through `lower_fx` / `lower_onnx`, which look each record's
+type up here; no adapter names a record. A record module imports neither passes.fx nor
+passes.onnx (the two front ends stay independent through it), and its ONNX lowering writes
+through the emitter the ONNX adapter hands it (site.constant / site.variable / site.node /
+site.function, passes/onnx/lower.py OnnxSite), so the FX path never imports onnx.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Lowerings:
+    """The two lowerings of one record type (None: not declared)."""
+
+    fx: Callable | None = None      # (record, Site) -> list of nn.Module, applied in order
+    onnx: Callable | None = None    # (record, OnnxSite) -> list of nodes; the last one's first output is the result
+
+
+_TABLE: dict[type, Lowerings] = {}
+
+
+def _declare(which: str, types: tuple) -> Callable:
+    def register(fn: Callable) -> Callable:
+        for record in types:
+            entry = _TABLE.setdefault(record, Lowerings())
+            if getattr(entry, which) is not None and getattr(entry, which) is not fn:
+                raise ValueError(f"two {which} lowerings of {record.__name__}")
+            setattr(entry, which, fn)
+        return fn
+    return register
+
+
+def fx_lowering(*types: type) -> Callable:
+    """Declare the decorated function the FX lowering of the record types: fn(record, site) → modules."""
+    return _declare("fx", types)
+
+
+def onnx_lowering(*types: type) -> Callable:
+    """Declare the decorated function the ONNX lowering of the record types: fn(record, site) → nodes."""
+    return _declare("onnx", types)
+
+
+def table() -> dict[type, Lowerings]:
+    """Every record type with a lowering, after loading every record module."""
+    from . import load_all
+    load_all()
+    return dict(_TABLE)
+
+
+def lowering(record, which: str) -> Callable:
+    load = _TABLE.get(type(record))
+    if load is None or getattr(load, which) is None:
+        from . import load_all
+        load_all()
+        load = _TABLE.get(type(record))
+    fn = None if load is None else getattr(load, which)
+    if fn is None:
+        raise TypeError(f"no {which} lowering for {type(record).__name__} ({record.describe()}): "
+                        f"declare one with @{which}_lowering in passes/records/")
+    return fn
+
+
+@dataclass
+class Site:
+    """Where a record is lowered: the whole chain (`layers`), this record's place in it (`index`),
+    the match's layout ("nc": its convs are linears over [N, C]) and the site's name."""
+
+    layers: list
+    layout: str = "nchw"
+    name: str = ""
+    index: int = 0
+
+    @property
+    def single(self) -> bool:
+        return len(self.layers) == 1
+
+
+class LoweredNodes(list):
+    """The nodes of a lowered chain, in order; `ends[i]` is the tensor its layer i produces."""
+
+    def __init__(self, nodes=(), ends=None):
+        super().__init__(nodes)
+        self.ends = list(ends) if ends is not None else [node.outputs[0] for node in self]
+
+
+def lower_fx(layers: list, layout: str = "nchw", name: str = "") -> list:
+    """The modules computing the chain `layers` (each record's FX lowering, in order)."""
+    modules = []
+    for i, layer in enumerate(layers):
+        modules += lowering(layer, "fx")(layer, Site(list(layers), layout, name, i))
+    return modules
+
+
+def lower_onnx(layers: list, site) -> LoweredNodes:
+    """The nodes computing the chain `layers` on site.x (each record's ONNX lowering, in order);
+    `site` is the ONNX front end's emitter (passes/onnx/lower.py OnnxSite). A lowering that
+    changes the full shape sets site.shape."""
+    site.layers = list(layers)
+    nodes, ends = [], []
+    for i, layer in enumerate(layers):
+        site.index = i
+        new = lowering(layer, "onnx")(layer, site)
+        nodes += new
+        site.x = new[-1].outputs[0]
+        ends.append(site.x)
+    return LoweredNodes(nodes, ends)
