@@ -8,15 +8,15 @@ records (passes/records/*.py), the way onnxscript and Inductor register their pa
     @onnx_lowering(ConvSpec)
     def conv_to_nodes(spec: ConvSpec, site) -> list[node]: ...
 
-The adapters lower a plan's `after` through `lower_fx` / `lower_onnx`, which look each record's
-type up here; no adapter names a record. A record module imports neither passes.fx nor
+The adapters lower a plan's `after` through `lower_fx` / `lower_onnx` (passes/records/__init__.py),
+which look each record's type up here; no adapter names a record. A record module imports neither passes.fx nor
 passes.onnx (the two front ends stay independent through it), and its ONNX lowering writes
 through the emitter the ONNX adapter hands it (site.constant / site.variable / site.node /
 site.function, passes/onnx/lower.py OnnxSite), so the FX path never imports onnx.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 
@@ -52,26 +52,6 @@ def onnx_lowering(*types: type) -> Callable:
     return _declare("onnx", types)
 
 
-def table() -> dict[type, Lowerings]:
-    """Every record type with a lowering, after loading every record module."""
-    from . import load_all
-    load_all()
-    return dict(_TABLE)
-
-
-def lowering(record, which: str) -> Callable:
-    load = _TABLE.get(type(record))
-    if load is None or getattr(load, which) is None:
-        from . import load_all
-        load_all()
-        load = _TABLE.get(type(record))
-    fn = None if load is None else getattr(load, which)
-    if fn is None:
-        raise TypeError(f"no {which} lowering for {type(record).__name__} ({record.describe()}): "
-                        f"declare one with @{which}_lowering in passes/records/")
-    return fn
-
-
 @dataclass
 class Site:
     """Where a record is lowered: the whole chain (`layers`), this record's place in it (`index`),
@@ -93,26 +73,3 @@ class LoweredNodes(list):
     def __init__(self, nodes=(), ends=None):
         super().__init__(nodes)
         self.ends = list(ends) if ends is not None else [node.outputs[0] for node in self]
-
-
-def lower_fx(layers: list, layout: str = "nchw", name: str = "") -> list:
-    """The modules computing the chain `layers` (each record's FX lowering, in order)."""
-    modules = []
-    for i, layer in enumerate(layers):
-        modules += lowering(layer, "fx")(layer, Site(list(layers), layout, name, i))
-    return modules
-
-
-def lower_onnx(layers: list, site) -> LoweredNodes:
-    """The nodes computing the chain `layers` on site.x (each record's ONNX lowering, in order);
-    `site` is the ONNX front end's emitter (passes/onnx/lower.py OnnxSite). A lowering that
-    changes the full shape sets site.shape."""
-    site.layers = list(layers)
-    nodes, ends = [], []
-    for i, layer in enumerate(layers):
-        site.index = i
-        new = lowering(layer, "onnx")(layer, site)
-        nodes += new
-        site.x = new[-1].outputs[0]
-        ends.append(site.x)
-    return LoweredNodes(nodes, ends)
