@@ -15,6 +15,8 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
+from rewrite.rules import registered
+
 from ..verify import capture_window
 from .inplace import restore_inplace
 from .lower import PermuteModule, lower, run_nodes
@@ -198,8 +200,9 @@ class FxAdapter:
         self.values.clear()
         self.shapes.clear()
         wanted, last = set(), set()
+        kinds = {"conv", "pad", "affine", "norm", "slice"} | {k for rule in registered().values() for k in rule.captures}
         for op in self.builder.build({}).ops:
-            if op.kind in ("conv", "pad", "affine", "norm", "slice") and op.inputs:
+            if op.kind in kinds and op.inputs:
                 wanted.add(op.inputs[0])
                 if op.layout == "nhwc":
                     last.add(op.inputs[0])

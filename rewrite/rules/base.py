@@ -154,6 +154,9 @@ class Rule:
     channels_last: its applied sites want NHWC activations (fuse: the fused kernel reads and writes
         NHWC), so with channels_last=None (auto) the FX front end lays the model's conv weights out
         channels_last once such a site was applied (passes/fx/layout.py).
+    captures: the view op kinds whose input activation its site checks read, besides those every
+        front end keeps (conv, pad, affine, norm and slice inputs, add / sub operands): the FX front
+        end captures them too (a rule over permutes names "layout").
     """
 
     kind: str
@@ -166,6 +169,7 @@ class Rule:
     statistics: Callable | None = None
     owns: Callable[[Op], bool] | None = None
     channels_last: bool = False
+    captures: tuple = ()
 
 
 _REGISTERED: dict[str, Rule] = {}
