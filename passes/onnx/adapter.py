@@ -18,6 +18,7 @@ import onnx_graphsurgeon as gs
 import torch
 
 from rewrite.ir import run_chain
+from rewrite.rules import registered
 
 from ..verify import capture_window
 from . import runtime, runtimes
@@ -186,6 +187,9 @@ class OnnxAdapter:
             is_op(n, "MatMul", "LayerNormalization") or self.builder.reduces_last_axis(n, {}))}
         names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")
                   for t in n.inputs if isinstance(t, gs.Variable)]
+        kinds = {kind for rule in registered().values() for kind in rule.captures}
+        if kinds:      # the inputs of the view ops a rule's site checks read (Rule.captures)
+            names += [op.inputs[0] for op in self.builder.build({}, self.origin).ops if op.kind in kinds and op.inputs]
         self.progress("capturing activations")
         try:
             captured = runtime.capture(self.model(), [n for n in names if n], self.feeds)

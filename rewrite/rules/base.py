@@ -155,8 +155,8 @@ class Rule:
         NHWC), so with channels_last=None (auto) the FX front end lays the model's conv weights out
         channels_last once such a site was applied (passes/fx/layout.py).
     captures: the view op kinds whose input activation its site checks read, besides those every
-        front end keeps (conv, pad, affine, norm and slice inputs, add / sub operands): the FX front
-        end captures them too (a rule over permutes names "layout").
+        front end keeps (conv, pad, affine, norm and slice inputs, add / sub operands): both front
+        ends capture them too (a rule over permutes names "layout", one over activations "act").
     """
 
     kind: str
