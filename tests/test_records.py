@@ -138,3 +138,11 @@ def test_concat_lowerings_agree():
         fx_y = module(*xs)
     torch.testing.assert_close(fx_y, concat.apply(*xs), rtol=1e-5, atol=1e-5)
     assert [type(b).__name__ for b in module.branches] == ["Conv2d", "Conv2d"]
+
+
+def test_fx_roles_name_the_modules_of_a_site_lowered_to_several():
+    from passes.records import fx_roles
+    assert fx_roles([_conv(6, 6, 3, groups=6), _conv(10, 6, 1), _conv(4, 10, 3)]) == ["dw", "pw", "conv"]
+    assert fx_roles([_conv(5, 7, 1), _conv(3, 5, 1)], "nc") == ["linear", "linear"]
+    assert fx_roles([ir.Permute((0, 2, 3, 1)), ir.LayerNorm(1e-6), ir.Linear(_conv(4, 6, 1)), ir.Flatten(1, 2),
+                     ir.Activation("relu")]) == ["permute", "norm", "linear", "flatten", "fused"]

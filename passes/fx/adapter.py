@@ -19,7 +19,7 @@ from rewrite.rules import registered
 
 from ..verify import capture_window
 from .inplace import restore_inplace
-from .lower import PermuteModule, lower, run_nodes
+from .lower import fx_roles, lower, run_nodes
 from .view import FxViewBuilder
 
 
@@ -149,7 +149,7 @@ class FxAdapter:
         new.append(tail)
         self._stand_in(nodes, plan.stand_ins, new, match.input)
         _erase_replaced(graph, nodes, tail)
-        roles = [_role(module) for module in lowered]
+        roles = fx_roles(plan.after, match.layout, match.name)
         for node, module, role in zip(new, lowered, roles):
             base = match.name if len(lowered) == 1 else f"{match.name}_{role}"
             node.target = self._claim(base)
@@ -264,21 +264,6 @@ def _move_after(graph: fx.Graph, anchor: fx.Node, node: fx.Node) -> None:
     anchor.append(node)
     for user in list(node.users):
         _move_after(graph, node, user)
-
-
-def _role(module) -> str:
-    """Name suffix of a new module when a site becomes several: dw, pw, conv, linear or fused."""
-    if isinstance(module, torch.nn.Linear):
-        return "linear"
-    if isinstance(module, torch.nn.LayerNorm):
-        return "norm"
-    if isinstance(module, (PermuteModule, torch.nn.Flatten)):
-        return "permute" if isinstance(module, PermuteModule) else "flatten"
-    if isinstance(module, torch.nn.Conv2d):
-        if module.groups > 1 and module.groups == module.in_channels:
-            return "dw"
-        return "pw" if module.kernel_size == (1, 1) else "conv"
-    return "fused"
 
 
 def _erase_replaced(graph, nodes: list, tail) -> None:

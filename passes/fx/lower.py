@@ -14,7 +14,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from passes.records import lower_fx
+from passes.records import fx_roles, lower_fx
 from passes.records.concat import ConcatConvs
 from passes.records.conv import PaddedConv2d, conv_module, linear_module
 from passes.records.norm import UnitAffineLayerNorm
@@ -22,7 +22,7 @@ from passes.records.shape import PermuteModule
 from rewrite.ir import ConvSpec
 
 __all__ = ["ConcatConvs", "PaddedConv2d", "PermuteModule", "UnitAffineLayerNorm", "conv_module", "conv_spec_of_module",
-           "linear_module", "lower", "run_nodes"]
+           "fx_roles", "linear_module", "lower", "run_nodes"]
 
 
 def lower(match, plan) -> list:

@@ -9,7 +9,7 @@ from pkgutil import iter_modules
 
 from .registry import _TABLE, LoweredNodes, Lowerings, Site, fx_lowering, onnx_lowering
 
-__all__ = ["LoweredNodes", "Lowerings", "Site", "fx_lowering", "load_all", "lower_fx", "lower_onnx", "lowering",
+__all__ = ["LoweredNodes", "Lowerings", "Site", "fx_lowering", "fx_roles", "load_all", "lower_fx", "lower_onnx", "lowering",
            "onnx_lowering", "table"]
 
 _LOADED = False
@@ -48,6 +48,17 @@ def lower_fx(layers: list, layout: str = "nchw", name: str = "") -> list:
     for i, layer in enumerate(layers):
         modules += lowering(layer, "fx")(layer, Site(list(layers), layout, name, i))
     return modules
+
+
+def fx_roles(layers: list, layout: str = "nchw", name: str = "") -> list:
+    """The name suffix of each record's module in a site lowered to several (one module per record)."""
+    load_all()
+    roles = []
+    for i, layer in enumerate(layers):
+        entry = _TABLE.get(type(layer))
+        role = entry.role if entry is not None else None
+        roles.append(role(layer, Site(list(layers), layout, name, i)) if role is not None else "fused")
+    return roles
 
 
 def lower_onnx(layers: list, site) -> LoweredNodes:

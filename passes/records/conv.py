@@ -73,13 +73,21 @@ def _convs_only(site: Site) -> bool:
     return all(isinstance(layer, ConvSpec) for layer in site.layers)
 
 
-@fx_lowering(ConvSpec)
+def conv_role(spec: ConvSpec, site: Site) -> str:
+    if site.layout == "nc" and _convs_only(site):
+        return "linear"
+    if spec.groups > 1 and spec.groups == spec.in_channels:
+        return "dw"
+    return "pw" if tuple(spec.kernel_size) == (1, 1) else "conv"
+
+
+@fx_lowering(ConvSpec, role=conv_role)
 def conv_to_modules(spec: ConvSpec, site: Site) -> list:
     linear = site.layout == "nc" and _convs_only(site)
     return [linear_module(spec) if linear else conv_module(spec)]
 
 
-@fx_lowering(Linear)
+@fx_lowering(Linear, role=lambda layer, site: "linear")
 def linear_to_modules(layer: Linear, site: Site) -> list:
     return [linear_module(layer.spec)]
 

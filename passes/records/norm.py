@@ -33,7 +33,7 @@ class UnitAffineLayerNorm(nn.LayerNorm):
         return F.layer_norm(x, self.normalized_shape, self.unit_weight, self.unit_bias, self.eps)
 
 
-@fx_lowering(LayerNorm)
+@fx_lowering(LayerNorm, role=lambda layer, site: "norm")
 def layer_norm_to_modules(layer: LayerNorm, site: Site) -> list:
     """Its width from its affine, else from the next linear or conv of the chain."""
     width = next((l.spec if isinstance(l, Linear) else l for l in site.layers[site.index + 1:]

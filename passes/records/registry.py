@@ -25,6 +25,8 @@ class Lowerings:
     """The two lowerings of one record type (None: not declared)."""
 
     fx: Callable | None = None      # (record, Site) -> list of nn.Module, applied in order
+    role: Callable | None = None    # (record, Site) -> the name suffix of its module where a site becomes
+                                    # several modules (dw, pw, conv, linear, norm, ...); None: "fused"
     onnx: Callable | None = None    # (record, OnnxSite) -> list of nodes; the last one's first output is the result
 
 
@@ -42,9 +44,16 @@ def _declare(which: str, types: tuple) -> Callable:
     return register
 
 
-def fx_lowering(*types: type) -> Callable:
-    """Declare the decorated function the FX lowering of the record types: fn(record, site) → modules."""
-    return _declare("fx", types)
+def fx_lowering(*types: type, role: Callable | None = None) -> Callable:
+    """Declare the decorated function the FX lowering of the record types: fn(record, site) → modules;
+    role(record, site): the name suffix of its module in a site lowered to several (default "fused")."""
+    def register(fn: Callable) -> Callable:
+        _declare("fx", types)(fn)
+        if role is not None:
+            for record in types:
+                _TABLE[record].role = role
+        return fn
+    return register
 
 
 def onnx_lowering(*types: type) -> Callable:

@@ -24,12 +24,12 @@ class PermuteModule(nn.Module):
         return f"perm={self.perm}"
 
 
-@fx_lowering(Permute)
+@fx_lowering(Permute, role=lambda layer, site: "permute")
 def permute_to_modules(layer: Permute, site: Site) -> list:
     return [PermuteModule(layer.perm)]
 
 
-@fx_lowering(Flatten)
+@fx_lowering(Flatten, role=lambda layer, site: "flatten")
 def flatten_to_modules(layer: Flatten, site: Site) -> list:
     return [nn.Flatten(layer.start, layer.end)]
 
