@@ -15,11 +15,11 @@ import torch
 import torch.fx as fx
 from torch.utils._pytree import tree_flatten
 
-from rewrite.ir import Concat, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, Permute
+from rewrite.rules import registered
 
 from ..verify import capture_window
 from .inplace import restore_inplace
-from .lower import ConcatConvs, PermuteModule, concat_module, conv_module, fused_module, linear_module, run_nodes, shape_modules
+from .lower import fx_roles, lower, run_nodes
 from .view import FxViewBuilder
 
 
@@ -95,14 +95,7 @@ class FxAdapter:
                 Streamer(self.gm).run(*tree_flatten(sample)[0])
 
     def lower(self, match, plan) -> list:
-        if isinstance(plan.after[0], (FusedSepConv, FusedMBConv)):
-            return [fused_module(plan.after[0])]
-        if isinstance(plan.after[0], Concat):
-            return [concat_module(plan.after[0], match.layout == "nc")]
-        if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
-            return shape_modules(plan.after)
-        lower = linear_module if match.layout == "nc" else conv_module
-        return [lower(spec) for spec in plan.after]
+        return lower(match, plan)
 
     def original(self, match):
         nodes, keys = match.nodes_in(self.gm.graph.nodes), match.runtime_inputs
@@ -141,8 +134,8 @@ class FxAdapter:
         pass                               # nothing entered the graph
 
     def commit(self, match, plan, lowered: list) -> None:
-        if isinstance(lowered[0], ConcatConvs):
-            return self._commit_concat(match, plan, lowered[0])
+        if getattr(lowered[0], "branches", None) is not None:
+            return self._commit_branches(match, plan, lowered[0])
         graph = self.gm.graph
         nodes = match.nodes_in(graph.nodes)
         tail = match.ops[-1].nodes[-1]
@@ -156,7 +149,7 @@ class FxAdapter:
         new.append(tail)
         self._stand_in(nodes, plan.stand_ins, new, match.input)
         _erase_replaced(graph, nodes, tail)
-        roles = [_role(module) for module in lowered]
+        roles = fx_roles(plan.after, match.layout, match.name)
         for node, module, role in zip(new, lowered, roles):
             base = match.name if len(lowered) == 1 else f"{match.name}_{role}"
             node.target = self._claim(base)
@@ -166,21 +159,23 @@ class FxAdapter:
         self.touched.update(nodes)
         self.stale |= len(new) > 1
 
-    def _commit_concat(self, match, plan, module: ConcatConvs) -> None:
-        """One conv module per branch, each on its branch's input and named after the conv it
-        replaces; the site's tail becomes the aten.cat of their outputs."""
+    def _commit_branches(self, match, plan, module) -> None:
+        """A lowered module that reads several inputs (a Concat's ConcatConvs): one module per
+        branch, each on its branch's input and named after the op it replaces; the site's tail
+        becomes module.join (aten op, extra args) of their outputs."""
         graph = self.gm.graph
         nodes = match.nodes_in(graph.nodes)
         tail = match.ops[-1].nodes[-1]
         inputs = match.runtime_inputs
         with graph.inserting_before(tail):
             branches = [graph.create_node("call_module", "_pending", (x,)) for x in inputs]
-        tail.op, tail.target = "call_function", torch.ops.aten.cat.default
-        tail.args, tail.kwargs = (branches, 1), {}
+        target, *args = module.join
+        tail.op, tail.target = "call_function", target
+        tail.args, tail.kwargs = (branches, *args), {}
         _erase_replaced(graph, nodes, tail)
-        for node, conv, op in zip(branches, module.convs, match.ops):
+        for node, branch, op in zip(branches, module.branches, match.ops):
             node.target = self._claim(op.name)
-            self.gm.add_submodule(node.target, conv)
+            self.gm.add_submodule(node.target, branch)
             self.builder.origin[node] = plan.kind
         self.builder.origin[tail] = plan.kind
         self.builder.forget(tail)
@@ -205,8 +200,9 @@ class FxAdapter:
         self.values.clear()
         self.shapes.clear()
         wanted, last = set(), set()
+        kinds = {"conv", "pad", "affine", "norm", "slice"} | {k for rule in registered().values() for k in rule.captures}
         for op in self.builder.build({}).ops:
-            if op.kind in ("conv", "pad", "affine", "norm", "slice") and op.inputs:
+            if op.kind in kinds and op.inputs:
                 wanted.add(op.inputs[0])
                 if op.layout == "nhwc":
                     last.add(op.inputs[0])
@@ -268,21 +264,6 @@ def _move_after(graph: fx.Graph, anchor: fx.Node, node: fx.Node) -> None:
     anchor.append(node)
     for user in list(node.users):
         _move_after(graph, node, user)
-
-
-def _role(module) -> str:
-    """Name suffix of a new module when a site becomes several: dw, pw, conv, linear or fused."""
-    if isinstance(module, torch.nn.Linear):
-        return "linear"
-    if isinstance(module, torch.nn.LayerNorm):
-        return "norm"
-    if isinstance(module, (PermuteModule, torch.nn.Flatten)):
-        return "permute" if isinstance(module, PermuteModule) else "flatten"
-    if isinstance(module, torch.nn.Conv2d):
-        if module.groups > 1 and module.groups == module.in_channels:
-            return "dw"
-        return "pw" if module.kernel_size == (1, 1) else "conv"
-    return "fused"
 
 
 def _erase_replaced(graph, nodes: list, tail) -> None:

@@ -14,13 +14,16 @@ import torch.fx as fx
 import torch.nn as nn
 
 from rewrite.report import Report
+from rewrite.rules import registered
 
 
 def wants_channels_last(setting: bool | None, report: Report) -> bool:
-    """True for channels_last=True, or for None (auto) when a fused site was applied."""
+    """True for channels_last=True, or for None (auto) when a site of a rule that wants NHWC
+    activations (Rule.channels_last: fuse) was applied."""
     if setting is not None:
         return setting
-    return any(s.kind == "fuse" and s.status == "applied" for s in report.sites)
+    rules = registered()
+    return any(s.status == "applied" and s.kind in rules and rules[s.kind].channels_last for s in report.sites)
 
 
 def conv_weights(root: nn.Module) -> list:

@@ -100,19 +100,9 @@ class FxViewBuilder:
             module = self.gm.get_submodule(node.target)
             base = dict(inputs=inputs, output=node, name=str(node.target), label=type(module).__name__,
                         nodes=(node,))
-            if isinstance(module, nn.Conv2d):
-                spec = conv_spec_of_module(module)
-                return Op("conv", **base, conv=spec if isinstance(spec, ConvSpec) else None,
-                          reason=spec if isinstance(spec, str) else None)
-            if type(module) is nn.Linear and len(inputs) == 1 and _rank(inputs[0]) in (2, 3, 4):   # a lowered linear
-                spec = ConvSpec(module.weight.detach()[:, :, None, None],
-                                None if module.bias is None else module.bias.detach())
-                return Op("conv", **base, conv=spec, layout="nc" if _rank(inputs[0]) == 2 else "nhwc")
-            if type(module) in (nn.LayerNorm, UnitAffineLayerNorm) and len(module.normalized_shape) == 1 \
-                    and not module.elementwise_affine:
-                base["label"] = "layer_norm"            # a LayerNorm fold_norm lowered: named as the op it was
-                return Op("norm", **base, norm=LayerNorm(float(module.eps), None), layout="nhwc")
-            return Op("other", **base)
+            lift = _module_lifter(type(module))
+            op = lift(module, inputs, base) if lift is not None else None
+            return op if op is not None else Op("other", **base)
         if node.target is operator.getitem:
             return self._part(node, inputs)
         name = op_name(node.target)
@@ -404,6 +394,53 @@ class FxViewBuilder:
 
 
 SPLITS = ("split_with_sizes", "split", "unsafe_split", "unsafe_split_with_sizes", "chunk", "tensor_split")
+
+
+# -- how the view recognises a call_module node, by module type (the modules a lowering makes) --
+
+MODULE_LIFTERS: dict[type, tuple] = {}
+"""module type → (lifter, whether its subclasses are lifted by it too); lifter(module, inputs,
+base Op fields) → Op or None (an "other" op). Declared with @lifts_module beside each lifter."""
+
+
+def lifts_module(*types: type, subclasses: bool = False):
+    def register(fn):
+        for t in types:
+            MODULE_LIFTERS[t] = (fn, subclasses)
+        return fn
+    return register
+
+
+def _module_lifter(cls: type):
+    entry = MODULE_LIFTERS.get(cls)
+    if entry is not None:
+        return entry[0]
+    return next((MODULE_LIFTERS[c][0] for c in cls.__mro__[1:] if c in MODULE_LIFTERS and MODULE_LIFTERS[c][1]), None)
+
+
+@lifts_module(nn.Conv2d, subclasses=True)
+def _lift_conv_module(module, inputs, base):
+    spec = conv_spec_of_module(module)
+    return Op("conv", **base, conv=spec if isinstance(spec, ConvSpec) else None,
+              reason=spec if isinstance(spec, str) else None)
+
+
+@lifts_module(nn.Linear)
+def _lift_linear_module(module, inputs, base):
+    """A lowered linear, over [N, C] (layout "nc") or the last axis of a 3-d or 4-d tensor ("nhwc")."""
+    if len(inputs) != 1 or _rank(inputs[0]) not in (2, 3, 4):
+        return None
+    spec = ConvSpec(module.weight.detach()[:, :, None, None], None if module.bias is None else module.bias.detach())
+    return Op("conv", **base, conv=spec, layout="nc" if _rank(inputs[0]) == 2 else "nhwc")
+
+
+@lifts_module(nn.LayerNorm, UnitAffineLayerNorm)
+def _lift_layer_norm_module(module, inputs, base):
+    """A LayerNorm fold_norm lowered (no affine): named as the op it was."""
+    if len(module.normalized_shape) != 1 or module.elementwise_affine:
+        return None
+    base["label"] = "layer_norm"
+    return Op("norm", **base, norm=LayerNorm(float(module.eps), None), layout="nhwc")
 
 
 def _split_sizes(name: str, kw: dict, channels: int) -> list | None:

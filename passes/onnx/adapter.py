@@ -17,17 +17,15 @@ import onnx
 import onnx_graphsurgeon as gs
 import torch
 
-from rewrite.ir import (Activation, Concat, ConvSpec, Flatten, FusedMBConv, FusedSepConv, LayerNorm, Linear, MixedConv,
-                        ParallelBranches, Permute, run_chain)
-from rewrite.rules.fusable import FuseParts
+from rewrite.ir import run_chain
+from rewrite.rules import registered
 
 from ..verify import capture_window
 from . import runtime, runtimes
 from .graph import Names, detach, is_op, replace_nodes
 from .io import default_opset
 from .lift import QUANTIZED_CONVS
-from .lower import (DOMAIN, LoweredNodes, act_nodes, concat_nodes, conv_node, function_name, function_proto, fused_node,
-                    gemm_node, shape_nodes)
+from .lower import DOMAIN, OnnxSite, lower_onnx
 from .verify import FUNCTION_IR_VERSION, run_site, site_model
 from .view import OnnxViewBuilder
 
@@ -110,44 +108,18 @@ class OnnxAdapter:
                 each(name, torch.from_numpy(a))
 
     def lower(self, match, plan) -> list:
-        x = self._tensor(match.input)
-        if isinstance(plan.after[0], (FusedSepConv, FusedMBConv)):
-            fused = plan.after[0]
-            name = function_name(fused)
-            if name not in self.functions:
-                self.functions[name] = function_proto(fused, self.opset, self.dtype)
-            plan.note = f"marked as {DOMAIN}.{name} (one fused kernel on GPU)"
-            residual = self._tensor(match.residual) if match.residual is not None else None
-            return LoweredNodes([fused_node(fused, x, residual, match.name, self.names)])
-        if isinstance(plan.after[0], Activation):       # native_act: the activation in its standard form
-            dtype = np.dtype(torch.empty((), dtype=self.dtype).numpy().dtype)
-            lowered = act_nodes(plan.after[0].name, x, match.name, self.names, dtype, self.opset)
-            plan.note += " (" + " → ".join(node.op for node in lowered) + ")"
-            return lowered
-        if isinstance(plan.after[0], Concat):
-            inputs = [self._tensor(v) for v in match.runtime_inputs]
-            names = [op.name for op in match.ops[:len(inputs)]]
-            return concat_nodes(plan.after[0], inputs, names, match.layout == "nc", self.names)
-        if any(isinstance(layer, (Linear, LayerNorm, Permute, Flatten)) for layer in plan.after):
-            return shape_nodes(plan.after, x, self.shapes.get(match.input), match.name, self.names, self.opset)
-        nodes = []
-        for spec in plan.after:
-            role = "linear" if match.layout == "nc" else "dw" if spec.is_depthwise else "pw"
-            name = match.name if len(plan.after) == 1 else f"{match.name}_{role}"
-            nodes.append((gemm_node if match.layout == "nc" else conv_node)(spec, x, name, self.names))
-            x = nodes[-1].outputs[0]
-        return LoweredNodes(nodes)
+        """The nodes of plan.after, each record lowered as passes/records/ declares it."""
+        site = OnnxSite(match, plan, self._tensor(match.input), self.shapes.get(match.input), self.names, self.opset,
+                        self.dtype, self.functions, self._tensor)
+        return lower_onnx(plan.after, site)
 
     def original(self, match):
         return self._runner(match.nodes_in(self.graph.nodes), match, self._tensor(match.output))
 
     def reference(self, match):
-        if isinstance(match.parts, FuseParts):     # a squeeze-excitation is not a chain of layers
-            return match.parts.fused(match.residual is not None).to(torch.float64).apply
-        if isinstance(match.parts, FusedMBConv):   # nor is the residual a chain's input
-            return match.parts.to(torch.float64).apply
-        layers = [layer.to(torch.float64) if isinstance(layer, (ConvSpec, ParallelBranches, Concat, MixedConv)) else layer
-                  for layer in match.layers]
+        if match.whole is not None:    # a site that is not a chain of layers (a squeeze-excitation, a residual)
+            return match.whole.to(torch.float64).apply
+        layers = [layer.to(torch.float64) if hasattr(layer, "to") else layer for layer in match.layers]
         return lambda *xs: run_chain(layers, *xs)
 
     def candidate(self, lowered: list, match):
@@ -216,6 +188,9 @@ class OnnxAdapter:
             is_op(n, "MatMul", "LayerNormalization") or self.builder.reduces_last_axis(n, {}))}
         names += [t.name for n in self.graph.nodes if is_op(n, "Add", "Sub", "Mul", "Div")
                   for t in n.inputs if isinstance(t, gs.Variable)]
+        kinds = {kind for rule in registered().values() for kind in rule.captures}
+        if kinds:      # the inputs of the view ops a rule's site checks read (Rule.captures)
+            names += [op.inputs[0] for op in self.builder.build({}, self.origin).ops if op.kind in kinds and op.inputs]
         self.progress("capturing activations")
         try:
             captured = runtime.capture(self.model(), [n for n in names if n], self.feeds)

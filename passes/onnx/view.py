@@ -50,6 +50,21 @@ from .lower import native_act_sizes
 
 MEAN_OPSET_AXES_INPUT = 18    # ReduceMean takes its axes as an input from opset 18
 
+LIFTERS: dict[str, list] = {}
+"""How the view recognises each standard op type: op_type → the lifters tried in turn, each
+(builder, node, its activation inputs, shapes, producers, base Op fields) → Op or None (not
+recognised: the next one, else an "other" op). Declared with @lifts beside each lifter."""
+
+BEFORE_ACTIVATIONS = {"Conv", *QUANTIZED_CONVS}   # lifted before the activation patterns are tried
+
+
+def lifts(*op_types: str):
+    def register(fn):
+        for op_type in op_types:
+            LIFTERS.setdefault(op_type, []).append(fn)
+        return fn
+    return register
+
 
 class OnnxViewBuilder:
     def __init__(self, graph: gs.Graph, opset: int, dtype: torch.dtype, overridable: set, static_spatial: bool):
@@ -90,70 +105,132 @@ class OnnxViewBuilder:
         return tuple(t.name for t in node.inputs if t.name and not is_constant(t, self.overridable))
 
     def _lift(self, node: gs.Node, shapes: dict, by_output: dict) -> Op:
+        """The op a node starts: a conv; else an activation written over one or more nodes
+        (lift.py activation_at); else what the first lifter of LIFTERS[node.op] that recognises
+        the node makes of it; else "other"."""
         base = dict(output=node.outputs[0].name, name=node.name or f"{node.op}:{node.outputs[0].name}",
                     label=node.op if (node.domain or "") in STANDARD_DOMAINS else f"{node.domain}.{node.op}",
                     nodes=(node,))
-        if is_op(node, "Conv", *QUANTIZED_CONVS):
-            return self._conv(node, shapes, base)
+        lifters = LIFTERS.get(node.op, ()) if (node.domain or "") in STANDARD_DOMAINS else ()
+        if node.op in BEFORE_ACTIVATIONS and lifters:
+            return lifters[0](self, node, (), shapes, by_output, base)
         act = activation_at(self.graph, node, self.overridable)
         if act is not None:
             return Op("act", (act.input.name,), **{**base, "output": act.output.name, "nodes": tuple(act.nodes)},
                       act=act.name)
         inputs = self._activations(node)
-        hard = hard_sigmoid_affine(node, self._channels(node.inputs[0], shapes, by_output)) \
-            if is_op(node, "HardSigmoid") and inputs and node.inputs[0].name == inputs[0] else None
-        if hard is not None:      # HardSigmoid(α, β) other than torch's (activation_at took that one)
-            affine, label = hard
-            return Op("affine_act", inputs[:1], **{**base, "label": label}, affine=affine, act="hardsigmoid")
-        if is_op(node, "BatchNormalization"):
-            affine = batchnorm_affine(node, self.overridable)
-            return Op("affine", (node.inputs[0].name,), **base, affine=None if isinstance(affine, str) else affine,
-                      reason=affine if isinstance(affine, str) else None)
-        if is_op(node, "Mul", "Add", "Sub", "Div") and len(inputs) == 1:
-            x = next(t for t in node.inputs if t.name == inputs[0])
-            affine = constant_affine(node, x, self._channels(x, shapes, by_output), self.overridable)
-            if affine is not None:
-                return Op("affine", inputs, **base, affine=affine)
-            affine = self._last_axis_affine(node, x, shapes.get(x.name))
-            if affine is not None:
-                return Op("affine", inputs, **base, affine=affine, layout="nhwc")
-        if is_op(node, "Concat") and len(inputs) == len(node.inputs):
-            rank = len(shapes[inputs[0]]) if inputs and inputs[0] in shapes else None
-            axis = int(node.attrs.get("axis", 0))
-            return Op("concat", inputs, **base, axis=axis % rank if rank else (axis if axis >= 0 else None))
-        if is_op(node, "Shape"):
-            return Op("other", (), **base, shape_inputs=inputs)
-        if is_op(node, "Slice") and inputs and node.inputs[0].name == inputs[0]:
-            channels = slice_channels(node, shapes.get(inputs[0]), self.overridable, self.opset)
-            if channels is not None:
-                return Op("slice", inputs[:1], **base, channels=channels)
-        if is_op(node, "Mul", "Add", "Sub") and len(node.inputs) == 2 and len(inputs) == 2:
-            return Op(node.op.lower(), inputs, **base)
-        if is_op(node, "Pad") and inputs and node.inputs[0].name == inputs[0]:
-            pad = zero_pad(node, self.overridable, self.opset)
-            return Op("pad", inputs[:1], **base, pad=None if isinstance(pad, str) else pad,
-                      reason=pad if isinstance(pad, str) else None)
-        if self._is_mean(node):
-            return Op("mean", inputs, **base)
-        norm = self._decomposed_layer_norm(node, shapes, base)
-        if norm is not None:
-            return norm
-        if is_op(node, "Transpose"):
-            perm = node.attrs.get("perm")
-            return Op("layout", inputs, **base, shape_op=Permute(tuple(int(p) for p in perm)) if perm else None)
-        if is_op(node, "Flatten", "Reshape") and inputs and node.inputs[0].name == inputs[0]:
-            before = shapes.get(inputs[0])
-            flatten = _flatten(before, shapes.get(node.outputs[0].name)) if node.op == "Reshape" else \
-                _flatten_axis(before, int(node.attrs.get("axis", 1)))
-            if flatten is not None:
-                return Op("reshape", inputs[:1], **base, shape_op=flatten)
-        if is_op(node, "LayerNormalization") and inputs and node.inputs[0].name == inputs[0]:
-            return self._layer_norm(node, shapes, base) or Op("other", inputs, **base)
-        if is_op(node, "MatMul") and len(inputs) == 1 and node.inputs[0].name == inputs[0]:
-            return self._linear(node, shapes, base) or Op("other", inputs, **base)
-        if is_op(node, "Gemm") and len(inputs) == 1 and node.inputs[0].name == inputs[0]:
-            return self._gemm(node, base) or Op("other", inputs, **base)
+        for lift in lifters:
+            op = lift(self, node, inputs, shapes, by_output, base)
+            if op is not None:
+                return op
         return Op("other", inputs, **base)
+
+    # -- the lifters, by op type (tried in the order they are declared) ----------------------
+
+    @lifts("Conv", *QUANTIZED_CONVS)
+    def _lift_conv(self, node, inputs, shapes, by_output, base):
+        return self._conv(node, shapes, base)
+
+    @lifts("HardSigmoid")
+    def _lift_hard_sigmoid(self, node, inputs, shapes, by_output, base):
+        """HardSigmoid(α, β) other than torch's (activation_at took that one)."""
+        if not (inputs and node.inputs[0].name == inputs[0]):
+            return None
+        hard = hard_sigmoid_affine(node, self._channels(node.inputs[0], shapes, by_output))
+        if hard is None:
+            return None
+        affine, label = hard
+        return Op("affine_act", inputs[:1], **{**base, "label": label}, affine=affine, act="hardsigmoid")
+
+    @lifts("BatchNormalization")
+    def _lift_batch_norm(self, node, inputs, shapes, by_output, base):
+        affine = batchnorm_affine(node, self.overridable)
+        return Op("affine", (node.inputs[0].name,), **base, affine=None if isinstance(affine, str) else affine,
+                  reason=affine if isinstance(affine, str) else None)
+
+    @lifts("Mul", "Add", "Sub", "Div")
+    def _lift_constant_affine(self, node, inputs, shapes, by_output, base):
+        if len(inputs) != 1:
+            return None
+        x = next(t for t in node.inputs if t.name == inputs[0])
+        affine = constant_affine(node, x, self._channels(x, shapes, by_output), self.overridable)
+        if affine is not None:
+            return Op("affine", inputs, **base, affine=affine)
+        affine = self._last_axis_affine(node, x, shapes.get(x.name))
+        if affine is not None:
+            return Op("affine", inputs, **base, affine=affine, layout="nhwc")
+        return None
+
+    @lifts("Concat")
+    def _lift_concat(self, node, inputs, shapes, by_output, base):
+        if len(inputs) != len(node.inputs):
+            return None
+        rank = len(shapes[inputs[0]]) if inputs and inputs[0] in shapes else None
+        axis = int(node.attrs.get("axis", 0))
+        return Op("concat", inputs, **base, axis=axis % rank if rank else (axis if axis >= 0 else None))
+
+    @lifts("Shape")
+    def _lift_shape(self, node, inputs, shapes, by_output, base):
+        return Op("other", (), **base, shape_inputs=inputs)
+
+    @lifts("Slice")
+    def _lift_slice(self, node, inputs, shapes, by_output, base):
+        if not (inputs and node.inputs[0].name == inputs[0]):
+            return None
+        channels = slice_channels(node, shapes.get(inputs[0]), self.overridable, self.opset)
+        return Op("slice", inputs[:1], **base, channels=channels) if channels is not None else None
+
+    @lifts("Mul", "Add", "Sub")
+    def _lift_binary(self, node, inputs, shapes, by_output, base):
+        return Op(node.op.lower(), inputs, **base) if len(node.inputs) == 2 and len(inputs) == 2 else None
+
+    @lifts("Pad")
+    def _lift_pad(self, node, inputs, shapes, by_output, base):
+        if not (inputs and node.inputs[0].name == inputs[0]):
+            return None
+        pad = zero_pad(node, self.overridable, self.opset)
+        return Op("pad", inputs[:1], **base, pad=None if isinstance(pad, str) else pad,
+                  reason=pad if isinstance(pad, str) else None)
+
+    @lifts("GlobalAveragePool", "ReduceMean")
+    def _lift_mean(self, node, inputs, shapes, by_output, base):
+        return Op("mean", inputs, **base) if self._is_mean(node) else None
+
+    @lifts("ReduceMean")
+    def _lift_decomposed_layer_norm(self, node, inputs, shapes, by_output, base):
+        return self._decomposed_layer_norm(node, shapes, base)
+
+    @lifts("Transpose")
+    def _lift_transpose(self, node, inputs, shapes, by_output, base):
+        perm = node.attrs.get("perm")
+        return Op("layout", inputs, **base, shape_op=Permute(tuple(int(p) for p in perm)) if perm else None)
+
+    @lifts("Flatten", "Reshape")
+    def _lift_reshape(self, node, inputs, shapes, by_output, base):
+        if not (inputs and node.inputs[0].name == inputs[0]):
+            return None
+        before = shapes.get(inputs[0])
+        flatten = _flatten(before, shapes.get(node.outputs[0].name)) if node.op == "Reshape" else \
+            _flatten_axis(before, int(node.attrs.get("axis", 1)))
+        return Op("reshape", inputs[:1], **base, shape_op=flatten) if flatten is not None else None
+
+    @lifts("LayerNormalization")
+    def _lift_layer_norm(self, node, inputs, shapes, by_output, base):
+        if not (inputs and node.inputs[0].name == inputs[0]):
+            return None
+        return self._layer_norm(node, shapes, base) or Op("other", inputs, **base)
+
+    @lifts("MatMul")
+    def _lift_matmul(self, node, inputs, shapes, by_output, base):
+        if not (len(inputs) == 1 and node.inputs[0].name == inputs[0]):
+            return None
+        return self._linear(node, shapes, base) or Op("other", inputs, **base)
+
+    @lifts("Gemm")
+    def _lift_gemm(self, node, inputs, shapes, by_output, base):
+        if not (len(inputs) == 1 and node.inputs[0].name == inputs[0]):
+            return None
+        return self._gemm(node, base) or Op("other", inputs, **base)
 
     def _linear(self, node: gs.Node, shapes: dict, base: dict) -> Op | None:
         """x·W over the last axis of a 4-d (channels-last) x: a 1x1 conv with layout "nhwc", as

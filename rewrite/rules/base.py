@@ -80,6 +80,10 @@ class Match:
     residual: object = None     # a value added at the chain's end (fuse), or None
     parts: object = None        # the rule's typed record of the match, where it needs one
     more_inputs: tuple = ()     # the other inputs of a site that reads several (a Concat's branches)
+    whole: object = None        # where the site is not a chain of layers (a squeeze-excitation; a residual
+                                # added inside the record): one record computing it all, apply(input[,
+                                # residual]) with .to(dtype); a format whose reference is lifted
+                                # (ONNX) checks the site against it in float64 instead of `layers`
 
     @property
     def layout(self) -> str:
@@ -153,6 +157,12 @@ class Rule:
     conservative: the whole-model retry ladder's last rung before no rewrite at all keeps only the
         sites of conservative rules (fold: exact up to rounding, and what every deployment path
         already does), when bisection found no culprit set.
+    channels_last: its applied sites want NHWC activations (fuse: the fused kernel reads and writes
+        NHWC), so with channels_last=None (auto) the FX front end lays the model's conv weights out
+        channels_last once such a site was applied (passes/fx/layout.py).
+    captures: the view op kinds whose input activation its site checks read, besides those every
+        front end keeps (conv, pad, affine, norm and slice inputs, add / sub operands): both front
+        ends capture them too (a rule over permutes names "layout", one over activations "act").
     """
 
     kind: str
@@ -165,6 +175,8 @@ class Rule:
     statistics: Callable | None = None
     owns: Callable[[Op], bool] | None = None
     conservative: bool = False
+    channels_last: bool = False
+    captures: tuple = ()
 
 
 _REGISTERED: dict[str, Rule] = {}

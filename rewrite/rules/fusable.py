@@ -219,8 +219,9 @@ def fuse_match(view: View, dw) -> Match:
         return declined("fuse", dw, f"{what}: {reason}")
     tail, act2, residual, tip = pointwise_tail(view, pw)
     layers = [dw.conv] + ([Activation(act1)] if act1 else []) + [pw.conv] + ([Activation(act2)] if act2 else [])
-    return Match("fuse", dw.name, ops + tail, layers, dw.inputs[0], tip, residual=residual,
-                 parts=FuseParts(dw.conv, act1, se, pw.conv, act2, act_after_gate))
+    parts = FuseParts(dw.conv, act1, se, pw.conv, act2, act_after_gate)
+    return Match("fuse", dw.name, ops + tail, layers, dw.inputs[0], tip, residual=residual, parts=parts,
+                 whole=parts.fused(residual is not None))
 
 
 def pointwise_tail(view: View, pw) -> tuple:

@@ -59,7 +59,7 @@ def _plan_match(match: Match, shape, dtype, options) -> Plan | Decline:
 
 
 RULE = register(Rule(
-    "fuse", order=50, matches=fuse_matches, plan=_plan_match, timed=True, skipped=fuse_skipped,
+    "fuse", order=50, matches=fuse_matches, plan=_plan_match, timed=True, skipped=fuse_skipped, channels_last=True,
     summary="depthwise kh x kw (+act) (+squeeze-excitation (+act)) → pointwise (+act) (+residual) into one "
             "Triton kernel",
 ))

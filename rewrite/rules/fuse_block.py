@@ -64,10 +64,9 @@ def fuse_block_matches(view: View):
             continue
         parts = match.parts
         layers = [expand.conv] + ([Activation(act0)] if act0 else []) + match.layers
+        block = FuseParts(parts.dw, parts.act1, parts.se, parts.pw, parts.act2, parts.act_after_gate, expand.conv, act0)
         yield Match("fuse_block", expand.name, ops + match.ops, layers, expand.inputs[0], match.output,
-                    residual=match.residual,
-                    parts=FuseParts(parts.dw, parts.act1, parts.se, parts.pw, parts.act2, parts.act_after_gate,
-                                    expand.conv, act0))
+                    residual=match.residual, parts=block, whole=block.fused(match.residual is not None))
 
 
 def _expansion(view: View, value):

@@ -62,8 +62,9 @@ def fuse_mbconv_matches(view: View):
             continue
         tail, act2, residual, tip = pointwise_tail(view, nxt)
         layers = [op.conv] + ([Activation(act1)] if act1 else []) + [nxt.conv] + ([Activation(act2)] if act2 else [])
-        yield Match("fuse_mbconv", op.name, ops + tail, layers, op.inputs[0], tip, residual=residual,
-                    parts=FusedMBConv(op.conv, act1, nxt.conv, act2, residual is not None))
+        fused = FusedMBConv(op.conv, act1, nxt.conv, act2, residual is not None)
+        yield Match("fuse_mbconv", op.name, ops + tail, layers, op.inputs[0], tip, residual=residual, parts=fused,
+                    whole=fused)
 
 
 def plan_fuse_mbconv(fused: FusedMBConv, input_shape, dtype, options) -> Plan | Decline:
