@@ -39,7 +39,7 @@ import onnx_graphsurgeon as gs
 import torch
 
 from rewrite.ir import ACTIVATIONS
-from passes.records import LoweredNodes, Site, lower_onnx
+from passes.records import LoweredNodes, LoweringSite, lower_onnx
 from passes.records.activation import activation_nodes
 from passes.records.fused import DOMAIN, function_name, function_proto
 from passes.records.norm import LAYER_NORMALIZATION_OPSET
@@ -50,7 +50,7 @@ __all__ = ["DOMAIN", "LAYER_NORMALIZATION_OPSET", "LoweredNodes", "OnnxSite", "a
            "function_proto", "lower_onnx", "native_act_sizes"]
 
 
-class OnnxSite(Site):
+class OnnxSite(LoweringSite):
     """The emitter a record's ONNX lowering writes through (passes/records/registry.py): fresh
     names, initializers, tensors and nodes in onnx-graphsurgeon terms, the model's model-local
     functions, and the site: its match and plan, the tensor the current layer reads (`x`) and its

@@ -7,9 +7,9 @@ from __future__ import annotations
 from importlib import import_module
 from pkgutil import iter_modules
 
-from .registry import _TABLE, LoweredNodes, Lowerings, Site, fx_lowering, onnx_lowering
+from .registry import _TABLE, LoweredNodes, Lowerings, LoweringSite, fx_lowering, onnx_lowering
 
-__all__ = ["LoweredNodes", "Lowerings", "Site", "fx_lowering", "fx_roles", "load_all", "lower_fx", "lower_onnx", "lowering",
+__all__ = ["LoweredNodes", "Lowerings", "LoweringSite", "fx_lowering", "fx_roles", "load_all", "lower_fx", "lower_onnx", "lowering",
            "onnx_lowering", "table"]
 
 _LOADED = False
@@ -46,7 +46,7 @@ def lower_fx(layers: list, layout: str = "nchw", name: str = "") -> list:
     """The modules computing the chain `layers` (each record's FX lowering, in order)."""
     modules = []
     for i, layer in enumerate(layers):
-        modules += lowering(layer, "fx")(layer, Site(list(layers), layout, name, i))
+        modules += lowering(layer, "fx")(layer, LoweringSite(list(layers), layout, name, i))
     return modules
 
 
@@ -57,7 +57,7 @@ def fx_roles(layers: list, layout: str = "nchw", name: str = "") -> list:
     for i, layer in enumerate(layers):
         entry = _TABLE.get(type(layer))
         role = entry.role if entry is not None else None
-        roles.append(role(layer, Site(list(layers), layout, name, i)) if role is not None else "fused")
+        roles.append(role(layer, LoweringSite(list(layers), layout, name, i)) if role is not None else "fused")
     return roles
 
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from rewrite.ir import ACTIVATIONS, Activation
 
-from .registry import Site, fx_lowering, onnx_lowering
+from .registry import LoweringSite, fx_lowering, onnx_lowering
 
 
 class ActivationModule(nn.Module):
@@ -29,7 +29,7 @@ class ActivationModule(nn.Module):
 
 
 @fx_lowering(Activation)
-def activation_to_modules(act: Activation, site: Site) -> list:
+def activation_to_modules(act: Activation, site: LoweringSite) -> list:
     return [ActivationModule(act.name)]
 
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from rewrite.ir import Concat
 
 from .conv import conv_module, conv_node, gemm_node, linear_module
-from .registry import Site, fx_lowering, onnx_lowering
+from .registry import LoweringSite, fx_lowering, onnx_lowering
 
 
 class ConcatConvs(nn.Module):
@@ -38,7 +38,7 @@ def concat_module(concat: Concat, linear: bool) -> ConcatConvs:
 
 
 @fx_lowering(Concat)
-def concat_to_modules(concat: Concat, site: Site) -> list:
+def concat_to_modules(concat: Concat, site: LoweringSite) -> list:
     return [concat_module(concat, site.layout == "nc")]
 
 

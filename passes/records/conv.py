@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from rewrite.ir import ConvSpec, Linear
 
-from .registry import Site, fx_lowering, onnx_lowering
+from .registry import LoweringSite, fx_lowering, onnx_lowering
 
 
 class PaddedConv2d(nn.Conv2d):
@@ -67,13 +67,13 @@ def linear_module(spec: ConvSpec) -> nn.Linear:
     return linear.eval()
 
 
-def _convs_only(site: Site) -> bool:
+def _convs_only(site: LoweringSite) -> bool:
     """A chain of convs only: there the match's layout says whether a conv is a linear over [N, C]
     (beside permutes, flattens, norms or linears a ConvSpec is always NCHW)."""
     return all(isinstance(layer, ConvSpec) for layer in site.layers)
 
 
-def conv_role(spec: ConvSpec, site: Site) -> str:
+def conv_role(spec: ConvSpec, site: LoweringSite) -> str:
     if site.layout == "nc" and _convs_only(site):
         return "linear"
     if spec.groups > 1 and spec.groups == spec.in_channels:
@@ -82,13 +82,13 @@ def conv_role(spec: ConvSpec, site: Site) -> str:
 
 
 @fx_lowering(ConvSpec, role=conv_role)
-def conv_to_modules(spec: ConvSpec, site: Site) -> list:
+def conv_to_modules(spec: ConvSpec, site: LoweringSite) -> list:
     linear = site.layout == "nc" and _convs_only(site)
     return [linear_module(spec) if linear else conv_module(spec)]
 
 
 @fx_lowering(Linear, role=lambda layer, site: "linear")
-def linear_to_modules(layer: Linear, site: Site) -> list:
+def linear_to_modules(layer: Linear, site: LoweringSite) -> list:
     return [linear_module(layer.spec)]
 
 

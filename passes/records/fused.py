@@ -18,7 +18,7 @@ import torch.nn as nn
 from rewrite.ir import FusedMBConv, FusedSepConv
 
 from .activation import activation_nodes
-from .registry import Site, fx_lowering, onnx_lowering
+from .registry import LoweringSite, fx_lowering, onnx_lowering
 
 DOMAIN = "dwsep"
 
@@ -51,7 +51,7 @@ def fused_module(spec) -> nn.Module:
 
 
 @fx_lowering(FusedSepConv, FusedMBConv)
-def fused_to_modules(fused, site: Site) -> list:
+def fused_to_modules(fused, site: LoweringSite) -> list:
     return [fused_module(fused)]
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from rewrite.ir import ConvSpec, LayerNorm, Linear
 
-from .registry import Site, fx_lowering, onnx_lowering
+from .registry import LoweringSite, fx_lowering, onnx_lowering
 
 LAYER_NORMALIZATION_OPSET = 17
 
@@ -34,7 +34,7 @@ class UnitAffineLayerNorm(nn.LayerNorm):
 
 
 @fx_lowering(LayerNorm, role=lambda layer, site: "norm")
-def layer_norm_to_modules(layer: LayerNorm, site: Site) -> list:
+def layer_norm_to_modules(layer: LayerNorm, site: LoweringSite) -> list:
     """Its width from its affine, else from the next linear or conv of the chain."""
     width = next((l.spec if isinstance(l, Linear) else l for l in site.layers[site.index + 1:]
                   if isinstance(l, (Linear, ConvSpec))), None)

@@ -3,7 +3,7 @@ it becomes ONNX nodes, declared beside each other in one module per record or sm
 records (passes/records/*.py), the way onnxscript and Inductor register their patterns:
 
     @fx_lowering(ConvSpec)
-    def conv_to_modules(spec: ConvSpec, site: Site) -> list[nn.Module]: ...
+    def conv_to_modules(spec: ConvSpec, site: LoweringSite) -> list[nn.Module]: ...
 
     @onnx_lowering(ConvSpec)
     def conv_to_nodes(spec: ConvSpec, site) -> list[node]: ...
@@ -24,8 +24,8 @@ from typing import Callable
 class Lowerings:
     """The two lowerings of one record type (None: not declared)."""
 
-    fx: Callable | None = None      # (record, Site) -> list of nn.Module, applied in order
-    role: Callable | None = None    # (record, Site) -> the name suffix of its module where a site becomes
+    fx: Callable | None = None      # (record, LoweringSite) -> list of nn.Module, applied in order
+    role: Callable | None = None    # (record, LoweringSite) -> the name suffix of its module where a site becomes
                                     # several modules (dw, pw, conv, linear, norm, ...); None: "fused"
     onnx: Callable | None = None    # (record, OnnxSite) -> list of nodes; the last one's first output is the result
 
@@ -62,7 +62,7 @@ def onnx_lowering(*types: type) -> Callable:
 
 
 @dataclass
-class Site:
+class LoweringSite:
     """Where a record is lowered: the whole chain (`layers`), this record's place in it (`index`),
     the match's layout ("nc": its convs are linears over [N, C]) and the site's name."""
 

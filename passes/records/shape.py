@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from rewrite.ir import Flatten, Permute
 
-from .registry import Site, fx_lowering, onnx_lowering
+from .registry import LoweringSite, fx_lowering, onnx_lowering
 
 
 class PermuteModule(nn.Module):
@@ -25,12 +25,12 @@ class PermuteModule(nn.Module):
 
 
 @fx_lowering(Permute, role=lambda layer, site: "permute")
-def permute_to_modules(layer: Permute, site: Site) -> list:
+def permute_to_modules(layer: Permute, site: LoweringSite) -> list:
     return [PermuteModule(layer.perm)]
 
 
 @fx_lowering(Flatten, role=lambda layer, site: "flatten")
-def flatten_to_modules(layer: Flatten, site: Site) -> list:
+def flatten_to_modules(layer: Flatten, site: LoweringSite) -> list:
     return [nn.Flatten(layer.start, layer.end)]
 
 
