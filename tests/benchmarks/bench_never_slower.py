@@ -10,7 +10,7 @@ affines as tests/benchmarks/survey_folds.py builds it), at batch 1 and --threads
     rolled back, and the whole-model timing it decided on (its report);
   * the original against that result, and, where the result has folded LayerNorms, against the
     same result with those LayerNorms given no weight and bias (the form before the fix:
-    passes/fx/lower.py UnitAffineLayerNorm), in --rounds interleaved rounds: the median of the
+    passes/records/norm.py UnitAffineLayerNorm), in --rounds interleaved rounds: the median of the
     per-round ratios original / other (> 1: faster than the original) with its 95% interval.
 Writes <out>.json and <out>.md with the command, date, machine, versions and commit.
 """
