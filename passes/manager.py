@@ -424,6 +424,8 @@ def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, stat
             adapter.discard(lowered)
             return check.status, check.reason, check, None, None
         if options.measured and rule.timed and not plan.removes_work:
+            if plan.alternatives:
+                lowered = _fastest_form(adapter, match, plan, lowered, options, dtype, inputs)
             timing = _time(adapter, match, plan, lowered, options, dtype)
             keep, why = _timed_choice(timing, plan, options.min_speedup)
             if not keep:
@@ -432,6 +434,42 @@ def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, stat
             note = why
     reason = plan.note + (f"; {note}" if note else "")   # read after lowering: the lowering may say what it built
     return "applied", reason, check, timing, lowered
+
+
+def _fastest_form(adapter, match: Match, plan: Plan, lowered, options, dtype, inputs: list):
+    """Of plan.after and each of plan.alternatives (chains computing the same function), the one
+    that runs fastest where the model runs: each alternative is lowered and checked like the
+    plan, then timed against the current choice (paired; the alternative is kept when its median
+    per-pair speedup is above 1, else it is discarded). Sets plan.after to the form kept, says so
+    in plan.note, and returns its lowering."""
+    model = options.cost_model
+    for alternative in plan.alternatives:
+        other = replace(plan, after=list(alternative), alternatives=(), note="")
+        candidate = adapter.lower(match, other)
+        try:
+            check = check_site(other, dtype, options, inputs, adapter.original(match), adapter.reference(match),
+                               adapter.candidate(candidate, match), reference_is_lifted=adapter.reference_is_lifted)
+        except Exception:  # noqa: BLE001 - a form that cannot run here is not a candidate
+            check = None
+        if check is None or not check.passed:
+            adapter.discard(candidate)
+            continue
+        _, current, full_inputs = adapter.timed(match, lowered)
+        _, contender, _ = adapter.timed(match, candidate)
+        shapes = tuple(tuple(x.shape) for x in full_inputs)
+        key = (adapter.runtime, str(dtype).replace("torch.", ""), plan.kind, "form " + plan.describe_after,
+               "form " + other.describe_after, shapes)
+        measured, cached = model.times(key, current, contender, full_inputs, 1.0)
+        said = (f"{other.describe_after} against {plan.describe_after}: measured {measured.describe()}"
+                + (" (timing cache)" if cached else ""))
+        if measured.speedup > 1.0:
+            adapter.discard(lowered)
+            lowered, plan.after = candidate, list(alternative)
+            plan.note += f"; the faster form here, {said}"
+        else:
+            adapter.discard(candidate)
+            plan.note += f"; kept over {said}"
+    return lowered
 
 
 def _timed_choice(timing: Timing, plan: Plan, margin: float) -> tuple[bool, str | None]:

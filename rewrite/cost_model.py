@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from . import measure
-from .ir import Activation, Affine, ConvSpec, FusedMBConv, FusedSepConv, Layer, ZeroPad
+from .ir import Activation, Affine, ConvSpec, FusedMBConv, FusedSepConv, Layer, ParallelBranches, ZeroPad
 
 SE_LAUNCHES = 2  # beside the gated GEMM: the depthwise stage (or block phase 1) and the excitation MLP
 GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
@@ -300,10 +300,22 @@ class RooflineCostModel:
             return max(flops / p.rate(p.matrix_rate, dtype), bytes_ / p.bandwidth) + p.launch_overhead, (n, oh, ow)
         if isinstance(layer, (Affine, Activation)):
             return self.elementwise_time(shape, dtype), (c, h, w)
+        if isinstance(layer, ParallelBranches) and all(layer.branches):
+            # each branch's chain, then the adds of its output into the sum
+            times = [self.chain_time(branch, shape, dtype) for branch in layer.branches]
+            out = self._chain_output(layer.branches[0], shape, dtype)
+            return sum(times) + (len(times) - 1) * self.elementwise_time((b, *out), dtype, tensors=3), out
         if isinstance(layer, ZeroPad):
             t, b_, l, r = layer.padding
             return self.elementwise_time((b, c, h + t + b_, w + l + r), dtype), (c, h + t + b_, w + l + r)
         raise TypeError(f"no cost for layer {layer!r}")
+
+    def _chain_output(self, layers, shape, dtype: torch.dtype) -> tuple:
+        """(C, H, W) after `layers` on an NCHW input of `shape`."""
+        b, c, h, w = shape
+        for layer in layers:
+            _, (c, h, w) = self.layer_time(layer, (b, c, h, w), dtype)
+        return c, h, w
 
     def _fused_time(self, layer: FusedSepConv, shape, dtype: torch.dtype, size: int):
         """The fused kernels (kernels/): the depthwise FLOPs on the vector units, the 1x1 GEMMs on

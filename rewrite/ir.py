@@ -472,6 +472,8 @@ def output_shape(layer, shape: tuple) -> tuple | None:
         return (shape[0], layer.pw.out_channels, *layer.conv.output_hw(*shape[2:]))
     if isinstance(layer, MixedConv):
         return (shape[0], layer.out_channels, *layer.convs[0].output_hw(*shape[2:]))
+    if isinstance(layer, ParallelBranches) and all(layer.branches):
+        return chain_shapes(layer.branches[0], shape)[-1]
     return None
 
 

@@ -82,3 +82,22 @@ def test_moments_sample_pixels_and_keep_the_bias_row():
     assert few.raw[-1, -1].item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no patch"):
         PatchMoments(conv).raw
+
+
+def test_parallel_pairs_compute_the_grouped_chain():
+    """r parallel (dw, pw) pairs summed = one dw conv with multiplier r then the pw (a reordering)."""
+    from rewrite.algebra.decouple import parallel_pairs
+    from rewrite.ir import ConvSpec, ParallelBranches, run_chain
+
+    g = torch.Generator().manual_seed(3)
+    dw = ConvSpec(torch.randn(15, 1, 3, 3, generator=g, dtype=torch.float64), torch.randn(15, generator=g,
+                  dtype=torch.float64), (2, 2), (0, 1, 1, 1), (1, 1), groups=5)          # multiplier 3
+    pw = ConvSpec(torch.randn(7, 15, 1, 1, generator=g, dtype=torch.float64), torch.randn(7, generator=g,
+                  dtype=torch.float64))
+    pairs = parallel_pairs(dw, pw)
+    assert isinstance(pairs, ParallelBranches) and len(pairs.branches) == 3
+    assert all(b[0].weight.shape == (5, 1, 3, 3) and b[1].weight.shape == (7, 5, 1, 1) for b in pairs.branches)
+    x = torch.randn(2, 5, 9, 8, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(pairs.apply(x), run_chain([dw, pw], x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="multiplier"):
+        parallel_pairs(ConvSpec(dw.weight[:5], None, groups=5), pw)

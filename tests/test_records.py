@@ -15,7 +15,9 @@ import rewrite.rules as rules_pkg
 from passes.records import lower_fx, table
 
 # Records that only ever stand in a plan's `before` (what the view lifted), never in its `after`.
-BEFORE_ONLY = {ir.ZeroPad, ir.Affine, ir.ParallelBranches, ir.MixedConv}
+from rewrite.algebra.decouple import parallel_pairs
+
+BEFORE_ONLY = {ir.ZeroPad, ir.Affine, ir.MixedConv}
 
 
 def record_types() -> set:
@@ -87,6 +89,10 @@ CASES = {
                        (1, 6, 8, 8), "nchw", 17),
     "fused-mbconv": ([ir.FusedMBConv(_conv(12, 6, 3), "silu", _conv(6, 12, 1), None, False)], (1, 6, 8, 8),
                      "nchw", 17),
+    "parallel-dw-pw-pairs": ([parallel_pairs(_conv(12, 6, 3, groups=6, stride=2), _conv(5, 12, 1))], (1, 6, 9, 9),
+                             "nchw", 17),
+    "parallel-with-shift": ([ir.ParallelBranches(((_conv(4, 4, 3, groups=4),), (_conv(4, 4, 1), _conv(4, 4, 3))),
+                                                 torch.linspace(-1, 1, 4))], (2, 4, 6, 6), "nchw", 17),
 }
 
 

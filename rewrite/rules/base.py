@@ -33,6 +33,10 @@ class Plan:
                                      # check compares the lowered form with it, not with the original
     stand_ins: dict = field(default_factory=dict)   # a removed value whose shape is read elsewhere → the
                                      # index in `after` of the layer producing its shape (−1: the input)
+    alternatives: tuple = ()         # other chains computing the same function as `after`: with the measured
+                                     # cost model each is checked and timed against `after` where the model
+                                     # runs, and the fastest is lowered (decouple: r parallel dw→pw pairs
+                                     # against one dw conv with multiplier r); otherwise `after` stands
 
     @property
     def describe_before(self) -> str:

@@ -6,7 +6,9 @@ and calibration samples, the pass manager streams the samples through the graph 
 rule the second moments of each candidate conv's input patches, on a fit split and a held-out
 split (Rule.statistics); the plan fits each form by least squares on the fit split
 (rewrite/algebra/decouple.py), measures its error on the held-out split, and proposes the
-form that saves the most predicted time per unit of held-out error, unless no form explains the conv:
+form that saves the most predicted time per unit of held-out error, unless no form explains the conv.
+A dw→pw fit with multiplier r ≥ 2 also offers the same function as r parallel (dw, pw) pairs
+summed (Plan.alternatives): where sites are timed, the form that runs faster there is lowered.
 
     W'[n, m, t] = Σ_i P[n, m, i] D[m, i, t]      dw (multiplier r) → pw
     W'[n, m, t] = Σ_i Q[n, i, m] D[n, i, t]      pw (M → N·r) → conv(groups N)
@@ -22,7 +24,7 @@ Without `approximate` the pass does not run: nothing approximate is ever applied
 """
 from __future__ import annotations
 
-from ..algebra.decouple import PatchMoments, fit_dw_pw, fit_pw_dw, output_error
+from ..algebra.decouple import PatchMoments, fit_dw_pw, fit_pw_dw, output_error, parallel_pairs
 from ..ir import ConvSpec
 from ..view import View
 from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
@@ -93,7 +95,11 @@ def plan_decouple(match: Match, input_shape, dtype, options) -> Plan | Decline:
         return Decline("decouple", f"{fit.name} (held-out error {held:.1e}), but the cost model predicts "
                        f"{speedup:.2f}x (< {options.min_speedup:g}x)", [conv], speedup)
     effective = ConvSpec(fit.weight, fit.bias, conv.stride, conv.padding, conv.dilation)       # float64
+    # a dw conv with multiplier r > 1 is slow in some runtimes (onnxruntime's CPU provider): the same
+    # fit as r parallel (dw, pw) pairs is timed against it where sites are timed
+    alternatives = ((parallel_pairs(*fit.layers),),) if fit.form == "dw→pw" and fit.multiplier > 1 else ()
     return Plan("decouple", [conv], fit.layers, speedup, fitted_error=held, reference=[effective],
+                alternatives=alternatives,
                 note=f"approximate {fit.name}: held-out output error {held:.1e} (fit {fit.fit_error:.1e}, "
                      f"{fit_moments.count} + {held_moments.count} patches)")
 

@@ -142,3 +142,61 @@ def test_the_users_metric_rolls_back_fitted_sites_and_keeps_the_exact_rewrites()
     assert fitted and all("missed the held-out budget or the metric's allowed drop" in s.reason for s in fitted)
     assert [s.kind for s in report.applied].count("fold") == 1        # the BatchNorm fold stays
     assert agreement(result) > -1e-4
+
+
+class PairedRankTwo(nn.Module):
+    """x (16 channels) → each channel twice → a dense 3x3 conv 32 → 64 whose paired slabs sum to rank
+    4 per channel: dw→pw with multiplier 2 (two rank-1 terms per channel, two channels per pair)
+    fits it exactly on such inputs, multiplier 1 (rank 2 per pair) does not."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.repeat = nn.Conv2d(16, 32, 1, bias=False)
+        self.conv = nn.Conv2d(32, 64, 3, padding=1)
+        with torch.no_grad():
+            self.repeat.weight.copy_(torch.eye(16).repeat_interleave(2, dim=0)[:, :, None, None])
+            u, v = torch.randn(16, 4, 64, generator=g), torch.randn(16, 4, 9, generator=g)
+            slab = torch.einsum("jkn,jkt->njt", u, v).reshape(64, 16, 3, 3) / 3
+            noise = torch.randn(64, 16, 3, 3, generator=g) / 3
+            self.conv.weight[:, 0::2] = slab / 2 + noise
+            self.conv.weight[:, 1::2] = slab / 2 - noise
+
+    def forward(self, x):
+        return self.conv(self.repeat(x))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("faster", ["pairs", "grouped"])
+def test_a_multiplier_two_fit_is_lowered_in_the_form_that_times_faster(fmt, faster, monkeypatch):
+    """Plan.alternatives: the r = 2 fit as one depthwise conv with multiplier 2, or as 2 parallel (dw, pw)
+    pairs summed; the pass manager times the two forms against each other where sites are timed and
+    lowers the faster. The timings are fixed here (no timing decides a test): the pairs twice as fast,
+    or half."""
+    from rewrite import measure
+    from rewrite.cost_model import MeasuredCostModel
+    from tests.rules.formats import optimized_graph
+
+    def comparison(speedup):
+        return measure.Comparison(1e-3, 1e-3 / speedup, speedup, speedup * 0.95, speedup * 1.05, 21)
+
+    def times(self, key, before, after, inputs, margin):
+        forms = key[3].startswith("form ")
+        return comparison((2.0 if faster == "pairs" else 0.5) if forms else 3.0), False
+
+    monkeypatch.setattr(MeasuredCostModel, "times", times)
+    monkeypatch.setattr(MeasuredCostModel, "compare_models", lambda self, *args, **kw: comparison(1.0))
+    model = PairedRankTwo().eval()
+    samples = torch.randn(8, 16, 12, 12, generator=torch.Generator().manual_seed(1))
+    report, run, ops = optimized_graph(fmt, model, samples[-1:], passes=("decouple",), timing_cache=False,
+                                       min_speedup=1.05, approximate=0.01, calibration=_calibration(fmt, samples))
+    [site] = report.approximated
+    assert "approximate dw→pw r=2" in site.reason and site.fitted_error < 1e-4
+    if faster == "pairs":
+        assert site.after == "Σ[2× dw3x3 32->32]" or site.after.startswith("Σ["), site.after
+        assert "the faster form here" in site.reason
+        assert ops["SumOfChains"] == 1 if fmt == "fx" else (ops["Add"] == 1 and ops["Conv"] == 1 + 4)
+    else:
+        assert site.after == "dw3x3 r=2 32->64 → pw 64->64" and "kept over Σ[" in site.reason
+        assert ops["SumOfChains"] == 0 if fmt == "fx" else (ops["Add"] == 0 and ops["Conv"] == 1 + 2)
+    assert fresh_error(run, model, (2, 16, 12, 12)) < 1e-4
