@@ -1,6 +1,7 @@
 """Is optimize()'s result at least as fast as the model it was given, in eager? (a benchmark script, not a test)
 
     python -m tests.benchmarks.bench_never_slower [--models timm/convnext_atto:224,...] [--rounds 41] [--out FILE]
+    python -m tests.benchmarks.bench_never_slower --models zoo [--size 128]     # every built-in zoo model
 
 Issue 30 item 4: at the CPU default, ConvNeXt-atto (128², 224²) and EdgeNeXt-x-small (224²) came
 back 4-6% / 2.5% slower in eager, although every applied rewrite was a fold. For each model
@@ -36,6 +37,11 @@ MODELS = ("timm/convnext_atto:224", "timm/convnext_atto:128", "edgenext_x_small:
 
 
 def build(name: str) -> torch.nn.Module:
+    """zoo/NAME: the built-in zoo (models_under_test.get); LIBRARY/NAME: a real model
+    (models_under_test.build_real); a bare name: timm, as tests/benchmarks/survey_folds.py builds it."""
+    if name.startswith("zoo/"):
+        from models_under_test.registry import get
+        return get(name.split("/", 1)[1])
     if "/" in name:
         import models_under_test as zoo
         return zoo.build_real(name)
@@ -112,7 +118,8 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS), help="NAME:SIZE,...")
+    parser.add_argument("--models", default=",".join(MODELS), help="NAME:SIZE,... (zoo: every built-in zoo model)")
+    parser.add_argument("--size", type=int, default=128, help="the side of the input for --models zoo")
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="results/never_slower_cpu", help="writes OUT.json and OUT.md")
@@ -123,7 +130,9 @@ def main(argv=None) -> int:
               "machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the start",
               "threads": args.threads, "rounds": args.rounds, "versions": versions(), "commit": commit(), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in args.models.split(","):
+        from models_under_test.registry import names as zoo_names
+        specs = [f"zoo/{n}:{args.size}" for n in zoo_names()] if args.models == "zoo" else args.models.split(",")
+        for spec in specs:
             try:
                 result["rows"].append(bench(spec, args.rounds, tmp))
             except Exception as exc:  # noqa: BLE001 - one model's failure is a row
