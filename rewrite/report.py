@@ -241,12 +241,13 @@ def _listed(value):
 
 
 def build_report(facts: RunFacts, check: ModelCheck | None = None, rolled_back: dict | None = None,
-                 notes: list = (), warnings: list = (), timing=None) -> Report:
+                 notes: list | None = None, warnings: list = (), timing=None) -> Report:
     """The one place a Report is made: the run's sites, each whose key is in `rolled_back` (and
     that was applied or already rolled back by a retry) as a new Site rolled back for that reason;
-    the whole-model check; `notes` (in order, repeats dropped); `timing`, the whole-model
-    Comparison (rewrite.measure) of the measured cost model, or None."""
+    the whole-model check; `notes`, all of them in order, repeats dropped (None: the run's own);
+    `timing`, the whole-model Comparison (rewrite.measure) of the measured cost model, or None."""
     rolled_back = rolled_back or {}
+    notes = facts.notes if notes is None else notes
     sites = tuple(replace(site, status="rolled_back", reason=rolled_back[site.key])
                   if site.key in rolled_back and site.status not in ("declined", "left") else site
                   for site in facts.sites)
