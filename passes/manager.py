@@ -414,12 +414,7 @@ def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, stat
         if any(x is None for x in inputs):
             adapter.discard(lowered)
             return "declined", "no activation reached this site with the example inputs", None, None, None
-        try:
-            check = check_site(plan, dtype, options, inputs, adapter.original(match), adapter.reference(match),
-                               adapter.candidate(lowered, match), reference_is_lifted=adapter.reference_is_lifted)
-        except Exception as exc:  # noqa: BLE001 - a site that cannot run on its own is left alone
-            check = SiteCheck(False, None, "rolled_back", f"the site could not be checked ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
+        check = _check(adapter, match, plan, lowered, options, dtype, inputs)
         if not check.passed:
             adapter.discard(lowered)
             return check.status, check.reason, check, None, None
@@ -436,6 +431,16 @@ def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, stat
     return "applied", reason, check, timing, lowered
 
 
+def _check(adapter, match: Match, plan: Plan, lowered, options, dtype, inputs: list) -> SiteCheck:
+    """The site check of `lowered` (passes/verify.py); a site that cannot run on its own fails it."""
+    try:
+        return check_site(plan, dtype, options, inputs, adapter.original(match), adapter.reference(match),
+                          adapter.candidate(lowered, match), reference_is_lifted=adapter.reference_is_lifted)
+    except Exception as exc:  # noqa: BLE001 - a site that cannot run on its own is left alone
+        return SiteCheck(False, None, "rolled_back", f"the site could not be checked ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
+
+
 def _fastest_form(adapter, match: Match, plan: Plan, lowered, options, dtype, inputs: list):
     """Of plan.after and each of plan.alternatives (chains computing the same function), the one
     that runs fastest where the model runs: each alternative is lowered and checked like the
@@ -446,12 +451,7 @@ def _fastest_form(adapter, match: Match, plan: Plan, lowered, options, dtype, in
     for alternative in plan.alternatives:
         other = replace(plan, after=list(alternative), alternatives=(), note="")
         candidate = adapter.lower(match, other)
-        try:
-            check = check_site(other, dtype, options, inputs, adapter.original(match), adapter.reference(match),
-                               adapter.candidate(candidate, match), reference_is_lifted=adapter.reference_is_lifted)
-        except Exception:  # noqa: BLE001 - a form that cannot run here is not a candidate
-            check = None
-        if check is None or not check.passed:
+        if not _check(adapter, match, other, candidate, options, dtype, inputs).passed:
             adapter.discard(candidate)
             continue
         _, current, full_inputs = adapter.timed(match, lowered)
