@@ -420,7 +420,7 @@ def _try(adapter, name: str, match: Match, plan: Plan, rule: Rule, options, stat
             return check.status, check.reason, check, None, None
         if options.measured and rule.timed and not plan.removes_work:
             if plan.alternatives:
-                lowered = _fastest_form(adapter, match, plan, lowered, options, dtype, inputs)
+                lowered, check = _fastest_form(adapter, match, plan, lowered, check, options, dtype, inputs)
             timing = _time(adapter, match, plan, lowered, options, dtype)
             keep, why = _timed_choice(timing, plan, options.min_speedup)
             if not keep:
@@ -441,17 +441,18 @@ def _check(adapter, match: Match, plan: Plan, lowered, options, dtype, inputs: l
                          f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
 
 
-def _fastest_form(adapter, match: Match, plan: Plan, lowered, options, dtype, inputs: list):
+def _fastest_form(adapter, match: Match, plan: Plan, lowered, check: SiteCheck, options, dtype, inputs: list):
     """Of plan.after and each of plan.alternatives (chains computing the same function), the one
     that runs fastest where the model runs: each alternative is lowered and checked like the
     plan, then timed against the current choice (paired; the alternative is kept when its median
     per-pair speedup is above 1, else it is discarded). Sets plan.after to the form kept, says so
-    in plan.note, and returns its lowering."""
+    in plan.note, and returns its lowering and its site check (`check`: the plan's own form's)."""
     model = options.cost_model
     for alternative in plan.alternatives:
         other = replace(plan, after=list(alternative), alternatives=(), note="")
         candidate = adapter.lower(match, other)
-        if not _check(adapter, match, other, candidate, options, dtype, inputs).passed:
+        checked = _check(adapter, match, other, candidate, options, dtype, inputs)
+        if not checked.passed:
             adapter.discard(candidate)
             continue
         _, current, full_inputs = adapter.timed(match, lowered)
@@ -464,12 +465,12 @@ def _fastest_form(adapter, match: Match, plan: Plan, lowered, options, dtype, in
                 + (" (timing cache)" if cached else ""))
         if measured.speedup > 1.0:
             adapter.discard(lowered)
-            lowered, plan.after = candidate, list(alternative)
+            lowered, check, plan.after = candidate, checked, list(alternative)
             plan.note += f"; the faster form here, {said}"
         else:
             adapter.discard(candidate)
             plan.note += f"; kept over {said}"
-    return lowered
+    return lowered, check
 
 
 def _timed_choice(timing: Timing, plan: Plan, margin: float) -> tuple[bool, str | None]:
