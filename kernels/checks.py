@@ -5,6 +5,7 @@
                                   kernels.block.checks.BlockGeometry.tail)
     padding_pair, out_size, check_output, _check_tensor
                                   padding (ph, pw), output size, the residual's shape, an operand's dims / dtype / device
+    check_input, check_acts       the activation x [B, C, H, W] of a supported dtype; activation names
     check_gate, check_se_weights  a squeeze-excitation's gate [B, K] and weights K -> S -> K
     triton_interpreting, output_format
                                   TRITON_INTERPRET as Triton reads it; the fused ops' output layout (x's own)
@@ -18,6 +19,8 @@ import os
 from typing import NamedTuple, Optional
 
 import torch
+
+from kernels.activations import ACTIVATIONS
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_KERNEL = 7     # 1 <= kh, kw <= MAX_KERNEL: the tap loops are unrolled over a row (kw) of the kernel
@@ -50,6 +53,23 @@ def padding_pair(padding) -> tuple:
     if len(pads) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pads):
         raise ValueError(f"padding must be an int >= 0 or a pair (ph, pw) of them, got {padding!r}")
     return pads
+
+
+def check_input(x, dtypes) -> None:
+    """x is a 4-D [B, C, H, W] tensor of one of `dtypes` (TypeError for type or dtype, ValueError for rank)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in dtypes:
+        raise TypeError(f"x has dtype {x.dtype}; supported: {', '.join(str(d) for d in dtypes)}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
+
+
+def check_acts(acts: dict) -> None:
+    """Every {argument name: activation} names one the kernels compute (ValueError otherwise)."""
+    for act_name, act in acts.items():
+        if act not in ACTIVATIONS:
+            raise ValueError(f"{act_name}={act!r} is not supported; expected one of {ACTIVATIONS}")
 
 
 def _check_tensor(name: str, t, ndims, dtype: torch.dtype, device: torch.device) -> None:

@@ -19,9 +19,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from kernels.activations import ACTIVATIONS
-from kernels.checks import (DTYPES, MAX_KERNEL, STRIDES, Geometry, _check_tensor, check_output,
-                            padding_pair)
+from kernels.checks import (DTYPES, MAX_KERNEL, STRIDES, Geometry, _check_tensor, check_acts, check_input,
+                            check_output, padding_pair)
 
 
 class BlockGeometry(NamedTuple):
@@ -48,15 +47,8 @@ class BlockGeometry(NamedTuple):
 
 
 def _check_common(x, dtypes, stride, padding, acts: dict) -> tuple:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in dtypes:
-        raise TypeError(f"x has dtype {x.dtype}; supported: {', '.join(str(d) for d in dtypes)}")
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
-    for act_name, act in acts.items():
-        if act not in ACTIVATIONS:
-            raise ValueError(f"{act_name}={act!r} is not supported; expected one of {ACTIVATIONS}")
+    check_input(x, dtypes)
+    check_acts(acts)
     if isinstance(stride, bool) or stride not in STRIDES:
         raise ValueError(f"stride must be one of {STRIDES}, got {stride!r}")
     return padding_pair(padding)

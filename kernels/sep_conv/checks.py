@@ -22,8 +22,8 @@ from typing import Optional
 
 import torch
 
-from kernels.activations import ACTIVATIONS
-from kernels.checks import DTYPES, MAX_KERNEL, STRIDES, Geometry, _check_tensor, check_output, padding_pair
+from kernels.checks import (DTYPES, MAX_KERNEL, STRIDES, Geometry, _check_tensor, check_acts, check_input,
+                            check_output, padding_pair)
 
 
 def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optional[torch.Tensor],
@@ -31,17 +31,10 @@ def check_sep_conv_args(x, dw_w, dw_b: Optional[torch.Tensor], pw_w, pw_b: Optio
                         residual: Optional[torch.Tensor] = None, dtypes=DTYPES,
                         act_after_gate: str = "none") -> Geometry:
     """Validate the operands (TypeError for types/dtypes, ValueError otherwise); return the geometry."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in dtypes:
-        raise TypeError(f"x has dtype {x.dtype}; supported: {', '.join(str(d) for d in dtypes)}")
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
+    check_input(x, dtypes)
     _check_tensor("dw_w", dw_w, (4,), x.dtype, x.device)
     _check_tensor("pw_w", pw_w, (2, 4), x.dtype, x.device)
-    for act_name, act in (("act1", act1), ("act2", act2), ("act_after_gate", act_after_gate)):
-        if act not in ACTIVATIONS:
-            raise ValueError(f"{act_name}={act!r} is not supported; expected one of {ACTIVATIONS}")
+    check_acts({"act1": act1, "act2": act2, "act_after_gate": act_after_gate})
     if isinstance(stride, bool) or stride not in STRIDES:
         raise ValueError(f"stride must be one of {STRIDES}, got {stride!r}")
     ph, pw = padding_pair(padding)
