@@ -41,13 +41,21 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.operator_schemas import normalize_function
 
-from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
+from rewrite.composite_acts import ScalarOp, hard_composite
+from rewrite.ir import ACTIVATIONS, Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 from rewrite.view import Op, View
 
 from .graph import constant_value, fetch_attr, op_name, owner_path
+from passes.records.activation import ActivationModule
+
 from .lower import UnitAffineLayerNorm, conv_spec_of_module
 
+aten = torch.ops.aten
+
 ACTIVATION_OPS = ("relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh")  # op name = activation name
+NATIVE_ACTS = {name: 1 for name in ACTIVATIONS}   # every activation is one module in FX (ActivationModule)
+RELU6_TARGETS = (aten.hardtanh.default, aten.clamp.default, aten.clip.default)   # with bounds (0, 6)
+RELU6 = getattr(aten, "relu6", None)        # an aten op of its own in newer torch
 
 
 class FxViewBuilder:
@@ -67,20 +75,35 @@ class FxViewBuilder:
         self.cache.pop(node, None)
 
     def build(self, shapes: dict) -> View:
-        ops, outputs = [], set()
+        ops, outputs, claimed = [], set(), set()
         for node in self.gm.graph.nodes:
             if node.op == "output":
                 fx.node.map_arg(node.args, lambda n: outputs.add(n))
                 continue
-            if node.op not in ("call_function", "call_module") or self._split_parts(node) is not None or \
-                    self._sliced_again(node):
+            if node in claimed or node.op not in ("call_function", "call_module") or \
+                    self._split_parts(node) is not None or self._sliced_again(node):
                 continue          # a split of the channels (its getitems are its ops), a no-op slice before one
-            op = self.cache.get(node)
-            if op is None:
-                op = self.cache[node] = self._lift(node)
+            op = self._composite(node)
+            if op is not None:
+                claimed.update(op.nodes)
+            else:
+                op = self.cache.get(node)
+                if op is None:
+                    op = self.cache[node] = self._lift(node)
             op.origin = self.origin.get(node)
             ops.append(op)
-        return View(ops, outputs, shapes)
+        return View(ops, outputs, shapes, NATIVE_ACTS)
+
+    def _composite(self, node: fx.Node) -> Op | None:
+        """An activation written out over several nodes from this one (rewrite.composite_acts),
+        found afresh on each view: it spans nodes that a rewrite may change one at a time."""
+        if node.target not in (aten.add.Tensor, aten.add.Scalar):
+            return None
+        found = hard_composite(_FxElementwise(self), node)
+        if found is None:
+            return None
+        return Op("act", (found.input,), output=found.output, name=node.name, label="add", nodes=found.nodes,
+                  act=found.act)
 
     # -- lifting ---------------------------------------------------------------------------
 
@@ -403,6 +426,60 @@ MODULE_LIFTERS: dict[type, tuple] = {}
 base Op fields) → Op or None (an "other" op). Declared with @lifts_module beside each lifter."""
 
 
+class _FxElementwise:
+    """rewrite.composite_acts.ElementwiseGraph over an exported graph's nodes: values are fx.Nodes."""
+
+    KINDS = {"add": "add", "mul": "mul", "div": "div"}
+
+    def __init__(self, builder: FxViewBuilder):
+        self.builder = builder
+
+    def scalar_op(self, node) -> ScalarOp | None:
+        if not isinstance(node, fx.Node) or node.op != "call_function":
+            return None
+        kind = self.KINDS.get(op_name(node.target))
+        kw = self.builder._arguments(node) if kind else None
+        if kw is None or kw.get("alpha", 1) != 1 or kw.get("rounding_mode") is not None:
+            return None
+        for x, c in ((kw.get("input"), kw.get("other")), (kw.get("other"), kw.get("input"))):
+            if kind == "div" and x is not kw.get("input"):
+                break                # c / x is not x ∘ c
+            if not _is_node(x) or self.builder._constant_expression(x) is not None:
+                continue
+            value = self.builder._constant_expression(c)
+            if value is not None and value.numel() == 1 and value.is_floating_point():
+                # a Python number takes the activation's dtype; a tensor constant has its own
+                dtype = value.dtype if isinstance(c, fx.Node) else x.meta.get("val", torch.empty(0)).dtype
+                return ScalarOp(kind, x, float(value.reshape(())), torch.finfo(dtype).eps)
+        return None
+
+    def sole_reader(self, value):
+        users = list(value.users)
+        return users[0] if len(users) == 1 and users[0].op != "output" else None
+
+    def output(self, node):
+        return node
+
+    def is_relu6(self, node, value) -> bool:
+        if node.op != "call_function" or (node.target not in RELU6_TARGETS and
+                                          (RELU6 is None or node.target is not RELU6.default)):
+            return False
+        kw = self.builder._arguments(node)
+        if kw is None or kw.get("input") is not value:
+            return False
+        if node.target not in RELU6_TARGETS:
+            return True
+        bounds = (kw.get("min_val"), kw.get("max_val")) if node.target is aten.hardtanh.default else \
+            (kw.get("min"), kw.get("max"))
+        return bounds == (0, 6)
+
+    def product_of(self, node) -> tuple | None:
+        if node.op != "call_function" or node.target is not aten.mul.Tensor:
+            return None
+        a, b = node.args[:2] if len(node.args) >= 2 else (None, None)
+        return (a, b) if _is_node(a) and _is_node(b) else None
+
+
 def lifts_module(*types: type, subclasses: bool = False):
     def register(fn):
         for t in types:
@@ -423,6 +500,12 @@ def _lift_conv_module(module, inputs, base):
     spec = conv_spec_of_module(module)
     return Op("conv", **base, conv=spec if isinstance(spec, ConvSpec) else None,
               reason=spec if isinstance(spec, str) else None)
+
+
+@lifts_module(ActivationModule)
+def _lift_activation_module(module, inputs, base):
+    """An activation a rule lowered (native_act's hardswish from its written-out form)."""
+    return Op("act", **base, act=module.name) if len(inputs) == 1 else None
 
 
 @lifts_module(nn.Linear)

@@ -17,6 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 import torch
 
+from rewrite.composite_acts import ScalarOp, hard_composite
 from rewrite.ir import Affine, ConvSpec, ZeroPad
 
 from .graph import constant_value, folded_value, is_constant, is_op, not_constant_reason, scalar, sole_consumer
@@ -234,7 +235,8 @@ def activation_at(graph: gs.Graph, node: gs.Node, overridable: set) -> ActMatch 
     Relu; Clip(0, 6) = relu6 (bounds as attributes before opset 11, constant inputs after);
     x·Sigmoid(x) = silu; x·HardSigmoid(x; 1/6, 1/2) = hardswish; Gelu and its Erf decomposition
     x·(1 + erf(x/√2))/2 = gelu; Tanh, Sigmoid, HardSigmoid(1/6, 1/2), LeakyRelu(0.01), Elu(1);
-    hardswish and hardsigmoid written out with a Clip (_hard_composite: Paddle2ONNX below opset 14).
+    hardswish and hardsigmoid written out with a Clip (_hard_composite: Paddle2ONNX below opset 14,
+    rewrite.composite_acts).
     A Sigmoid / HardSigmoid whose only reader multiplies it by its own input is the first node
     of silu / hardswish, and the Mul belongs to the activation.
     """
@@ -303,33 +305,41 @@ def _single_activation(n: gs.Node, overridable: set) -> str | None:
 
 
 def _hard_composite(graph, add: gs.Node, overridable) -> ActMatch | None:
-    """hardswish and hardsigmoid written out, from the Add of 3 (Paddle2ONNX below opset 14, torch's
-    export of x·relu6(x + 3)/6, timm's and Keras' hard_swish through tf2onnx):
+    """hardswish and hardsigmoid written out from the Add of 3 (rewrite.composite_acts, the pattern
+    both formats share); the Clip bounds as attributes or constant inputs."""
+    found = hard_composite(_OnnxElementwise(graph, overridable), add)
+    return None if found is None else ActMatch(found.act, list(found.nodes), found.output, found.input)
 
-        x → Add(3) → Clip(0, 6) → Mul(x, ·) → Div(6) | Mul(1/6)     = hardswish
-        x → Add(3) → Clip(0, 6) → Div(6) | Mul(1/6) → Mul(x, ·)     = hardswish
-        x → Add(3) → Clip(0, 6) → Div(6) | Mul(1/6)                 = hardsigmoid
 
-    Either operand order of each Add and Mul; the Clip bounds as attributes or constant inputs; the
-    constants one-element floats, exactly 3, 0, 6 and 6 (1/6 to the rounding of its dtype); every
-    value inside read only by the next node."""
-    x = next((t for t in add.inputs if _scalar_operand(add, t, overridable) == 3.0 and not is_constant(t, overridable)),
-             None)
-    clip = sole_consumer(graph, add.outputs[0]) if x is not None else None
-    if not is_op(clip, "Clip") or clip.inputs[0] is not add.outputs[0] or _single_activation(clip, overridable) != "relu6":
+class _OnnxElementwise:
+    """rewrite.composite_acts.ElementwiseGraph over ONNX nodes: values are gs.Tensors."""
+
+    KINDS = {"Add": "add", "Mul": "mul", "Div": "div"}
+
+    def __init__(self, graph: gs.Graph, overridable: set):
+        self.graph, self.overridable = graph, overridable
+
+    def scalar_op(self, node: gs.Node) -> ScalarOp | None:
+        if node is None or node.op not in self.KINDS:
+            return None
+        for x in node.inputs:
+            c = _scalar_operand(node, x, self.overridable)
+            if c is not None and not is_constant(x, self.overridable):
+                value = constant_value(node.inputs[1] if node.inputs[0] is x else node.inputs[0], self.overridable)
+                return ScalarOp(self.KINDS[node.op], x, c, float(np.finfo(value.dtype).eps))
         return None
-    nxt = sole_consumer(graph, clip.outputs[0])
-    if _is_product(nxt, x, clip.outputs[0]):
-        sixth = sole_consumer(graph, nxt.outputs[0])
-        if _is_sixth(sixth, nxt.outputs[0], overridable):
-            return ActMatch("hardswish", [add, clip, nxt, sixth], sixth.outputs[0], x)
-        return None
-    if not _is_sixth(nxt, clip.outputs[0], overridable):
-        return None
-    mul = sole_consumer(graph, nxt.outputs[0])
-    if _is_product(mul, x, nxt.outputs[0]):
-        return ActMatch("hardswish", [add, clip, nxt, mul], mul.outputs[0], x)
-    return ActMatch("hardsigmoid", [add, clip, nxt], nxt.outputs[0], x)
+
+    def sole_reader(self, value: gs.Tensor):
+        return sole_consumer(self.graph, value)
+
+    def output(self, node: gs.Node) -> gs.Tensor:
+        return node.outputs[0]
+
+    def is_relu6(self, node: gs.Node, value: gs.Tensor) -> bool:
+        return is_op(node, "Clip") and node.inputs[0] is value and _single_activation(node, self.overridable) == "relu6"
+
+    def product_of(self, node: gs.Node) -> tuple | None:
+        return tuple(node.inputs) if is_op(node, "Mul") and len(node.inputs) == 2 else None
 
 
 def _scalar_operand(node: gs.Node, t: gs.Tensor, overridable) -> float | None:
@@ -347,17 +357,6 @@ def _scalar_operand(node: gs.Node, t: gs.Tensor, overridable) -> float | None:
     if value is None or value.size != 1 or value.ndim > 1 or not np.issubdtype(value.dtype, np.floating):
         return None
     return float(value.reshape(()))
-
-
-def _is_sixth(node, t: gs.Tensor, overridable) -> bool:
-    """`node` computes t/6: Div(t, 6), or Mul by 1/6 to the rounding of the constant's dtype."""
-    c = _scalar_operand(node, t, overridable)
-    if c is None or not is_op(node, "Div", "Mul"):
-        return False
-    if node.op == "Div":
-        return c == 6.0
-    value = constant_value(node.inputs[1] if node.inputs[0] is t else node.inputs[0], overridable)
-    return abs(c - 1 / 6) <= np.finfo(value.dtype).eps / 6
 
 
 def _alpha_beta(n: gs.Node) -> tuple[float, float]:

@@ -56,4 +56,5 @@ RULE = register(Rule(
     "native_act", order=24, matches=native_act_matches, timed=False,
     plan=lambda match, shape, dtype, options: plan_native_act(match.layers[0], *match.parts, shape, dtype, options),
     summary="an activation written out over several nodes into its shortest standard form (Paddle's hardswish)",
+    captures=("act",),
 ))

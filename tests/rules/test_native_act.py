@@ -2,7 +2,8 @@
 becomes that form. ONNX: Paddle2ONNX's hardswish Add → Clip → Mul → Div is HardSigmoid · Mul below
 opset 14 and HardSwish from it, its hardsigmoid HardSigmoid; the Erf GELU is Gelu from opset 20
 and stays below; SiLU (x·Sigmoid(x)) has no shorter form. Applied untimed, checked on the spot,
-and the fuse rule still fuses the short form. FX: an act is one node, so nothing matches."""
+and the fuse rule still fuses the short form. FX: the same pattern (rewrite.composite_acts) finds
+torch's written-out hardswish (onnx2torch's conversion of Paddle's) as one act, lowered as one module."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from rewrite.ir import Activation
 from rewrite.options import RewriteOptions
 from rewrite.rules import RULES
 from rewrite.rules.native_act import plan_native_act
-from tests.rules.formats import fresh_error, optimized, outcomes
+from tests.rules.formats import fresh_error, optimized, optimized_graph, outcomes
 
 C = 16
 
@@ -88,22 +89,65 @@ def test_plan_predicts_one_pass_per_node():
     assert plan.removes_work and plan.after == [Activation("hardswish")] and plan.predicted_speedup == pytest.approx(2)
 
 
-class HardswishByHand(nn.Module):
-    def __init__(self):
+class ByHand(nn.Module):
+    """dw → an activation written out in torch ops → pw, the way onnx2torch converts Paddle2ONNX's
+    hardswish (add → hardtanh → mul → div) and the ways people write it."""
+
+    def __init__(self, form: str):
         super().__init__()
+        self.form = form
         self.dw, self.pw = nn.Conv2d(C, C, 3, padding=1, groups=C), nn.Conv2d(C, C, 1)
+        self.register_buffer("three", torch.tensor([3.0]))
+        self.register_buffer("six", torch.tensor(6.0))
 
     def forward(self, x):
         h = self.dw(x)
-        return self.pw(h * torch.clamp(h + 3, 0, 6) / 6)
+        act = {
+            "clamp/6": lambda: h * torch.clamp(h + 3, 0, 6) / 6,
+            "buffers": lambda: h * nn.functional.relu6(h + self.three) / self.six,     # onnx2torch's constants
+            "3+h, *1/6 first": lambda: h * (nn.functional.hardtanh(3 + h, 0, 6) * (1 / 6)),
+            "hardsigmoid": lambda: torch.clamp(h + 3, 0, 6) / 6,
+            "no sixth": lambda: h * torch.clamp(h + 3, 0, 6),                          # 6·hardswish
+            "near miss": lambda: h * torch.clamp(h + 2.9, 0, 6) / 6,
+            "read twice": lambda: self.read_twice(h),
+        }[self.form]()
+        return self.pw(act)
+
+    @staticmethod
+    def read_twice(h):
+        gate = torch.clamp(h + 3, 0, 6)
+        return h * gate / 6 + gate            # the clip is read by more than the activation
 
 
-def test_fx_act_ops_are_single_nodes_so_nothing_matches():
+@pytest.mark.parametrize("form, act", [("clamp/6", "hardswish"), ("buffers", "hardswish"),
+                                       ("3+h, *1/6 first", "hardswish"), ("hardsigmoid", "hardsigmoid")])
+@pytest.mark.parametrize("fmt", ["fx", "onnx"])
+def test_written_out_in_torch_is_found_in_both_formats(fmt, form, act):
+    """One pattern (rewrite.composite_acts) for both views: the FX graph of the module and its ONNX
+    export (torch writes the same nodes) each get one act op; FX lowers it as one module."""
+    torch.manual_seed(0)
+    model = ByHand(form).eval()
+    report, run, ops = optimized_graph(fmt, model, torch.randn(2, C, 12, 12) * 3, target="cpu", cost_model="analytic")
+    (site,) = [s for s in report.sites if s.kind == "native_act"]
+    assert site.status == "applied" and site.before == act and site.rel_error < 1e-6
+    assert fresh_error(run, model, (3, C, 12, 12)) < 1e-5
+    assert not {"div", "Div", "clamp", "Clip", "hardtanh", "relu6"} & set(ops)
+    if fmt == "fx":
+        assert ops["ActivationModule"] == 1
+
+
+@pytest.mark.parametrize("form", ["no sixth", "near miss", "read twice"])
+def test_fx_near_misses_are_not_activations(form):
+    torch.manual_seed(0)
+    model = ByHand(form).eval()
+    report, run = optimized("fx", model, torch.randn(2, C, 12, 12) * 3, target="cpu", cost_model="analytic")
+    assert not outcomes(report, "native_act")
+    assert fresh_error(run, model, (3, C, 12, 12)) < 1e-5
+
+
+def test_fx_single_node_acts_are_not_sites():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(C, C, 3, padding=1, groups=C), nn.Hardswish(), nn.Conv2d(C, C, 1), nn.GELU()).eval()
     report, run = optimized("fx", model, torch.randn(2, C, 12, 12), target="cpu", cost_model="analytic")
     assert not outcomes(report, "native_act")
     assert fresh_error(run, model, (3, C, 12, 12)) < 1e-5
-    report, run = optimized("fx", HardswishByHand().eval(), torch.randn(2, C, 12, 12), target="cpu",
-                            cost_model="analytic")
-    assert not outcomes(report, "native_act")     # torch's ops as written: not lifted as one act in FX
