@@ -17,7 +17,7 @@ from passes.records import lower_fx, table
 # Records that only ever stand in a plan's `before` (what the view lifted), never in its `after`.
 from rewrite.algebra.decouple import parallel_pairs
 
-BEFORE_ONLY = {ir.ZeroPad, ir.Affine, ir.MixedConv}
+BEFORE_ONLY = {ir.ZeroPad, ir.MixedConv}
 
 
 def record_types() -> set:
@@ -83,6 +83,10 @@ CASES = {
     "unit-norm-opset13": ([ir.LayerNorm(1e-5), ir.Linear(_conv(4, 6, 1))], (2, 3, 6), "nhwc", 13),
     "affine-norm-opset13": ([ir.LayerNorm(1e-5, _affine(6))], (2, 3, 6), "nhwc", 13),
     "flatten-linear": ([ir.Flatten(1, 3), ir.Linear(_conv(3, 12, 1))], (2, 3, 2, 2), "nchw", 17),
+    "shift-then-padded-dw": ([ir.Affine(torch.ones(6), torch.linspace(-1, 1, 6)), _conv(6, 6, 3, groups=6)],
+                             (2, 6, 7, 7), "nchw", 17),
+    "scale-and-shift": ([ir.Affine(torch.linspace(0.5, 2, 6), torch.linspace(-1, 1, 6)), _conv(4, 6, 1)],
+                        (2, 6, 5, 5), "nchw", 17),
     "activation-hardswish-13": ([ir.Activation("hardswish")], (2, 3, 4, 4), "nchw", 13),
     "activation-gelu": ([ir.Activation("gelu")], (2, 3, 4, 4), "nchw", 17),
     "fused-sep-conv": ([ir.FusedSepConv(_conv(6, 6, 3, groups=6), "relu6", _conv(8, 6, 1), None, False)],

@@ -47,6 +47,7 @@ from rewrite.view import Op, View
 
 from .graph import constant_value, fetch_attr, op_name, owner_path
 from passes.records.activation import ActivationModule
+from passes.records.affine import AffineModule
 
 from .lower import UnitAffineLayerNorm, conv_spec_of_module
 
@@ -500,6 +501,12 @@ def _lift_conv_module(module, inputs, base):
     spec = conv_spec_of_module(module)
     return Op("conv", **base, conv=spec if isinstance(spec, ConvSpec) else None,
               reason=spec if isinstance(spec, str) else None)
+
+
+@lifts_module(AffineModule)
+def _lift_affine_module(module, inputs, base):
+    """A shift a fold left in front of a padded conv."""
+    return Op("affine", **base, affine=module.affine) if len(inputs) == 1 else None
 
 
 @lifts_module(ActivationModule)

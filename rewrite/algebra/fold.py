@@ -13,6 +13,14 @@ where c(o, i) = group(o)·C_in/g + i is the input channel that weight column i o
 Exact only when the conv does not pad or t = 0: the zero padding is added after the affine, so
 at the border the chain sees 0 where the folded conv would see t (check_fold_affine_before).
 
+Two affines before a padded conv (a learnable scale and bias after an activation, PP-LCNetV3's
+blocks) compose into one, y = s ⊙ x + t with s = s₁s₂ and t = s₂t₁ + t₂, whose scale still crosses
+the padding (0·s = 0) while its shift does not; for s ≠ 0 everywhere
+
+    conv(pad₀(s ⊙ x + t); W, b) = conv(pad₀(x + t/s); W', b),   W'[o, i] = W[o, i]·s[c(o, i)]
+
+so the two passes become one shift in front of the conv (fold_scale_before).
+
 A zero pad before a conv is absorbed into the conv's own (per-side) zero padding:
 
     conv(pad(x, p); W, b, padding q) = conv(x; W, b, padding p + q)
@@ -81,6 +89,32 @@ def fold_affine_before(affine: Affine, conv: ConvSpec) -> ConvSpec:
         bias = bias + conv.bias.double()
     dtype = conv.weight.dtype
     return replace(conv, weight=(weight * scale[:, :, None, None]).to(dtype), bias=bias.to(dtype))
+
+
+def compose_affines(first: Affine, second: Affine) -> Affine:
+    """second(first(x)) as one affine: scale s₁s₂, shift s₂t₁ + t₂."""
+    s1, t1, s2, t2 = first.scale.double(), first.shift.double(), second.scale.double(), second.shift.double()
+    return Affine(s1 * s2, s2 * t1 + t2, first.axis)
+
+
+def check_fold_scale_before(affine: Affine, conv: ConvSpec) -> str | None:
+    """None when the affine's scale can move into the conv, leaving its shift divided by it."""
+    if affine.scale.numel() != conv.in_channels:
+        return f"affine has {affine.scale.numel()} channels, the conv reads {conv.in_channels}"
+    if not bool(affine.scale.ne(0).all()):
+        return "the affine's scale is zero on some channel, so its shift cannot be moved in front of it"
+    return None
+
+
+def fold_scale_before(affine: Affine, conv: ConvSpec) -> tuple[Affine, ConvSpec]:
+    """(shift, conv') with conv'(pad₀(shift(x))) = conv(pad₀(affine(x))): the shift is t/s, conv' has
+    the scale folded into its weights."""
+    reason = check_fold_scale_before(affine, conv)
+    if reason:
+        raise ValueError(reason)
+    scale = affine.scale.double()
+    shift = Affine(torch.ones_like(scale), affine.shift.double() / scale, affine.axis)
+    return shift, fold_affine_before(Affine(scale, torch.zeros_like(scale), affine.axis), conv)
 
 
 def absorb_pad(pad: ZeroPad, conv: ConvSpec) -> ConvSpec:

@@ -6,6 +6,8 @@ head's BatchNorm1d → Linear).
     conv → affine:  W'[o] = s[o]·W[o],          b' = s ⊙ b + t
     affine → conv:  W'[o, i] = W[o, i]·s[i],    b' = b + Σ_i,k W[o, i, k]·t[i]   (no padding, or t = 0)
     pad → conv:     conv(pad(x, p), padding q) = conv(x, padding p + q)
+    affine → affine → padded conv:  conv(pad₀(s ⊙ x + t)) = conv_{W·s}(pad₀(x + t/s))   (s = s₁s₂ ≠ 0,
+                    t = s₂t₁ + t₂): two passes become one shift
 
 (rewrite.algebra.fold). Always exact and always cheaper (one fewer pass over the activation), so
 it is applied wherever the graph allows it: where the conv's output feeds only the affine (or the
@@ -23,7 +25,8 @@ that both front ends already lower.
 """
 from __future__ import annotations
 
-from ..algebra import absorb_pad, check_fold_affine_before, fold_affine, fold_affine_before
+from ..algebra import (absorb_pad, check_fold_affine_before, check_fold_scale_before, compose_affines, fold_affine,
+                       fold_affine_before, fold_scale_before)
 from ..ir import Affine, ConvSpec, ZeroPad
 from ..view import Op, View
 from .base import Decline, Match, Plan, Rule, conv_reason, declined, register
@@ -66,19 +69,36 @@ def fold_matches(view: View):
 
 
 def _affine_before_conv(view: View, op: Op) -> Match | None:
-    """affine → conv, where the affine's output feeds only that conv (a pre-activation BatchNorm)."""
+    """affine → conv, where the affine's output feeds only that conv (a pre-activation BatchNorm);
+    affine → affine → conv where the second's shift meets the conv's padding and the first feeds only
+    the second (a learnable scale, then bias, after an activation)."""
     conv = view.sole_user(op.output)
     if conv is None or conv.kind != "conv" or op.affine is None:
         return None
     reason = conv_reason(conv, linear_ok=True)
     if reason:
         return declined("fold", conv, reason, [op, conv])
+    first = view.producer(op.inputs[0])
+    if first is not None and first.kind == "affine" and first.affine is not None and first.layout == op.layout and \
+            view.sole_user(first.output) is op and check_fold_affine_before(op.affine, conv.conv) is not None:
+        return Match("fold", conv.name, [first, op, conv], [first.affine, op.affine, conv.conv], first.inputs[0],
+                     conv.output)
     return Match("fold", conv.name, [op, conv], [op.affine, conv.conv], op.inputs[0], conv.output)
 
 
-def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
-    """conv → affine, affine → conv (where exact), or zero pad → conv."""
+def plan_fold(first, second, input_shape, dtype, options, third=None) -> Plan | Decline:
+    """conv → affine, affine → conv (where exact), zero pad → conv, or affine → affine → padded conv
+    (their scale into the conv, one shift left)."""
     wait = None
+    if third is not None:
+        composed = compose_affines(first, second)
+        reason = check_fold_scale_before(composed, third)
+        if reason:
+            return Decline("fold", reason, [first, second, third])
+        after = list(fold_scale_before(composed, third))
+        speedup = options.cost_model.speedup([first, second, third], after, input_shape, dtype)
+        return Plan("fold", [first, second, third], after, speedup, removes_work=True,
+                    note="two affines → one shift; their scale folded into the conv")
     if isinstance(first, ConvSpec) and isinstance(second, Affine):
         after = [fold_affine(first, second)]
     elif isinstance(first, Affine) and isinstance(second, ConvSpec):
@@ -104,7 +124,7 @@ def plan_fold(first, second, input_shape, dtype, options) -> Plan | Decline:
 
 RULE = register(Rule(
     "fold", order=20, matches=fold_matches, timed=False,
-    plan=lambda match, shape, dtype, options: plan_fold(match.layers[0], match.layers[1], shape, dtype, options),
+    plan=lambda match, shape, dtype, options: plan_fold(*match.layers[:2], shape, dtype, options, *match.layers[2:]),
     summary="BatchNorm, constant scale/shift and zero pads into the neighbouring conv or linear",
     owns=lambda op: op.kind == "affine" and op.layout != "nhwc", conservative=True,
 ))

@@ -11,8 +11,10 @@ onnxruntime runs one by one (it fuses none of them); the standard HardSigmoid ·
 one. The view says how many nodes each activation's standard form takes in the format
 (View.native_acts: passes/onnx/lower.py writes them at the model's opset), and an act op lifted
 from more nodes than that is a site. SiLU has no standard op before ONNX's newest opsets (x·Sigmoid(x)
-is its shortest form) and the Erf GELU none below opset 20, so neither is a site there. An FX act op is
-one node, so this rule never matches in FX.
+is its shortest form) and the Erf GELU none below opset 20, so neither is a site there. In FX every
+activation is one module (View.native_acts: 1 each), and the same written-out hardswish and
+hardsigmoid (rewrite.composite_acts: one pattern for both views) are sites: onnx2torch turns
+Paddle's four ONNX nodes into four aten ops (add → hardtanh → mul → div), each a pass in eager.
 
 Exact up to rounding, and it only removes work: applied without timing wherever it matches, each
 site still checked on the spot. It runs after the folds and before the rules that are timed, so

@@ -154,3 +154,61 @@ def test_a_batchnorm_left_because_its_pass_did_not_run_says_so(fmt):
                           cost_model="analytic")
     left = [s for s in report.sites if s.status == "left"]
     assert len(left) == 2 and all("the fold pass was not run" in s.reason for s in left), str(report)
+
+
+class LearnableAffineBeforeDw(nn.Module):
+    """pw → hardswish → ·a + b → dw3x3 (padded): PP-LCNetV3's learnable affine after an activation,
+    a scalar scale and bias each, in front of a padded depthwise conv. `zero`: the scale is 0 on a
+    channel, so the shift cannot move in front of it."""
+
+    def __init__(self, c=8, zero=False):
+        super().__init__()
+        self.pw, self.dw = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 3, padding=1, groups=c)
+        scale = torch.full((1, c, 1, 1), 1.7)
+        if zero:
+            scale[0, 2] = 0
+        self.register_buffer("a", scale)
+        self.register_buffer("b", torch.tensor([-0.3]))
+
+    def forward(self, x):
+        return self.dw(F.hardswish(self.pw(x)) * self.a + self.b)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_two_affines_before_a_padded_conv_leave_one_shift(fmt):
+    torch.manual_seed(0)
+    model = LearnableAffineBeforeDw().eval()
+    report, run, ops = optimized_graph(fmt, model, torch.randn(2, 8, 12, 12), passes=("fold",), target="cpu",
+                                       cost_model="analytic")
+    site = next(s for s in report.sites if s.kind == "fold" and s.before == "affine → affine → dw3x3 8->8")
+    assert site.status == "applied" and site.after == "affine → dw3x3 8->8" and site.rel_error < 1e-6
+    assert fresh_error(run, model, (3, 8, 12, 12)) < 1e-5
+    if fmt == "fx":
+        assert ops["AffineModule"] == 1 and not ops["mul"] and not ops["add"]
+    else:
+        assert ops["Add"] == 1 and not ops["Mul"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_zero_scale_keeps_both_affines(fmt):
+    torch.manual_seed(0)
+    model = LearnableAffineBeforeDw(zero=True).eval()
+    report, run = optimized(fmt, model, torch.randn(2, 8, 12, 12), passes=("fold",), target="cpu",
+                            cost_model="analytic")
+    (site,) = [s for s in report.sites if s.kind == "fold" and s.before == "affine → affine → dw3x3 8->8"]
+    assert site.status == "declined" and "scale is zero" in site.reason
+    assert fresh_error(run, model, (3, 8, 12, 12)) < 1e-5
+
+
+def test_the_two_affine_plan_is_exact_at_the_border():
+    opts = RewriteOptions(target="cpu").resolved("cpu")
+    g = torch.Generator().manual_seed(1)
+    first, second = random_affine(6, gen=g), random_affine(6, gen=g)
+    conv = dw_spec(6, gen=g)                      # padded: the shift alone would change the border
+    assert any(conv.padding)
+    plan = plan_fold(first, second, (2, 6, 9, 9), torch.float32, opts, conv)
+    assert isinstance(plan, Plan) and plan.removes_work and len(plan.after) == 2
+    shift, folded = plan.after
+    assert bool((shift.scale == 1).all())
+    x = rand(2, 6, 9, 9, gen=g)
+    assert max_rel(run_chain(plan.after, x), run_chain([first, second, conv], x)) < 1e-12
