@@ -41,14 +41,13 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.operator_schemas import normalize_function
 
+from passes.records.activation import ActivationModule
+from passes.records.affine import AffineModule
 from rewrite.composite_acts import ScalarOp, hard_composite
 from rewrite.ir import ACTIVATIONS, Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
 from rewrite.view import Op, View
 
 from .graph import constant_value, fetch_attr, op_name, owner_path
-from passes.records.activation import ActivationModule
-from passes.records.affine import AffineModule
-
 from .lower import UnitAffineLayerNorm, conv_spec_of_module
 
 aten = torch.ops.aten

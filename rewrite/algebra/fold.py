@@ -103,6 +103,8 @@ def check_fold_scale_before(affine: Affine, conv: ConvSpec) -> str | None:
         return f"affine has {affine.scale.numel()} channels, the conv reads {conv.in_channels}"
     if not bool(affine.scale.ne(0).all()):
         return "the affine's scale is zero on some channel, so its shift cannot be moved in front of it"
+    if not bool(torch.isfinite((affine.shift.double() / affine.scale.double()).to(conv.weight.dtype)).all()):
+        return "the affine's shift divided by its scale overflows the weights' dtype"
     return None
 
 

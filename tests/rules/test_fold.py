@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rewrite.ir import ConvSpec, ZeroPad, run_chain
+from rewrite.ir import Affine, ConvSpec, ZeroPad, run_chain
 from rewrite.options import RewriteOptions
-from rewrite.rules import Plan, plan_fold
+from rewrite.rules import Decline, Plan, plan_fold
 from tests.helpers import batchnorm, dw_spec, max_rel, random_affine, rand
 from tests.rules.formats import FORMATS, fresh_error, optimized, optimized_graph, outcomes
 
@@ -212,3 +212,12 @@ def test_the_two_affine_plan_is_exact_at_the_border():
     assert bool((shift.scale == 1).all())
     x = rand(2, 6, 9, 9, gen=g)
     assert max_rel(run_chain(plan.after, x), run_chain([first, second, conv], x)) < 1e-12
+
+
+def test_a_shift_that_would_overflow_is_not_moved():
+    opts = RewriteOptions(target="cpu").resolved("cpu")
+    tiny = Affine(torch.full((6,), 1e-30, dtype=torch.float64), torch.zeros(6, dtype=torch.float64))
+    shift = Affine(torch.ones(6, dtype=torch.float64), torch.full((6,), 1e10, dtype=torch.float64))
+    conv = dw_spec(6, dtype=torch.float32)
+    decline = plan_fold(tiny, shift, (2, 6, 9, 9), torch.float32, opts, conv)
+    assert isinstance(decline, Decline) and "overflows" in decline.reason
