@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 
 from . import measure
-from .ir import Activation, Affine, ConvSpec, FusedMBConv, FusedSepConv, Layer, ParallelBranches, ZeroPad
+from .ir import (Activation, Affine, ConvSpec, DepthToSpace, FusedMBConv, FusedSepConv, Layer, ParallelBranches,
+                 TransposedConv, ZeroPad)
 
 SE_LAUNCHES = 2  # beside the gated GEMM: the depthwise stage (or block phase 1) and the excitation MLP
 GROUPS_ON_MATRIX_UNITS = 16  # a grouped conv with ≥ this many channels per group runs as GEMM
@@ -305,6 +306,16 @@ class RooflineCostModel:
             times = [self.chain_time(branch, shape, dtype) for branch in layer.branches]
             out = self._chain_output(layer.branches[0], shape, dtype)
             return sum(times) + (len(times) - 1) * self.elementwise_time((b, *out), dtype, tensors=3), out
+        if isinstance(layer, TransposedConv):   # the same multiply-adds as the conv it transposes, per input pixel
+            oh, ow = layer.output_hw(h, w)
+            kh, kw = layer.kernel_size
+            flops = 2.0 * b * h * w * layer.in_channels * (layer.out_channels // layer.groups) * kh * kw
+            bytes_ = size * (b * c * h * w + b * layer.out_channels * oh * ow + layer.weight.numel())
+            return max(flops / p.rate(p.matrix_rate, dtype), bytes_ / p.bandwidth) + p.launch_overhead, \
+                (layer.out_channels, oh, ow)
+        if isinstance(layer, DepthToSpace):
+            s = layer.block
+            return self.elementwise_time(shape, dtype), (c // (s * s), h * s, w * s)
         if isinstance(layer, ZeroPad):
             t, b_, l, r = layer.padding
             return self.elementwise_time((b, c, h + t + b_, w + l + r), dtype), (c, h + t + b_, w + l + r)

@@ -106,6 +106,71 @@ class ConvSpec:
         return replace(self, weight=self.weight.to(dtype), bias=None if self.bias is None else self.bias.to(dtype))
 
 
+@dataclass(frozen=True, eq=False)
+class TransposedConv:
+    """y = conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, dilation).
+
+    `weight` has PyTorch's (and ONNX's) layout [in_channels, out_channels / groups, kh, kw];
+    padding (top, bottom, left, right) crops the full output, output_padding adds rows and columns
+    at the bottom and right. Lifted so that a rule can recognise the non-overlapping case (kernel =
+    stride), which is a 1x1 conv followed by depth_to_space (rewrite.algebra.shuffle)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    stride: Pair = (1, 1)
+    padding: Padding4 = (0, 0, 0, 0)
+    output_padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[1] * self.groups
+
+    @property
+    def kernel_size(self) -> Pair:
+        return (self.weight.shape[2], self.weight.shape[3])
+
+    def describe(self) -> str:
+        kh, kw = self.kernel_size
+        extra = f" s{self.stride[0]}" if self.stride[0] == self.stride[1] else f" s{self.stride[0]}x{self.stride[1]}"
+        groups = f" g={self.groups}" if self.groups > 1 else ""
+        return f"deconv{kh}x{kw} {self.in_channels}->{self.out_channels}{extra}{groups}"
+
+    def output_hw(self, h: int, w: int) -> Pair:
+        t, b, l, r = self.padding
+        (kh, kw), (sh, sw), (dh, dw), (oh, ow) = self.kernel_size, self.stride, self.dilation, self.output_padding
+        return ((h - 1) * sh - t - b + dh * (kh - 1) + oh + 1, (w - 1) * sw - l - r + dw * (kw - 1) + ow + 1)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The full output (output_padding's rows and columns at the bottom and right), cropped by
+        the per-side padding."""
+        t, b, l, r = self.padding
+        y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, 0, self.output_padding, self.groups, self.dilation)
+        return y[..., t:y.shape[-2] - b, l:y.shape[-1] - r]
+
+    def to(self, dtype: torch.dtype) -> "TransposedConv":
+        return replace(self, weight=self.weight.to(dtype), bias=None if self.bias is None else self.bias.to(dtype))
+
+
+@dataclass(frozen=True)
+class DepthToSpace:
+    """y = pixel_shuffle(x, block): channel c·b² + i·b + j of x goes to channel c, row offset i and
+    column offset j of y (ONNX DepthToSpace in mode "CRD")."""
+
+    block: int
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(x, self.block)
+
+    def describe(self) -> str:
+        return f"depth_to_space {self.block}"
+
+
 @dataclass(frozen=True)
 class ZeroPad:
     """y = pad(x) with zeros: (top, bottom, left, right) rows/columns added around H×W."""
@@ -436,7 +501,7 @@ def channels_last_input(layer) -> bool:
 
 
 Layer = Union[ConvSpec, ZeroPad, Affine, Activation, FusedSepConv, FusedMBConv, ParallelBranches, Linear, LayerNorm,
-              Permute, Flatten, Concat, MixedConv]
+              Permute, Flatten, Concat, MixedConv, TransposedConv, DepthToSpace]
 
 
 def run_chain(layers: "list[Layer] | tuple[Layer, ...]", x: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ Kinds:
     norm    a LayerNorm over the last axis                          norm (LayerNorm) | reason
     concat  a concatenation of its inputs, in order, along `axis` (1: the channels of NCHW / [N, C])
     slice   channels [start, stop) of axis 1 of its input (`channels`): a part of a split, x[:, a:b]
+    deconv  a 2-D transposed convolution with constant weights          deconv (TransposedConv) | reason
     other   anything else (label says what)
 
 An op may also read values for their shape only (`shape_inputs`: torch's `reshape_as(x, other)`
@@ -44,10 +45,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Hashable
 
-from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
+from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute, TransposedConv, ZeroPad
 
 KINDS = ("conv", "affine", "act", "affine_act", "pad", "mean", "mul", "add", "sub", "layout", "reshape", "norm", "concat",
-         "slice", "other")
+         "slice", "deconv", "other")
 
 
 @dataclass(eq=False)
@@ -59,6 +60,7 @@ class Op:
     label: str                     # what it is, in the graph's own terms ("conv2d", "LayerNormalization")
     nodes: tuple = ()              # the format's nodes this op stands for
     conv: ConvSpec | None = None
+    deconv: TransposedConv | None = None
     affine: Affine | None = None
     act: str | None = None
     pad: ZeroPad | None = None
@@ -83,6 +85,8 @@ class Op:
         return self.kind == "conv" and self.conv is not None and self.layout in ("nchw", "nc")
 
     def describe(self) -> str:
+        if self.deconv is not None:
+            return self.deconv.describe()
         if self.conv is not None:
             return self.conv.describe() + {"nhwc": " (linear over NHWC)", "nc": " (linear)"}.get(self.layout, "")
         if self.kind == "affine_act":

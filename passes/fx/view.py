@@ -6,6 +6,7 @@ Every call is read at the op level, so any wrapper that produced it is fine:
     call_module of an nn.Conv2d (a lowered conv)   → conv
     aten.linear over a 4-d (channels-last) tensor or 3-d tokens [B, N, C] → conv, 1x1, layout "nhwc"
     aten.linear over a 2-d [N, C] tensor, nn.Linear → conv, 1x1, layout "nc"
+    aten.conv_transpose2d (weight and bias from get_attr) → deconv
     aten.batch_norm, training=False                → affine
     aten.mul/add/sub/div by a per-channel value computed from parameters only (layer scale) → affine
     aten.relu/relu6/hardtanh(0,6)/silu/hardswish/hardsigmoid/sigmoid/tanh/gelu/... → act
@@ -44,7 +45,7 @@ from torch.fx.operator_schemas import normalize_function
 from passes.records.activation import ActivationModule
 from passes.records.affine import AffineModule
 from rewrite.composite_acts import ScalarOp, hard_composite
-from rewrite.ir import ACTIVATIONS, Affine, ConvSpec, Flatten, LayerNorm, Permute, ZeroPad
+from rewrite.ir import ACTIVATIONS, Affine, ConvSpec, Flatten, LayerNorm, Permute, TransposedConv, ZeroPad
 from rewrite.view import Op, View
 
 from .graph import constant_value, fetch_attr, op_name, owner_path
@@ -163,6 +164,25 @@ class FxViewBuilder:
             return Op("conv", (kw["input"],), **base, reason=padding)
         spec = ConvSpec(weight, bias, tuple(kw["stride"]), padding, tuple(kw["dilation"]), int(kw["groups"]))
         return Op("conv", (kw["input"],), **base, conv=spec)
+
+    def _lift_conv_transpose2d(self, node, kw, base):
+        """A transposed conv with constant weights (aten.conv_transpose2d.input)."""
+        weight, reason = self._constant(kw["weight"])
+        bias, bias_reason = self._constant(kw.get("bias"))
+        reason = reason or bias_reason
+        base["name"] = owner_path(kw["weight"]) if isinstance(kw["weight"], fx.Node) else node.name
+        if reason is None and (not weight.dtype.is_floating_point or weight.dim() != 4):
+            reason = f"a {weight.dim() - 2}-d or non-float ({weight.dtype}) transposed conv"
+        pair = lambda v: tuple(v) * (2 if len(v) == 1 else 1)    # noqa: E731
+        values = {k: pair(kw[k]) for k in ("stride", "padding", "output_padding", "dilation")} if reason is None else {}
+        if values and not all(isinstance(v, int) for vs in values.values() for v in vs):
+            reason = "the transposed conv's geometry depends on the input size (dynamic shape)"
+        if reason:
+            return Op("deconv", (kw["input"],), **base, reason=reason)
+        (ph, pw) = values["padding"]
+        spec = TransposedConv(weight, bias, values["stride"], (ph, ph, pw, pw), values["output_padding"],
+                              values["dilation"], int(kw["groups"]))
+        return Op("deconv", (kw["input"],), **base, deconv=spec)
 
     def _lift_linear(self, node, kw, base):
         x = kw["input"]

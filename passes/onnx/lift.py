@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 import torch
 
 from rewrite.composite_acts import ScalarOp, hard_composite
-from rewrite.ir import Affine, ConvSpec, ZeroPad
+from rewrite.ir import Affine, ConvSpec, TransposedConv, ZeroPad
 
 from .graph import constant_value, folded_value, is_constant, is_op, not_constant_reason, scalar, sole_consumer
 
@@ -65,6 +65,34 @@ def conv_spec(node: gs.Node, overridable: set, spatial=None) -> ConvSpec | str:
     return ConvSpec(torch.from_numpy(np.ascontiguousarray(weight)),
                     None if bias is None else torch.from_numpy(np.ascontiguousarray(bias)),
                     stride, padding, dilation, int(attrs.get("group", 1)))
+
+
+def deconv_spec(node: gs.Node, overridable: set) -> TransposedConv | str:
+    """TransposedConv of a 2-D float ConvTranspose with constant weights and explicit pads, or the
+    reason it is not liftable (auto_pad and output_shape set the geometry from the input size)."""
+    if len(node.inputs) < 2:
+        return "ConvTranspose without a weight input"
+    weight = constant_value(node.inputs[1], overridable)
+    if weight is None:
+        return not_constant_reason(node.inputs[1], "transposed conv weight", overridable)
+    if weight.ndim != 4 or weight.dtype.type not in FLOAT_WEIGHTS:
+        return f"a {weight.ndim - 2}-d ConvTranspose of dtype {weight.dtype} (only 2-D float ones are rewritten)"
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        bias = constant_value(node.inputs[2], overridable)
+        if bias is None:
+            return not_constant_reason(node.inputs[2], "transposed conv bias", overridable)
+    attrs = node.attrs
+    if "output_shape" in attrs or _text(attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "", "VALID"):
+        return "ConvTranspose with output_shape or auto_pad (its padding follows the input size)"
+    kh, kw = weight.shape[2:]
+    if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
+        return f"kernel_shape {attrs['kernel_shape']} disagrees with the weight shape {list(weight.shape)}"
+    t, l, b, r = attrs.get("pads", [0, 0, 0, 0])
+    return TransposedConv(torch.from_numpy(np.ascontiguousarray(weight)),
+                          None if bias is None else torch.from_numpy(np.ascontiguousarray(bias)),
+                          tuple(attrs.get("strides", [1, 1])), (t, b, l, r), tuple(attrs.get("output_padding", [0, 0])),
+                          tuple(attrs.get("dilations", [1, 1])), int(attrs.get("group", 1)))
 
 
 def conv_padding(attrs: dict, kernel, stride, dilation, spatial) -> tuple | str:

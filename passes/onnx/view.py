@@ -18,6 +18,7 @@
     MatMul by a constant over a 3-d/4-d tensor (+ Add of a constant [C_out] bias, its only reader)
                                                   → conv, 1x1, layout "nhwc" (a Linear over NHWC / tokens)
     Gemm of a 2-d activation by constants          → conv, 1x1, layout "nc" (a Linear over [N, C])
+    ConvTranspose (constant weights, explicit pads) → deconv
     Shape                                         → other, reading its input for the shape only
     Concat                                        → concat (its axis, non-negative where the rank is known)
     Split of axis 1 (sizes constant, or equal parts) → one slice per output (its channel range),
@@ -44,8 +45,8 @@ from rewrite.ir import Affine, ConvSpec, Flatten, LayerNorm, Permute
 
 from rewrite.view import Op, View
 from .graph import STANDARD_DOMAINS, constant_value, is_constant, is_op, sole_consumer
-from .lift import (QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, hard_sigmoid_affine,
-                   slice_channels, split_parts, zero_pad)
+from .lift import (QUANTIZED_CONVS, activation_at, batchnorm_affine, constant_affine, conv_spec, deconv_spec,
+                   hard_sigmoid_affine, slice_channels, split_parts, zero_pad)
 from .lower import native_act_sizes
 
 MEAN_OPSET_AXES_INPUT = 18    # ReduceMean takes its axes as an input from opset 18
@@ -130,6 +131,14 @@ class OnnxViewBuilder:
     @lifts("Conv", *QUANTIZED_CONVS)
     def _lift_conv(self, node, inputs, shapes, by_output, base):
         return self._conv(node, shapes, base)
+
+    @lifts("ConvTranspose")
+    def _lift_deconv(self, node, inputs, shapes, by_output, base):
+        spec = deconv_spec(node, self.overridable)
+        if not isinstance(spec, str) and spec.weight.dtype != self.dtype:
+            spec = f"transposed conv weight dtype {spec.weight.dtype} differs from the model's {self.dtype}"
+        x = node.inputs[0].name
+        return Op("deconv", (x,), **base, reason=spec) if isinstance(spec, str) else Op("deconv", (x,), **base, deconv=spec)
 
     @lifts("HardSigmoid")
     def _lift_hard_sigmoid(self, node, inputs, shapes, by_output, base):
