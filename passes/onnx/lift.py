@@ -39,20 +39,14 @@ def conv_spec(node: gs.Node, overridable: set, spatial=None) -> ConvSpec | str:
     """
     if node.op in QUANTIZED_CONVS:
         return f"integer/quantized conv ({node.op}) is not rewritten"
-    if len(node.inputs) < 2:
-        return "Conv without a weight input"
-    weight = constant_value(node.inputs[1], overridable)
-    if weight is None:
-        return not_constant_reason(node.inputs[1], "conv weight", overridable)
+    found = _weight_and_bias(node, "conv", overridable)
+    if isinstance(found, str):
+        return found
+    weight, bias = found
     if weight.ndim != 4:
         return f"Conv{weight.ndim - 2}d (only 2-D convs are rewritten)"
     if weight.dtype.type not in FLOAT_WEIGHTS:
         return f"conv weight of dtype {weight.dtype} (only float16/32/64 convs are rewritten)"
-    bias = None
-    if len(node.inputs) > 2 and node.inputs[2].name:
-        bias = constant_value(node.inputs[2], overridable)
-        if bias is None:
-            return not_constant_reason(node.inputs[2], "conv bias", overridable)
     attrs = node.attrs
     kh, kw = weight.shape[2:]
     if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
@@ -70,18 +64,12 @@ def conv_spec(node: gs.Node, overridable: set, spatial=None) -> ConvSpec | str:
 def deconv_spec(node: gs.Node, overridable: set) -> TransposedConv | str:
     """TransposedConv of a 2-D float ConvTranspose with constant weights and explicit pads, or the
     reason it is not liftable (auto_pad and output_shape set the geometry from the input size)."""
-    if len(node.inputs) < 2:
-        return "ConvTranspose without a weight input"
-    weight = constant_value(node.inputs[1], overridable)
-    if weight is None:
-        return not_constant_reason(node.inputs[1], "transposed conv weight", overridable)
+    found = _weight_and_bias(node, "transposed conv", overridable)
+    if isinstance(found, str):
+        return found
+    weight, bias = found
     if weight.ndim != 4 or weight.dtype.type not in FLOAT_WEIGHTS:
         return f"a {weight.ndim - 2}-d ConvTranspose of dtype {weight.dtype} (only 2-D float ones are rewritten)"
-    bias = None
-    if len(node.inputs) > 2 and node.inputs[2].name:
-        bias = constant_value(node.inputs[2], overridable)
-        if bias is None:
-            return not_constant_reason(node.inputs[2], "transposed conv bias", overridable)
     attrs = node.attrs
     if "output_shape" in attrs or _text(attrs.get("auto_pad", "NOTSET")) not in ("NOTSET", "", "VALID"):
         return "ConvTranspose with output_shape or auto_pad (its padding follows the input size)"
@@ -93,6 +81,21 @@ def deconv_spec(node: gs.Node, overridable: set) -> TransposedConv | str:
                           None if bias is None else torch.from_numpy(np.ascontiguousarray(bias)),
                           tuple(attrs.get("strides", [1, 1])), (t, b, l, r), tuple(attrs.get("output_padding", [0, 0])),
                           tuple(attrs.get("dilations", [1, 1])), int(attrs.get("group", 1)))
+
+
+def _weight_and_bias(node: gs.Node, what: str, overridable: set) -> tuple | str:
+    """(weight, bias or None) of a Conv / ConvTranspose, both constant, or why not."""
+    if len(node.inputs) < 2:
+        return f"{node.op} without a weight input"
+    weight = constant_value(node.inputs[1], overridable)
+    if weight is None:
+        return not_constant_reason(node.inputs[1], f"{what} weight", overridable)
+    bias = None
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        bias = constant_value(node.inputs[2], overridable)
+        if bias is None:
+            return not_constant_reason(node.inputs[2], f"{what} bias", overridable)
+    return weight, bias
 
 
 def conv_padding(attrs: dict, kernel, stride, dilation, spatial) -> tuple | str:
