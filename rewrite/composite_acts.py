@@ -9,10 +9,12 @@ since hardsigmoid(x) = clip(x + 3, 0, 6)/6 and hardswish(x) = x·hardsigmoid(x).
 opset 14 writes every hardswish this way, as do torch's export of x·relu6(x + 3)/6, timm's and
 Keras' hard_swish through tf2onnx, and onnx2torch's conversion of any of them back to PyTorch
 (aten add → hardtanh → mul → div). Either operand order of each add and product; the constants
-one-element floats, exactly 3 and 6 (1/6 to the rounding of its dtype); every value inside read
-by the next node only (and not a graph output), so that the nodes can be replaced as one.
+one-element floats that do not change the dtype or rank of what they meet, exactly 3 and 6 (1/6 to
+the rounding of the dtype the product computes in); every value inside read by the next node only
+(and not a graph output), so that the nodes can be replaced as one; and x itself not written in
+place between the first node and the last (x is read twice, by the add and by the product).
 
-A front end answers four questions about its nodes (`ElementwiseGraph`); `hard_composite` reads
+A front end answers five questions about its nodes (`ElementwiseGraph`); `hard_composite` reads
 nothing else, so the ONNX view (passes/onnx/lift.py) and the FX view (passes/fx/view.py) find the
 same activations. x·(x + 3 clipped) alone, without the sixth, is 6·hardswish and is not matched.
 """
@@ -24,8 +26,9 @@ from typing import Hashable, Protocol
 
 @dataclass(frozen=True)
 class ScalarOp:
-    """A node computing x ∘ c, with ∘ one of add | mul | div (c ∘ x for add and mul too), x an
-    activation and c a one-element float constant; eps: the machine epsilon of c's dtype."""
+    """A node computing x ∘ c, with ∘ one of add | mul | div (c ∘ x for add and mul too), x a float
+    activation and c a one-element float constant that leaves x's dtype and rank as they are; eps:
+    the machine epsilon of the dtype the node computes in."""
     kind: str
     x: Hashable
     c: float
@@ -56,6 +59,9 @@ class ElementwiseGraph(Protocol):
     def product_of(self, node) -> tuple | None:
         """(a, b) when `node` computes a·b of two activations, else None."""
 
+    def unchanged(self, value) -> bool:
+        """Whether nothing writes `value` in place (itself or through a view of it)."""
+
 
 def hard_composite(g: ElementwiseGraph, add) -> Composite | None:
     """The hardswish or hardsigmoid whose first node is `add` (x + 3), if it is written out as above."""
@@ -63,6 +69,8 @@ def hard_composite(g: ElementwiseGraph, add) -> Composite | None:
     if first is None or first.kind != "add" or first.c != 3.0:
         return None
     x = first.x
+    if not g.unchanged(x):
+        return None
     clip = g.sole_reader(g.output(add))
     if clip is None or not g.is_relu6(clip, g.output(add)):
         return None

@@ -88,7 +88,7 @@ CASES = {
     "scale-and-shift": ([ir.Affine(torch.linspace(0.5, 2, 6), torch.linspace(-1, 1, 6)), _conv(4, 6, 1)],
                         (2, 6, 5, 5), "nchw", 17),
     "pw-then-depth-to-space": ([_conv(12, 5, 1), ir.DepthToSpace(2)], (2, 5, 4, 3), "nchw", 17),
-    "depth-to-space-opset10": ([_conv(18, 4, 1), ir.DepthToSpace(3)], (1, 4, 3, 2), "nchw", 10),
+    "depth-to-space-3": ([_conv(18, 4, 1), ir.DepthToSpace(3)], (1, 4, 3, 2), "nchw", 11),
     "activation-hardswish-13": ([ir.Activation("hardswish")], (2, 3, 4, 4), "nchw", 13),
     "activation-gelu": ([ir.Activation("gelu")], (2, 3, 4, 4), "nchw", 17),
     "fused-sep-conv": ([ir.FusedSepConv(_conv(6, 6, 3, groups=6), "relu6", _conv(8, 6, 1), None, False)],

@@ -466,11 +466,15 @@ class _FxElementwise:
                 break                # c / x is not x ∘ c
             if not _is_node(x) or self.builder._constant_expression(x) is not None:
                 continue
+            dtype = getattr(x.meta.get("val"), "dtype", None)
             value = self.builder._constant_expression(c)
-            if value is not None and value.numel() == 1 and value.is_floating_point():
-                # a Python number takes the activation's dtype; a tensor constant has its own
-                dtype = value.dtype if isinstance(c, fx.Node) else x.meta.get("val", torch.empty(0)).dtype
-                return ScalarOp(kind, x, float(value.reshape(())), torch.finfo(dtype).eps)
+            if dtype is None or not dtype.is_floating_point or value is None or value.numel() != 1 or \
+                    not value.is_floating_point():
+                continue
+            # a Python number or 0-d tensor takes x's dtype; a [1] tensor of another dtype promotes the result
+            if isinstance(c, fx.Node) and (value.dim() > 1 or (value.dim() == 1 and value.dtype != dtype)):
+                continue
+            return ScalarOp(kind, x, float(value.reshape(())), torch.finfo(dtype).eps)
         return None
 
     def sole_reader(self, value):
@@ -498,6 +502,22 @@ class _FxElementwise:
             return None
         a, b = node.args[:2] if len(node.args) >= 2 else (None, None)
         return (a, b) if _is_node(a) and _is_node(b) else None
+
+    def unchanged(self, value, depth: int = 4) -> bool:
+        """No reader of `value`, or of a view of it, writes in place (capture functionalizes most
+        in-place ops, but not a write through a view)."""
+        for user in value.users:
+            if user.op != "call_function":
+                continue
+            target = user.target
+            if isinstance(target, torch._ops.OpOverload):
+                if target._schema.is_mutable:
+                    return False
+                if not any(r.alias_info is not None for r in target._schema.returns):
+                    continue
+            if depth == 0 or not self.unchanged(user, depth - 1):    # a view (or an op we cannot read)
+                return False
+        return True
 
 
 def lifts_module(*types: type, subclasses: bool = False):

@@ -372,6 +372,9 @@ class _OnnxElementwise:
     def product_of(self, node: gs.Node) -> tuple | None:
         return tuple(node.inputs) if is_op(node, "Mul") and len(node.inputs) == 2 else None
 
+    def unchanged(self, value: gs.Tensor) -> bool:
+        return True              # ONNX tensors are written once
+
 
 def _scalar_operand(node: gs.Node, t: gs.Tensor, overridable) -> float | None:
     """c where `node` computes t ∘ c (or c ∘ t, except for a Div) with c a one-element float

@@ -17,7 +17,8 @@ class AffineModule(nn.Module):
 
     def __init__(self, affine: Affine, dtype: torch.dtype, device=None):
         super().__init__()
-        self.affine = affine                       # as lifted back by the FX view
+        self.affine = affine      # float64, for the FX view to lift it back; .half() / .to() leave it (and the
+                                  # buffers are what forward reads)
         view = (1, -1, 1, 1)
         self.register_buffer("scale", None if _is_one(affine.scale) else
                              affine.scale.to(device=device, dtype=dtype).view(view))

@@ -157,14 +157,14 @@ def test_a_batchnorm_left_because_its_pass_did_not_run_says_so(fmt):
 
 
 class LearnableAffineBeforeDw(nn.Module):
-    """pw → hardswish → ·a + b → dw3x3 (padded): PP-LCNetV3's learnable affine after an activation,
-    a scalar scale and bias each, in front of a padded depthwise conv. `zero`: the scale is 0 on a
-    channel, so the shift cannot move in front of it."""
+    """pw → hardswish → ·a + b → dw3x3 (padded): PP-LCNetV3's learnable affine after an activation
+    (a one-element scale and bias; `per_channel`: a scale per channel) in front of a padded depthwise
+    conv. `zero`: the scale is 0 on a channel, so the shift cannot move in front of it."""
 
-    def __init__(self, c=8, zero=False):
+    def __init__(self, c=8, zero=False, per_channel=True):
         super().__init__()
         self.pw, self.dw = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 3, padding=1, groups=c)
-        scale = torch.full((1, c, 1, 1), 1.7)
+        scale = torch.linspace(0.5, 2, c).view(1, c, 1, 1) if per_channel or zero else torch.tensor([1.7])
         if zero:
             scale[0, 2] = 0
         self.register_buffer("a", scale)
@@ -174,10 +174,11 @@ class LearnableAffineBeforeDw(nn.Module):
         return self.dw(F.hardswish(self.pw(x)) * self.a + self.b)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_two_affines_before_a_padded_conv_leave_one_shift(fmt):
+def test_two_affines_before_a_padded_conv_leave_one_shift(fmt, per_channel):
     torch.manual_seed(0)
-    model = LearnableAffineBeforeDw().eval()
+    model = LearnableAffineBeforeDw(per_channel=per_channel).eval()
     report, run, ops = optimized_graph(fmt, model, torch.randn(2, 8, 12, 12), passes=("fold",), target="cpu",
                                        cost_model="analytic")
     site = next(s for s in report.sites if s.kind == "fold" and s.before == "affine → affine → dw3x3 8->8")

@@ -151,3 +151,44 @@ def test_fx_single_node_acts_are_not_sites():
     report, run = optimized("fx", model, torch.randn(2, C, 12, 12), target="cpu", cost_model="analytic")
     assert not outcomes(report, "native_act")
     assert fresh_error(run, model, (3, C, 12, 12)) < 1e-5
+
+
+class Tricky(nn.Module):
+    """Graphs near the pattern that must not become a hardswish, or must not stop the other rules:
+    an integer tensor + 3 (the fold beside it still applies), x written through a view between the
+    add and the product, a float64 [1] constant (the written-out chain computes in float64), and
+    a constant that raises the rank."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+        self.conv, self.bn = nn.Conv2d(C, C, 3, padding=1), nn.BatchNorm2d(C)
+        self.register_buffer("three64", torch.tensor([3.0], dtype=torch.float64))
+        self.register_buffer("three5d", torch.full((1, 1, 1, 1, 1), 3.0))
+
+    def forward(self, x):
+        h = self.bn(self.conv(x))
+        if self.form == "integer":
+            return h * (h.argmax(1, keepdim=True) + 3)
+        if self.form == "view write":
+            t = h + 3
+            h.view(h.shape).mul_(2)
+            return h * torch.clamp(t, 0, 6) / 6
+        if self.form == "float64":
+            return h * torch.clamp(h + self.three64, 0, 6) / 6
+        return h * torch.clamp(h + self.three5d, 0, 6) / 6
+
+
+@pytest.mark.parametrize("form", ["integer", "view write", "float64", "rank"])
+def test_fx_lookalikes_are_left_and_the_rest_still_runs(form):
+    torch.manual_seed(0)
+    model = Tricky(form).eval()
+    x = torch.randn(2, C, 6, 6)
+    report, run = optimized("fx", model, x, target="cpu", cost_model="analytic", check=False)
+    assert not outcomes(report, "native_act")
+    assert outcomes(report, "fold")["applied"] == 1              # the BatchNorm still folds
+    with torch.no_grad():
+        fresh = torch.randn(2, C, 6, 6, generator=torch.Generator().manual_seed(1))
+        expected, got = model(fresh.clone()), run(fresh.clone())
+    assert got.dtype == expected.dtype
+    assert fresh_error(run, model, (2, C, 6, 6)) < 1e-5
