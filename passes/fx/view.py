@@ -148,11 +148,16 @@ class FxViewBuilder:
             return None
         return bound.kwargs if bound is not None else None
 
-    def _lift_conv2d(self, node, kw, base):
+    def _weight_and_bias(self, node, kw, base) -> tuple:
+        """(weight, bias, why they are not constants or None) of a conv or transposed conv; the op is
+        named after its weight's module."""
         weight, reason = self._constant(kw["weight"])
         bias, bias_reason = self._constant(kw.get("bias"))
-        reason = reason or bias_reason
         base["name"] = owner_path(kw["weight"]) if isinstance(kw["weight"], fx.Node) else node.name
+        return weight, bias, reason or bias_reason
+
+    def _lift_conv2d(self, node, kw, base):
+        weight, bias, reason = self._weight_and_bias(node, kw, base)
         if reason is None and not weight.dtype.is_floating_point:
             reason = f"non-float weight dtype {weight.dtype}"
         if reason is None and weight.dim() != 4:
@@ -167,10 +172,7 @@ class FxViewBuilder:
 
     def _lift_conv_transpose2d(self, node, kw, base):
         """A transposed conv with constant weights (aten.conv_transpose2d.input)."""
-        weight, reason = self._constant(kw["weight"])
-        bias, bias_reason = self._constant(kw.get("bias"))
-        reason = reason or bias_reason
-        base["name"] = owner_path(kw["weight"]) if isinstance(kw["weight"], fx.Node) else node.name
+        weight, bias, reason = self._weight_and_bias(node, kw, base)
         if reason is None and (not weight.dtype.is_floating_point or weight.dim() != 4):
             reason = f"a {weight.dim() - 2}-d or non-float ({weight.dtype}) transposed conv"
         pair = lambda v: tuple(v) * (2 if len(v) == 1 else 1)    # noqa: E731
